@@ -1,0 +1,449 @@
+//! Configuration: [`ClientCredentials::builder`] collects what the token request needs and how
+//! the refresher should behave, [`build`](ClientCredentialsBuilder::build) checks it, and
+//! [`start`](ClientCredentials::start) turns it into a running [`TokenHandle`].
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body::Body;
+use http_body_util::Full;
+use secrecy::SecretString;
+use tower_service::Service;
+
+use crate::{
+    endpoint::{
+        self, AuthMethod, HttpClient, Parameters, PreparedRequest, RequestFormat, TokenEndpoint,
+    },
+    error::{BoxError, ConfigError, TokenError, TokenUnavailable},
+    refresh::{RefreshPolicy, Refresher, Shared, TokenHandle},
+    token::ExpirySource,
+};
+
+/// A checked client-credentials configuration, ready to [`start`](Self::start).
+pub struct ClientCredentials {
+    endpoint: TokenEndpoint,
+    policy: RefreshPolicy,
+    max_wait: Duration,
+}
+
+impl ClientCredentials {
+    /// Starts configuring a client of the token endpoint at `token_url`.
+    ///
+    /// `token_url` must be `https`, except on a loopback host (`127.0.0.1`, `[::1]`,
+    /// `localhost`), unless [`allow_insecure_http`](ClientCredentialsBuilder::allow_insecure_http)
+    /// is set.
+    pub fn builder(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> ClientCredentialsBuilder {
+        ClientCredentialsBuilder {
+            token_url: token_url.into(),
+            client_id: client_id.into(),
+            client_secret: SecretString::from(client_secret.into()),
+            params: Parameters::default(),
+            auth: None,
+            format: RequestFormat::default(),
+            client: None,
+            allow_insecure_http: false,
+            timeout: Duration::from_secs(30),
+            max_response_size: 64 * 1024,
+            expiry: ExpirySource::default(),
+            default_lifetime: Duration::from_secs(300),
+            max_wait: Duration::from_secs(30),
+            policy: RefreshPolicy::default(),
+        }
+    }
+
+    /// Spawns the refresher on the current tokio runtime and waits for the first token.
+    ///
+    /// Bad credentials, a wrong scope or an unreachable endpoint fail here rather than on the
+    /// first request.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub async fn start(self) -> Result<TokenHandle, TokenError> {
+        let handle = self.spawn();
+        match handle.token().await {
+            Ok(_) => Ok(handle),
+            Err(TokenUnavailable::FetchFailed(error)) => Err(error),
+            Err(TokenUnavailable::TimedOut {
+                last_error: Some(error),
+                ..
+            }) => Err(error),
+            Err(_) => Err(TokenError::Timeout {
+                after: handle.shared().max_wait,
+            }),
+        }
+    }
+
+    /// Spawns the refresher on the current tokio runtime without waiting for a token. The first
+    /// requests wait for it.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub fn spawn(self) -> TokenHandle {
+        let (handle, refresher) = self.into_parts();
+        tokio::spawn(refresher.into_future());
+        handle
+    }
+
+    /// The handle and the refresher, for running the refresher on an executor of your choice,
+    /// like [`tower::buffer::Buffer::pair`]. Requests wait until the refresher runs.
+    pub fn into_parts(self) -> (TokenHandle, Refresher) {
+        let shared = Arc::new(Shared::new(
+            self.max_wait,
+            self.policy.invalidation_cooldown,
+        ));
+        let refresher = Refresher::new(Arc::clone(&shared), self.endpoint, self.policy);
+        (TokenHandle::new(shared), refresher)
+    }
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentials").finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ClientCredentials`]. Created by [`ClientCredentials::builder`].
+pub struct ClientCredentialsBuilder {
+    token_url: String,
+    client_id: String,
+    client_secret: SecretString,
+    params: Parameters,
+    auth: Option<AuthMethod>,
+    format: RequestFormat,
+    client: Option<HttpClient>,
+    allow_insecure_http: bool,
+    timeout: Duration,
+    max_response_size: usize,
+    expiry: ExpirySource,
+    default_lifetime: Duration,
+    max_wait: Duration,
+    policy: RefreshPolicy,
+}
+
+impl fmt::Debug for ClientCredentialsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentialsBuilder")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("scopes", &self.params.scopes)
+            .field("auth", &self.auth)
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCredentialsBuilder {
+    /// The scopes to ask for, joined with spaces. `*` passes through as written. Default: none
+    /// (the server's default).
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.params.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The `audience` parameter (Auth0, Okta and others). Default: none.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.params.audience = Some(audience.into());
+        self
+    }
+
+    /// Adds a `resource` parameter (RFC 8707). May be called more than once. Default: none.
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.params.resources.push(resource.into());
+        self
+    }
+
+    /// Adds any other parameter to the token request. The names this crate sets itself
+    /// (`grant_type`, `client_id`, `scope`, …) are refused by [`build`](Self::build).
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.extra.push((name.into(), value.into()));
+        self
+    }
+
+    /// How the client authenticates. Default: [`AuthMethod::ClientSecretBasic`] for a form
+    /// body, [`AuthMethod::ClientSecretPost`] for a JSON body.
+    pub fn auth_method(mut self, method: AuthMethod) -> Self {
+        self.auth = Some(method);
+        self
+    }
+
+    /// The body encoding. Default: [`RequestFormat::Form`] (RFC 6749).
+    pub fn request_format(mut self, format: RequestFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Sends token requests through `client` instead of the built-in hyper-util client: your
+    /// own client with a proxy, mTLS or custom roots, or a test double.
+    pub fn http_client<S, B>(mut self, client: S) -> Self
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.client = Some(endpoint::boxed(client));
+        self
+    }
+
+    /// Allows a plain `http` token endpoint on a non-loopback host. Default: `false`: the
+    /// client secret would travel in clear text.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
+    /// The longest a token request may take, response body included. Default: 30 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The largest token response body accepted. Default: 64 KiB.
+    pub fn max_response_size(mut self, bytes: usize) -> Self {
+        self.max_response_size = bytes;
+        self
+    }
+
+    /// Where a token's lifetime comes from. Default: [`ExpirySource::ExpiresIn`].
+    pub fn expiry_source(mut self, source: ExpirySource) -> Self {
+        self.expiry = source;
+        self
+    }
+
+    /// The lifetime assumed for a token whose response has no `expires_in` and which is not a
+    /// JWT with `exp`. Default: 5 minutes.
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.default_lifetime = lifetime;
+        self
+    }
+
+    /// Refresh at most this long before expiry. Default: 60 s.
+    ///
+    /// The refresh happens at whichever comes later of this margin and
+    /// [`refresh_ratio`](Self::refresh_ratio) of the lifetime, made up to 10 % earlier at random
+    /// so that many clients do not refresh in step: a 5-second token is refreshed at about
+    /// 4 s, a 24-hour token about a minute before it expires.
+    pub fn refresh_before(mut self, margin: Duration) -> Self {
+        self.policy.refresh_before = margin;
+        self
+    }
+
+    /// Refresh once this fraction of the lifetime has passed, at the latest. Default: `0.8`.
+    pub fn refresh_ratio(mut self, ratio: f64) -> Self {
+        self.policy.refresh_ratio = ratio;
+        self
+    }
+
+    /// Backoff after a transient failure: the first delay, doubling up to `max`, with jitter,
+    /// and never past the current token's expiry. `Retry-After` is honoured (up to 10
+    /// minutes). Default: 500 ms doubling to 30 s.
+    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.policy.backoff_base = first;
+        self.policy.backoff_max = max;
+        self
+    }
+
+    /// The delay before trying again after a permanent failure (`invalid_client`, a malformed
+    /// response, …). Default: 60 s.
+    pub fn permanent_retry(mut self, delay: Duration) -> Self {
+        self.policy.permanent_retry = delay;
+        self
+    }
+
+    /// After a 401 made the handle discard a token, further 401s within this time do not
+    /// discard the new one: the API is then refusing fresh tokens too. Default: 5 s.
+    pub fn invalidation_cooldown(mut self, cooldown: Duration) -> Self {
+        self.policy.invalidation_cooldown = cooldown;
+        self
+    }
+
+    /// How long a request waits for a token when none is valid. Default: 30 s.
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = wait;
+        self
+    }
+
+    /// Checks the configuration.
+    pub fn build(self) -> Result<ClientCredentials, ConfigError> {
+        let uri = check_url(&self.token_url, self.allow_insecure_http)?;
+        check_timing(&self)?;
+        let auth = self.auth.unwrap_or(match self.format {
+            RequestFormat::Json => AuthMethod::ClientSecretPost,
+            RequestFormat::Form => AuthMethod::ClientSecretBasic,
+        });
+        let request = PreparedRequest::new(
+            uri.clone(),
+            &self.client_id,
+            &self.client_secret,
+            auth,
+            self.format,
+            &self.params,
+        )?;
+        let client = match self.client {
+            Some(client) => client,
+            None => endpoint::default_client(&uri)?,
+        };
+        Ok(ClientCredentials {
+            endpoint: TokenEndpoint {
+                request,
+                expiry: self.expiry,
+                default_lifetime: self.default_lifetime,
+                client,
+                timeout: self.timeout,
+                max_body: self.max_response_size,
+            },
+            policy: self.policy,
+            max_wait: self.max_wait,
+        })
+    }
+}
+
+fn check_url(url: &str, allow_insecure_http: bool) -> Result<Uri, ConfigError> {
+    let invalid = |reason: &str| ConfigError::InvalidTokenUrl {
+        reason: reason.to_owned(),
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
+    let host = uri.host().ok_or_else(|| invalid("the URL has no host"))?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") => {
+            if !allow_insecure_http && !is_loopback(host) {
+                return Err(ConfigError::InsecureTokenUrl {
+                    host: host.to_owned(),
+                });
+            }
+        }
+        Some(other) => return Err(invalid(&format!("unsupported scheme `{other}`"))),
+        None => return Err(invalid("the URL must be absolute (https://…)")),
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(invalid(
+            "credentials in the URL are not supported; pass them to the builder",
+        ));
+    }
+    Ok(uri)
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn check_timing(builder: &ClientCredentialsBuilder) -> Result<(), ConfigError> {
+    let invalid = |name, reason: &str| {
+        Err(ConfigError::InvalidTiming {
+            name,
+            reason: reason.to_owned(),
+        })
+    };
+    let policy = &builder.policy;
+    if !(policy.refresh_ratio > 0.0 && policy.refresh_ratio <= 1.0) {
+        return invalid("refresh_ratio", "must be in (0, 1]");
+    }
+    if builder.timeout.is_zero() {
+        return invalid("timeout", "must be greater than zero");
+    }
+    if builder.default_lifetime.is_zero() {
+        return invalid("default_lifetime", "must be greater than zero");
+    }
+    if builder.max_response_size == 0 {
+        return invalid("max_response_size", "must be greater than zero");
+    }
+    if policy.backoff_base.is_zero() || policy.backoff_base > policy.backoff_max {
+        return invalid(
+            "backoff",
+            "the first delay must be non-zero and at most the maximum",
+        );
+    }
+    if policy.permanent_retry.is_zero() {
+        return invalid("permanent_retry", "must be greater than zero");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(url: &str) -> Result<ClientCredentials, ConfigError> {
+        ClientCredentials::builder(url, "id", "secret")
+            .http_client(tower::service_fn(|_: Request<Full<Bytes>>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+            }))
+            .build()
+    }
+
+    #[test]
+    fn https_required_except_on_loopback() {
+        assert!(build("https://auth.example/token").is_ok());
+        assert!(build("http://127.0.0.1:8080/token").is_ok());
+        assert!(build("http://[::1]:8080/token").is_ok());
+        assert!(build("http://localhost/token").is_ok());
+        assert_eq!(
+            build("http://auth.example/token").unwrap_err(),
+            ConfigError::InsecureTokenUrl {
+                host: "auth.example".into()
+            }
+        );
+        assert!(
+            ClientCredentials::builder("http://auth.example/token", "id", "s")
+                .allow_insecure_http(true)
+                .build()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn malformed_urls_are_config_errors() {
+        for url in [
+            "",
+            "/token",
+            "ftp://auth.example/x",
+            "https://",
+            "https://u:p@auth.example/t",
+        ] {
+            assert!(
+                matches!(build(url), Err(ConfigError::InvalidTokenUrl { .. })),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn timing_is_checked() {
+        let builder = || ClientCredentials::builder("https://auth.example/t", "id", "s");
+        assert!(builder().refresh_ratio(0.0).build().is_err());
+        assert!(builder().refresh_ratio(1.5).build().is_err());
+        assert!(builder().timeout(Duration::ZERO).build().is_err());
+        assert!(
+            builder()
+                .backoff(Duration::from_secs(2), Duration::from_secs(1))
+                .build()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn debug_redacts_the_secret() {
+        let builder = ClientCredentials::builder("https://auth.example/t", "id", "hunter2-secret");
+        assert!(!format!("{builder:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,101 @@
+//! The token-endpoint client: builds the token request, sends it through the configured HTTP
+//! client with a timeout and a body-size limit, and turns the answer into a token or a
+//! [`TokenError`].
+
+mod request;
+mod response;
+mod transport;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+pub use self::request::{AuthMethod, RequestFormat};
+pub(crate) use self::{
+    request::{Parameters, PreparedRequest},
+    response::TokenResponse,
+    transport::{HttpClient, boxed, default_client},
+};
+use crate::{
+    error::TokenError,
+    token::{self, ExpirySource},
+};
+
+/// A token response and the lifetime worked out for it.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub(crate) response: TokenResponse,
+    pub(crate) lifetime: Duration,
+}
+
+/// Sends token requests. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct TokenEndpoint {
+    pub(crate) request: PreparedRequest,
+    pub(crate) expiry: ExpirySource,
+    pub(crate) default_lifetime: Duration,
+    pub(crate) client: HttpClient,
+    pub(crate) timeout: Duration,
+    pub(crate) max_body: usize,
+}
+
+impl TokenEndpoint {
+    /// Requests a token once.
+    pub(crate) async fn fetch(&self) -> Result<Fetched, TokenError> {
+        match tokio::time::timeout(self.timeout, self.exchange()).await {
+            Ok(result) => result,
+            Err(_) => Err(TokenError::Timeout {
+                after: self.timeout,
+            }),
+        }
+    }
+
+    async fn exchange(&self) -> Result<Fetched, TokenError> {
+        let response = self
+            .client
+            .clone()
+            .oneshot(self.request.to_request())
+            .await
+            .map_err(TokenError::transport)?;
+        let (parts, body) = response.into_parts();
+        let body = read_limited(body, self.max_body).await?;
+        let response = response::parse(parts.status, &parts.headers, &body)?;
+        let lifetime = token::lifetime(
+            self.expiry,
+            response.expires_in,
+            &response.access_token,
+            self.default_lifetime,
+        )
+        .map_err(|reason| {
+            response::invalid_response(parts.status, &parts.headers, &body, reason)
+        })?;
+        Ok(Fetched { response, lifetime })
+    }
+}
+
+/// Reads the whole body, failing as soon as it passes `limit` bytes.
+///
+/// (Not `http_body_util::Limited`: its generic `Into<BoxError>` bound makes this future fail
+/// the `Send` check, rust-lang/rust#102211.)
+async fn read_limited(
+    mut body: transport::ResponseBody,
+    limit: usize,
+) -> Result<Bytes, TokenError> {
+    if body.size_hint().lower() > limit as u64 {
+        return Err(TokenError::BodyTooLarge { limit });
+    }
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(TokenError::transport)?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > limit {
+                return Err(TokenError::BodyTooLarge { limit });
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
+}

@@ -1,0 +1,437 @@
+//! Errors: configuration mistakes, token-endpoint failures, and what a request sees when no
+//! token can be had.
+//!
+//! - [`ConfigError`] comes out of [`ClientCredentialsBuilder::build`] and names the option that
+//!   is wrong. Nothing is sent before the configuration is known to be usable.
+//! - [`TokenError`] describes one failed token request. Every variant says whether it is
+//!   [transient](TokenError::is_transient) (worth retrying soon: network, timeout, 5xx, 429) or
+//!   permanent (bad credentials, bad scope, a response that is not a usable token).
+//! - [`TokenUnavailable`] is what [`BearerAuth`] returns, boxed, when a request could not get a
+//!   token. Downcast the service's [`BoxError`] to it.
+//!
+//! No error carries a secret: neither the client secret nor any access token appears in their
+//! `Display` or `Debug` output. Response excerpts are shortened and long token-like runs are
+//! redacted.
+//!
+//! [`ClientCredentialsBuilder::build`]: crate::ClientCredentialsBuilder::build
+//! [`BearerAuth`]: crate::BearerAuth
+
+use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
+
+use http::StatusCode;
+
+/// A type-erased error, as returned by [`BearerAuth`](crate::BearerAuth) and accepted from
+/// user-supplied HTTP clients.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// A configuration that cannot work, reported by
+/// [`ClientCredentialsBuilder::build`](crate::ClientCredentialsBuilder::build).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The token endpoint is not an absolute `http` or `https` URL.
+    InvalidTokenUrl {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The token endpoint uses plain `http` on a host that is not loopback, and
+    /// [`allow_insecure_http`](crate::ClientCredentialsBuilder::allow_insecure_http) was not set.
+    InsecureTokenUrl {
+        /// The endpoint's host.
+        host: String,
+    },
+    /// The token endpoint is `https` but the crate was built without a TLS transport (the
+    /// `rustls` feature) and no HTTP client was supplied.
+    NoTlsTransport,
+    /// The TLS transport could not be set up (for instance, no root certificates were found).
+    Tls {
+        /// What went wrong.
+        reason: String,
+    },
+    /// A request parameter is unusable (empty client id, a parameter name we set ourselves, …).
+    InvalidParameter {
+        /// The parameter's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A timing option is out of range.
+    InvalidTiming {
+        /// The option's name.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidTokenUrl { reason } => write!(f, "invalid token endpoint URL: {reason}"),
+            Self::InsecureTokenUrl { host } => write!(
+                f,
+                "token endpoint uses plain http on non-loopback host `{host}`; use https or \
+                 opt in with `allow_insecure_http(true)`"
+            ),
+            Self::NoTlsTransport => f.write_str(
+                "token endpoint is https but the `rustls` feature is disabled and no HTTP \
+                 client was supplied",
+            ),
+            Self::Tls { reason } => write!(f, "cannot set up TLS for the token endpoint: {reason}"),
+            Self::InvalidParameter { name, reason } => {
+                write!(f, "invalid token request parameter `{name}`: {reason}")
+            }
+            Self::InvalidTiming { name, reason } => write!(f, "invalid `{name}`: {reason}"),
+        }
+    }
+}
+
+impl StdError for ConfigError {}
+
+/// Why a token request failed.
+///
+/// Cloning is cheap enough for the error path: one failed fetch is handed to every request
+/// that was waiting for it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The authorization server answered with an RFC 6749 §5.2 error response.
+    OAuth {
+        /// The HTTP status of the response.
+        status: StatusCode,
+        /// The `error` code, such as `invalid_client` or `invalid_scope`.
+        error: String,
+        /// The `error_description`, if any (shortened).
+        description: Option<String>,
+        /// The `error_uri`, if any.
+        uri: Option<String>,
+        /// The `Retry-After` delay, if the server sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The server answered with an error status and a body that is not an OAuth error.
+    Http {
+        /// The HTTP status of the response.
+        status: StatusCode,
+        /// The `Content-Type` of the response, if any.
+        content_type: Option<String>,
+        /// A short, redacted excerpt of the body.
+        excerpt: String,
+        /// The `Retry-After` delay, if the server sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The server answered with a success status but the body is not a usable token response.
+    InvalidResponse {
+        /// The HTTP status of the response.
+        status: StatusCode,
+        /// The `Content-Type` of the response, if any.
+        content_type: Option<String>,
+        /// What is wrong with the body.
+        reason: String,
+        /// A short, redacted excerpt or outline of the body.
+        excerpt: String,
+    },
+    /// The server issued a token of a type this client cannot use (`mac`, `DPoP`, …).
+    UnsupportedTokenType {
+        /// The `token_type` the server sent.
+        token_type: String,
+    },
+    /// The server answered with a redirect. Token requests never follow redirects.
+    Redirect {
+        /// The HTTP status of the response.
+        status: StatusCode,
+        /// The origin (scheme, host, port) the server pointed to, if it gave a usable location.
+        location: Option<String>,
+    },
+    /// The response body was larger than the configured limit.
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The request or the response body did not complete within the configured timeout.
+    Timeout {
+        /// The configured timeout.
+        after: Duration,
+    },
+    /// The request could not be sent or the response not read: connection refused or reset,
+    /// DNS failure, TLS failure, a broken body stream.
+    Transport {
+        /// The underlying error.
+        source: Arc<dyn StdError + Send + Sync>,
+    },
+}
+
+impl TokenError {
+    /// Whether retrying soon may succeed: network errors, timeouts, 5xx, 408 and 429.
+    ///
+    /// Permanent errors (bad credentials, bad scope, a malformed response) are retried too,
+    /// but slowly, since credentials get rotated and fixed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::OAuth { status, error, .. } => {
+                status_is_transient(*status) || error == "temporarily_unavailable"
+            }
+            Self::Http { status, .. } => status_is_transient(*status),
+            Self::Timeout { .. } | Self::Transport { .. } => true,
+            Self::InvalidResponse { .. }
+            | Self::UnsupportedTokenType { .. }
+            | Self::Redirect { .. }
+            | Self::BodyTooLarge { .. } => false,
+        }
+    }
+
+    /// The delay the server asked for in `Retry-After`, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::OAuth { retry_after, .. } | Self::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of the response, when there was one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::OAuth { status, .. }
+            | Self::Http { status, .. }
+            | Self::InvalidResponse { status, .. }
+            | Self::Redirect { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The OAuth `error` code (`invalid_client`, `invalid_scope`, …), when the server sent one.
+    pub fn oauth_error(&self) -> Option<&str> {
+        match self {
+            Self::OAuth { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// A short label of the variant, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::OAuth { .. } => "oauth",
+            Self::Http { .. } => "http_status",
+            Self::InvalidResponse { .. } => "invalid_response",
+            Self::UnsupportedTokenType { .. } => "unsupported_token_type",
+            Self::Redirect { .. } => "redirect",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::Timeout { .. } => "timeout",
+            Self::Transport { .. } => "transport",
+        }
+    }
+
+    pub(crate) fn transport(error: BoxError) -> Self {
+        Self::Transport {
+            source: Arc::from(error),
+        }
+    }
+}
+
+fn status_is_transient(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OAuth {
+                status,
+                error,
+                description,
+                ..
+            } => {
+                write!(f, "token endpoint returned `{error}` (HTTP {status})")?;
+                if let Some(description) = description {
+                    write!(f, ": {description}")?;
+                }
+                Ok(())
+            }
+            Self::Http {
+                status,
+                content_type,
+                excerpt,
+                ..
+            } => {
+                write!(f, "token endpoint returned HTTP {status}")?;
+                write_body_outline(f, content_type.as_deref(), excerpt)
+            }
+            Self::InvalidResponse {
+                status,
+                content_type,
+                reason,
+                excerpt,
+            } => {
+                write!(f, "invalid token response (HTTP {status}): {reason}")?;
+                write_body_outline(f, content_type.as_deref(), excerpt)
+            }
+            Self::UnsupportedTokenType { token_type } => write!(
+                f,
+                "token endpoint issued a `{token_type}` token; only `Bearer` tokens are supported"
+            ),
+            Self::Redirect { status, location } => {
+                write!(f, "token endpoint answered with redirect HTTP {status}")?;
+                match location {
+                    Some(origin) => write!(f, " to {origin}")?,
+                    None => f.write_str(" without a usable location")?,
+                }
+                f.write_str("; token requests do not follow redirects")
+            }
+            Self::BodyTooLarge { limit } => {
+                write!(f, "token response body exceeds the limit of {limit} bytes")
+            }
+            Self::Timeout { after } => {
+                write!(f, "token request did not complete within {after:?}")
+            }
+            Self::Transport { source } => write!(f, "token request failed: {source}"),
+        }
+    }
+}
+
+fn write_body_outline(
+    f: &mut fmt::Formatter<'_>,
+    content_type: Option<&str>,
+    excerpt: &str,
+) -> fmt::Result {
+    match content_type {
+        Some(content_type) => write!(f, " with content type `{content_type}`")?,
+        None => f.write_str(" with no content type")?,
+    }
+    if excerpt.is_empty() {
+        f.write_str(" and an empty body")
+    } else {
+        write!(f, ", body: {excerpt}")
+    }
+}
+
+impl StdError for TokenError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Self::Transport { source } => Some(&**source as &(dyn StdError + 'static)),
+            _ => None,
+        }
+    }
+}
+
+/// A request could not be given a token. Returned, boxed, by
+/// [`BearerAuth`](crate::BearerAuth) instead of sending the request without one.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TokenUnavailable {
+    /// The token request this request waited for failed.
+    FetchFailed(TokenError),
+    /// No token arrived within the configured wait.
+    TimedOut {
+        /// How long the request waited.
+        waited: Duration,
+        /// The most recent token request failure, if any.
+        last_error: Option<TokenError>,
+    },
+    /// The token handle was shut down.
+    Shutdown,
+}
+
+impl TokenUnavailable {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::FetchFailed(error) => error.is_transient(),
+            Self::TimedOut { last_error, .. } => {
+                last_error.as_ref().is_none_or(TokenError::is_transient)
+            }
+            Self::Shutdown => false,
+        }
+    }
+
+    /// The token request failure behind this error, if any.
+    pub fn token_error(&self) -> Option<&TokenError> {
+        match self {
+            Self::FetchFailed(error) => Some(error),
+            Self::TimedOut { last_error, .. } => last_error.as_ref(),
+            Self::Shutdown => None,
+        }
+    }
+}
+
+impl fmt::Display for TokenUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FetchFailed(_) => f.write_str("no access token: the token request failed"),
+            Self::TimedOut { waited, .. } => {
+                write!(f, "no access token arrived within {waited:?}")
+            }
+            Self::Shutdown => f.write_str("no access token: the token handle was shut down"),
+        }
+    }
+}
+
+impl StdError for TokenUnavailable {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.token_error().map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        let oauth = |status: u16, code: &str| TokenError::OAuth {
+            status: StatusCode::from_u16(status).unwrap(),
+            error: code.into(),
+            description: None,
+            uri: None,
+            retry_after: None,
+        };
+        assert!(!oauth(401, "invalid_client").is_transient());
+        assert!(!oauth(400, "invalid_scope").is_transient());
+        assert!(oauth(503, "temporarily_unavailable").is_transient());
+        assert!(oauth(400, "temporarily_unavailable").is_transient());
+        assert!(oauth(429, "slow_down").is_transient());
+        assert!(
+            TokenError::Timeout {
+                after: Duration::from_secs(1)
+            }
+            .is_transient()
+        );
+        assert!(!TokenError::BodyTooLarge { limit: 1 }.is_transient());
+        assert!(
+            TokenUnavailable::TimedOut {
+                waited: Duration::ZERO,
+                last_error: None
+            }
+            .is_transient()
+        );
+        assert!(!TokenUnavailable::Shutdown.is_transient());
+    }
+
+    #[test]
+    fn display_names_the_cause() {
+        let e = TokenError::OAuth {
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client".into(),
+            description: Some("bad secret".into()),
+            uri: None,
+            retry_after: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "token endpoint returned `invalid_client` (HTTP 401 Unauthorized): bad secret"
+        );
+        let e = TokenError::Http {
+            status: StatusCode::BAD_GATEWAY,
+            content_type: Some("text/html".into()),
+            excerpt: "<html>Bad gateway</html>".into(),
+            retry_after: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "token endpoint returned HTTP 502 Bad Gateway with content type `text/html`, body: \
+             <html>Bad gateway</html>"
+        );
+        let wrapped = TokenUnavailable::FetchFailed(e);
+        assert!(wrapped.source().unwrap().to_string().contains("502"));
+    }
+}

@@ -1,0 +1,60 @@
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+use tower_layer::Layer;
+
+use super::{BearerAuth, service::Config};
+use crate::refresh::TokenHandle;
+
+/// Applies [`BearerAuth`] to a service. See the [module documentation](super) for what it does.
+#[derive(Debug, Clone)]
+pub struct BearerAuthLayer {
+    handle: TokenHandle,
+    config: Config,
+}
+
+impl BearerAuthLayer {
+    /// A layer that authorizes requests with `handle`'s token.
+    pub fn new(handle: TokenHandle) -> Self {
+        let config = Config::new(&handle);
+        Self { handle, config }
+    }
+
+    /// Whether an unauthorized response is retried once with a new token. Default: `true`.
+    ///
+    /// Off, the request path copies nothing per request.
+    pub fn retry_unauthorized(mut self, retry: bool) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    /// The most request-body bytes kept for a retry; a larger body is sent once and its 401
+    /// returned (the token is still refreshed). Default: 64 KiB.
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.config.replay_limit = bytes;
+        self
+    }
+
+    /// How long a request waits for a token when none is valid, and for the new token after a
+    /// 401. Default: the handle's
+    /// [`max_wait`](crate::ClientCredentialsBuilder::max_wait) (30 s unless set).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.config.max_wait = wait;
+        self
+    }
+
+    /// Decides which responses mean "the token was refused". Default: status 401, or a
+    /// `grpc-status: 16` (UNAUTHENTICATED) header.
+    pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
+        self.config.is_unauthorized = predicate;
+        self
+    }
+}
+
+impl<S> Layer<S> for BearerAuthLayer {
+    type Service = BearerAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BearerAuth::from_parts(inner, self.handle.clone(), self.config)
+    }
+}

@@ -1,0 +1,70 @@
+//! The middleware: [`BearerAuthLayer`] and [`BearerAuth`] put the current access token in each
+//! request's `Authorization` header, wait for one when none is valid, and retry once after a
+//! 401 (or gRPC `UNAUTHENTICATED`) with a fresh token.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use tower::ServiceBuilder;
+//! use tower_client_credentials::{BearerAuthLayer, ClientCredentials};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let tokens = ClientCredentials::builder("https://auth.example.com/oauth/token", "id", "secret")
+//!     .scopes(["orders:read"])
+//!     .build()?
+//!     .start()
+//!     .await?;
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let service = ServiceBuilder::new()
+//!     .layer(BearerAuthLayer::new(tokens))
+//!     .service(client);
+//! # let _ = service;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The request path
+//!
+//! With a valid token, [`BearerAuth::call`] reads the token from an `ArcSwap` (no lock),
+//! clones its prebuilt header value (a reference-count increment) into the request and calls
+//! the inner service. With [`retry_unauthorized`](BearerAuthLayer::retry_unauthorized) on, it
+//! also keeps a copy of the method, URI, headers and extensions, a clone of the inner service
+//! and a [replayable](ReplayBody) body for the retry.
+//!
+//! With no valid token, the request waits for the token request in flight (there is at most
+//! one), for at most [`max_wait`](BearerAuthLayer::max_wait), then goes out through a clone of
+//! the inner service driven to readiness. If the token request fails or the wait runs out, the
+//! request fails with [`TokenUnavailable`](crate::TokenUnavailable); it is never sent without
+//! a token.
+//!
+//! # Retrying after 401
+//!
+//! A response is "unauthorized" when its status is 401 or it carries `grpc-status: 16`
+//! (configurable with [`unauthorized_if`](BearerAuthLayer::unauthorized_if)). Then:
+//!
+//! 1. If another request has already brought a newer token, the retry uses it at once.
+//!    Otherwise the token this request carried is discarded, if it is still the current one,
+//!    and the layer waits for the refresher's next token (the same single fetch every other
+//!    request waits for).
+//! 2. The first response is dropped, releasing its connection, and the request is sent again
+//!    once, with the new token. Whatever comes back is returned as it is.
+//! 3. If no new token arrives within `max_wait`, if the body cannot be replayed (larger than
+//!    [`replay_limit`](BearerAuthLayer::replay_limit)), or if a 401 already discarded a token
+//!    within the [invalidation cooldown](crate::ClientCredentialsBuilder::invalidation_cooldown),
+//!    the first response is returned.
+
+mod body;
+mod future;
+#[allow(clippy::module_inception)]
+mod layer;
+mod service;
+
+pub use self::{
+    body::{RecordedBody, Replay, ReplayBody},
+    future::ResponseFuture,
+    layer::BearerAuthLayer,
+    service::BearerAuth,
+};

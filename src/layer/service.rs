@@ -1,0 +1,220 @@
+use std::{
+    fmt,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{HeaderMap, Request, Response, StatusCode, header::AUTHORIZATION};
+use tower::ServiceExt;
+use tower_service::Service;
+
+use super::{
+    ReplayBody,
+    future::{ResponseFuture, Retry},
+};
+use crate::{error::BoxError, refresh::TokenHandle};
+
+/// Per-layer settings, copied into every service.
+#[derive(Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) retry: bool,
+    pub(crate) replay_limit: usize,
+    pub(crate) max_wait: Duration,
+    pub(crate) is_unauthorized: fn(StatusCode, &HeaderMap) -> bool,
+}
+
+impl Config {
+    pub(crate) fn new(handle: &TokenHandle) -> Self {
+        Self {
+            retry: true,
+            replay_limit: 64 * 1024,
+            max_wait: handle.shared().max_wait,
+            is_unauthorized: default_is_unauthorized,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("retry", &self.retry)
+            .field("replay_limit", &self.replay_limit)
+            .field("max_wait", &self.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Status 401, or a gRPC response with `grpc-status: 16` (UNAUTHENTICATED) in its headers, as
+/// a server's auth interceptor sends it (trailers-only response).
+fn default_is_unauthorized(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::UNAUTHORIZED
+        || headers
+            .get("grpc-status")
+            .is_some_and(|value| value.as_bytes() == b"16")
+}
+
+/// Middleware that authorizes requests with a client-credentials access token.
+///
+/// Made by [`BearerAuthLayer`](super::BearerAuthLayer) or [`BearerAuth::new`]. See the
+/// [module documentation](super) for what it does.
+#[derive(Clone)]
+pub struct BearerAuth<S> {
+    inner: S,
+    handle: TokenHandle,
+    config: Config,
+}
+
+impl<S> BearerAuth<S> {
+    /// Wraps `inner`, authorizing its requests with `handle`'s token.
+    pub fn new(inner: S, handle: TokenHandle) -> Self {
+        let config = Config::new(&handle);
+        Self::from_parts(inner, handle, config)
+    }
+
+    /// A [`BearerAuthLayer`](super::BearerAuthLayer) for this middleware.
+    pub fn layer(handle: TokenHandle) -> super::BearerAuthLayer {
+        super::BearerAuthLayer::new(handle)
+    }
+
+    pub(crate) fn from_parts(inner: S, handle: TokenHandle, config: Config) -> Self {
+        Self {
+            inner,
+            handle,
+            config,
+        }
+    }
+
+    /// See [`BearerAuthLayer::retry_unauthorized`](super::BearerAuthLayer::retry_unauthorized).
+    pub fn retry_unauthorized(mut self, retry: bool) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    /// See [`BearerAuthLayer::replay_limit`](super::BearerAuthLayer::replay_limit).
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.config.replay_limit = bytes;
+        self
+    }
+
+    /// See [`BearerAuthLayer::max_wait`](super::BearerAuthLayer::max_wait).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.config.max_wait = wait;
+        self
+    }
+
+    /// See [`BearerAuthLayer::unauthorized_if`](super::BearerAuthLayer::unauthorized_if).
+    pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
+        self.config.is_unauthorized = predicate;
+        self
+    }
+
+    /// The token handle.
+    pub fn handle(&self) -> &TokenHandle {
+        &self.handle
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for BearerAuth<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuth")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for BearerAuth<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: ReplayBody + Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let current = self.handle.shared().current.load();
+        let Some(token) = current.as_ref() else {
+            drop(current);
+            return self.call_when_token(request);
+        };
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, token.header_value().clone());
+        let generation = token.generation;
+        drop(current);
+
+        if !self.config.retry {
+            return ResponseFuture::direct(self.inner.call(request));
+        }
+        let (parts, body) = request.into_parts();
+        let (body, replay) = body.into_replay(self.config.replay_limit);
+        let retry = Retry::new(
+            &parts,
+            replay,
+            self.inner.clone(),
+            self.handle.clone(),
+            generation,
+            self.config,
+        );
+        ResponseFuture::retryable(self.inner.call(Request::from_parts(parts, body)), retry)
+    }
+}
+
+impl<S> BearerAuth<S> {
+    /// The slow path: no valid token. Wait for the fetch in flight, then send through a clone
+    /// of the inner service driven to readiness.
+    fn call_when_token<B, ResBody>(&mut self, request: Request<B>) -> ResponseFuture<S, B>
+    where
+        S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: ReplayBody + Send + 'static,
+        ResBody: Send + 'static,
+    {
+        let service = self.clone();
+        ResponseFuture::boxed(Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            if let Err(error) = service
+                .handle
+                .shared()
+                .wait_for(0, service.config.max_wait)
+                .await
+            {
+                tracing::debug!(
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    error = %error,
+                    "request failed waiting for an access token"
+                );
+                return Err(BoxError::from(error));
+            }
+            tracing::trace!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                "request waited for an access token"
+            );
+            service.oneshot(request).await
+        }))
+    }
+}

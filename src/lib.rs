@@ -1,0 +1,84 @@
+//! Tower middleware for machine-to-machine OAuth 2.0: it obtains access tokens with the Client
+//! Credentials grant (RFC 6749 §4.4), keeps them fresh in the background, and puts
+//! `Authorization: Bearer <token>` on every request that goes through it.
+//!
+//! # Overview
+//!
+//! - [`ClientCredentials`] configures the token request (endpoint, credentials, scopes, body
+//!   encoding, client authentication) and the refresh schedule, and starts a [`TokenHandle`].
+//! - A [`Refresher`] task keeps the handle's token fresh: it fetches a new one before the old
+//!   one expires, backs off on failures while the old token is still served, and stops when the
+//!   last handle is dropped.
+//! - [`BearerAuthLayer`] wraps any `tower::Service<http::Request<B>>`: it reads the current
+//!   token without locking, waits for one when none is valid, and retries once after a 401.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_client_credentials::{BearerAuthLayer, ClientCredentials};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let tokens = ClientCredentials::builder(
+//!     "https://auth.example.com/oauth/token",
+//!     "my-client-id",
+//!     "my-client-secret",
+//! )
+//! .scopes(["orders:read", "orders:write"])
+//! .build()? // configuration errors surface here
+//! .start()
+//! .await?; // fetches the first token: bad credentials fail here, not on request 1
+//!
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let api = ServiceBuilder::new()
+//!     .layer(BearerAuthLayer::new(tokens.clone()))
+//!     .service(client);
+//!
+//! let request = http::Request::get("http://127.0.0.1:8080/orders")
+//!     .body(Full::new(Bytes::new()))?;
+//! let response = api.oneshot(request).await?;
+//! # let _ = response;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Where the layer goes
+//!
+//! - **Inside `tower::timeout::Timeout`** (timeout added first, outermost): the timeout then
+//!   bounds the whole call, including waiting for a token and the retry after a 401. A
+//!   request cancelled by the timeout while it waits for a token affects no other request.
+//! - **Inside `tower::retry::Retry`**: each of your retries gets the current token; our own
+//!   401 retry happens within one of your attempts.
+//! - **Outside your `FollowRedirect`, or with redirects off**: a client that follows redirects
+//!   below this layer would carry the token to wherever the redirect points.
+//!
+//! # Feature flags
+//!
+//! - `rustls` (default): the built-in token-endpoint transport can reach `https` endpoints,
+//!   through hyper-util and rustls with the platform's root certificates.
+//! - `tonic`: [`ReplayBody`] for `tonic::body::Body`, so gRPC calls are retried after
+//!   `UNAUTHENTICATED`.
+//! - `test-util`: [`test_util`], an embedded authorization server and protected API for tests
+//!   and demos.
+
+mod client_credentials;
+mod endpoint;
+mod error;
+mod layer;
+mod refresh;
+mod token;
+
+#[cfg(feature = "test-util")]
+pub mod test_util;
+
+pub use crate::{
+    client_credentials::{ClientCredentials, ClientCredentialsBuilder},
+    endpoint::{AuthMethod, RequestFormat},
+    error::{BoxError, ConfigError, TokenError, TokenUnavailable},
+    layer::{BearerAuth, BearerAuthLayer, RecordedBody, Replay, ReplayBody, ResponseFuture},
+    refresh::{Refresher, TokenHandle, TokenStatus},
+    token::{ExpirySource, Token},
+};

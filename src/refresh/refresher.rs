@@ -1,0 +1,240 @@
+use std::{
+    fmt,
+    future::{Future, IntoFuture},
+    pin::{Pin, pin},
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, SystemTime},
+};
+
+use tokio::time::Instant;
+
+use super::{Outcome, RefreshPolicy, Shared};
+use crate::{endpoint::TokenEndpoint, token::Token};
+
+/// How often the refresher compares the monotonic clock with the wall clock, to notice a
+/// machine that was suspended (the monotonic clock stops while it sleeps; tokens do not).
+const WALL_CHECK: Duration = Duration::from_secs(30);
+
+/// How far the two clocks may disagree before the wall clock is believed.
+const WALL_TOLERANCE: Duration = Duration::from_secs(10);
+
+/// The background task that keeps a [`TokenHandle`](super::TokenHandle)'s token fresh.
+///
+/// [`ClientCredentials::start`](crate::ClientCredentials::start) spawns it on tokio for you.
+/// [`ClientCredentials::into_parts`](crate::ClientCredentials::into_parts) hands it to you
+/// instead, to run on an executor of your choice: `.await` it, or spawn `refresher.into_future()`.
+/// It finishes when the last handle is dropped or on
+/// [`TokenHandle::shutdown`](super::TokenHandle::shutdown). Dropping it without running it
+/// makes every request fail with [`TokenUnavailable::Shutdown`](crate::TokenUnavailable).
+pub struct Refresher {
+    task: Option<Task>,
+}
+
+struct Task {
+    shared: Arc<Shared>,
+    endpoint: TokenEndpoint,
+    policy: RefreshPolicy,
+}
+
+impl Refresher {
+    pub(crate) fn new(shared: Arc<Shared>, endpoint: TokenEndpoint, policy: RefreshPolicy) -> Self {
+        Self {
+            task: Some(Task {
+                shared,
+                endpoint,
+                policy,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Refresher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refresher").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            Stopped(task.shared).mark();
+        }
+    }
+}
+
+impl IntoFuture for Refresher {
+    type Output = ();
+    type IntoFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn into_future(mut self) -> Self::IntoFuture {
+        match self.task.take() {
+            Some(task) => Box::pin(task.run()),
+            None => Box::pin(std::future::ready(())),
+        }
+    }
+}
+
+/// Marks the store stopped when the refresher's future ends or is dropped (its runtime shut
+/// down, its task aborted), so waiting requests fail instead of hanging.
+struct Stopped(Arc<Shared>);
+
+impl Stopped {
+    fn mark(&self) {
+        let shared = &self.0;
+        shared.state().stopped = true;
+        shared.current.store(None);
+        shared.outcome.send_replace(Outcome::Stopped);
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.mark();
+        tracing::debug!("token refresher stopped");
+    }
+}
+
+impl Task {
+    async fn run(self) {
+        let shared = Arc::clone(&self.shared);
+        let _stopped = Stopped(Arc::clone(&shared));
+        let mut generation = 0_u64;
+        let mut refresh_at: Option<Instant> = None;
+        let mut failures = 0_u32;
+        let mut backoff_until: Option<Instant> = None;
+
+        loop {
+            let mut closed = pin!(shared.close.notified());
+            closed.as_mut().enable();
+            if shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+
+            let now = Instant::now();
+            let token = self.current_token(now);
+            let next_fetch = match &token {
+                Some(token) => {
+                    let due = refresh_at.unwrap_or(now).max(backoff_until.unwrap_or(now));
+                    due.min(token.effective_expiry(now, WALL_TOLERANCE))
+                }
+                None => backoff_until.unwrap_or(now),
+            };
+
+            if next_fetch <= now {
+                shared.state().fetching = true;
+                let started = Instant::now();
+                tracing::debug!(attempt = failures + 1, "fetching access token");
+                let result = tokio::select! {
+                    biased;
+                    () = &mut closed => return,
+                    result = self.endpoint.fetch() => result,
+                };
+                let now = Instant::now();
+                match result.and_then(|fetched| {
+                    generation += 1;
+                    Token::new(
+                        "Bearer",
+                        &fetched.response.access_token,
+                        generation,
+                        fetched.lifetime,
+                        fetched.response.scope.clone(),
+                    )
+                    .map_err(|_| {
+                        // The parser only admits visible ASCII, which is always a valid header.
+                        crate::error::TokenError::InvalidResponse {
+                            status: http::StatusCode::OK,
+                            content_type: None,
+                            reason: "`access_token` is not a valid header value".into(),
+                            excerpt: String::new(),
+                        }
+                    })
+                }) {
+                    Ok(token) => {
+                        let lifetime = token.lifetime;
+                        refresh_at =
+                            Some(now + self.policy.refresh_after(lifetime, fastrand::f64()));
+                        failures = 0;
+                        backoff_until = None;
+                        tracing::info!(
+                            generation,
+                            lifetime_secs = lifetime.as_secs_f64(),
+                            scope = token.scope().unwrap_or(""),
+                            elapsed_ms = now.duration_since(started).as_millis() as u64,
+                            "access token obtained"
+                        );
+                        shared.current.store(Some(Arc::new(token)));
+                        {
+                            let mut state = shared.state();
+                            state.fetching = false;
+                            state.last_error = None;
+                            state.last_success = Some(SystemTime::now());
+                            state.next_attempt = refresh_at;
+                        }
+                        shared.outcome.send_replace(Outcome::Fetched);
+                    }
+                    Err(error) => {
+                        failures = failures.saturating_add(1);
+                        let mut delay = self.policy.retry_delay(failures, &error, fastrand::f64());
+                        // Never sleep past the expiry of the token still being served.
+                        if let Some(token) = self.current_token(now) {
+                            delay = delay.min(token.expires_at.saturating_duration_since(now));
+                        }
+                        let next = now + delay;
+                        backoff_until = Some(next);
+                        tracing::warn!(
+                            error = %error,
+                            kind = error.kind(),
+                            transient = error.is_transient(),
+                            status = error.status().map(|s| s.as_u16()),
+                            oauth_error = error.oauth_error(),
+                            failures,
+                            retry_in_ms = delay.as_millis() as u64,
+                            "access token request failed"
+                        );
+                        {
+                            let mut state = shared.state();
+                            state.fetching = false;
+                            state.last_error = Some((error.clone(), SystemTime::now()));
+                            state.next_attempt = Some(next);
+                        }
+                        shared.outcome.send_replace(Outcome::Failed(error));
+                    }
+                }
+                continue;
+            }
+
+            shared.state().next_attempt = Some(next_fetch);
+            // Wake at the next fetch, at the token's expiry (to withdraw it), on a wake-up
+            // (an invalidation), and now and then to compare clocks.
+            let mut wake_at = next_fetch.min(now + WALL_CHECK);
+            if let Some(token) = &token {
+                wake_at = wake_at.min(token.expires_at);
+            }
+            tokio::select! {
+                biased;
+                () = &mut closed => return,
+                () = shared.wake.notified() => {}
+                () = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    /// The current token, after withdrawing it if it has expired or a request reported it
+    /// refused. This task is the only writer of the store.
+    fn current_token(&self, now: Instant) -> Option<Arc<Token>> {
+        let shared = &self.shared;
+        let token = shared.current.load_full()?;
+        let invalidated = shared.state().invalidated;
+        let expired = token.effective_expiry(now, WALL_TOLERANCE) <= now;
+        if token.generation <= invalidated || expired {
+            tracing::debug!(
+                generation = token.generation,
+                expired,
+                "withdrawing access token"
+            );
+            shared.current.store(None);
+            return None;
+        }
+        Some(token)
+    }
+}

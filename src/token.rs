@@ -1,0 +1,284 @@
+//! The token model: an access token, the `Authorization` header built from it once, when it
+//! expires, and how its lifetime is worked out.
+//!
+//! A [`Token`] is immutable. The refresher publishes a new `Arc<Token>` for every token it
+//! obtains; the layer clones the token's prebuilt [`HeaderValue`] into each request, which is a
+//! reference-count increment, not a copy.
+//!
+//! Lifetime rules ([`ExpirySource`]): `expires_in` from the token response is the primary
+//! source, because it is relative and so immune to the client's clock. A token response without
+//! `expires_in` whose access token is a JWT is read with `jsonwebtoken` (claims only, no
+//! signature check: the client holds no key) and its lifetime is `exp - iat` when `iat` is
+//! present (also immune to clock skew) and `exp - now` otherwise. With neither, the configured
+//! default lifetime applies.
+
+use std::{
+    fmt,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use http::HeaderValue;
+use tokio::time::Instant;
+
+/// The longest lifetime a token is taken to have, whatever the server says. An `expires_in` of
+/// `1e30` is treated as this.
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// An access token held by a [`TokenHandle`](crate::TokenHandle).
+///
+/// Its `Debug` output never shows the token itself.
+pub struct Token {
+    header: HeaderValue,
+    prefix_len: usize,
+    pub(crate) generation: u64,
+    pub(crate) expires_at: Instant,
+    pub(crate) expires_wall: SystemTime,
+    pub(crate) lifetime: Duration,
+    scope: Option<String>,
+}
+
+impl Token {
+    /// Builds a token whose `Authorization` value is `"{scheme} {access_token}"`, marked
+    /// sensitive. The caller has checked that the token is a valid header value.
+    pub(crate) fn new(
+        scheme: &str,
+        access_token: &str,
+        generation: u64,
+        lifetime: Duration,
+        scope: Option<String>,
+    ) -> Result<Self, http::header::InvalidHeaderValue> {
+        let mut header = HeaderValue::try_from(format!("{scheme} {access_token}"))?;
+        header.set_sensitive(true);
+        let lifetime = lifetime.min(MAX_LIFETIME);
+        Ok(Self {
+            header,
+            prefix_len: scheme.len() + 1,
+            generation,
+            expires_at: Instant::now() + lifetime,
+            expires_wall: SystemTime::now() + lifetime,
+            lifetime,
+            scope,
+        })
+    }
+
+    /// The `Authorization` header value, such as `Bearer eyJ...`, marked sensitive.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.header
+    }
+
+    /// The access token itself. Handle with care: it is a credential.
+    pub fn access_token(&self) -> &str {
+        // The header was built from a `&str`, so it is valid UTF-8 past the scheme.
+        std::str::from_utf8(&self.header.as_bytes()[self.prefix_len..]).unwrap_or_default()
+    }
+
+    /// When the token expires, on tokio's clock.
+    pub fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+
+    /// The lifetime the token was issued with.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The scope the server granted, when it said.
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
+    /// A number that grows with every token the handle obtains.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether the token is still valid at `now`.
+    pub(crate) fn is_valid_at(&self, now: Instant) -> bool {
+        now < self.expires_at
+    }
+
+    /// The expiry instant corrected for time the monotonic clock did not see (a suspended
+    /// machine): the earlier of the monotonic expiry and the wall-clock one, when they disagree
+    /// by more than `tolerance`.
+    pub(crate) fn effective_expiry(&self, now: Instant, tolerance: Duration) -> Instant {
+        let mono_left = self.expires_at.saturating_duration_since(now);
+        let wall_left = self
+            .expires_wall
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        if wall_left + tolerance < mono_left {
+            now + wall_left
+        } else {
+            self.expires_at
+        }
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("access_token", &"[redacted]")
+            .field("generation", &self.generation)
+            .field("lifetime", &self.lifetime)
+            .field("expires_at", &self.expires_at)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// Where a token's lifetime comes from.
+///
+/// Default: [`ExpirySource::ExpiresIn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ExpirySource {
+    /// `expires_in` from the token response; the JWT's `exp` only when `expires_in` is absent.
+    #[default]
+    ExpiresIn,
+    /// The JWT's `exp` claim; `expires_in` only when the token is not a JWT with `exp`.
+    JwtExp,
+    /// The earlier of the two, when both are present.
+    Earliest,
+}
+
+/// Works out a token's lifetime from what the server said.
+///
+/// `Err` carries a description of why the token cannot be used (it is already expired).
+pub(crate) fn lifetime(
+    source: ExpirySource,
+    expires_in: Option<Duration>,
+    access_token: &str,
+    default: Duration,
+) -> Result<Duration, String> {
+    let jwt = || jwt_lifetime(access_token, SystemTime::now());
+    let chosen = match (source, expires_in) {
+        (ExpirySource::ExpiresIn, Some(expires_in)) => Some(expires_in),
+        (ExpirySource::ExpiresIn, None) => jwt(),
+        (ExpirySource::JwtExp, expires_in) => jwt().or(expires_in),
+        (ExpirySource::Earliest, Some(expires_in)) => {
+            Some(jwt().map_or(expires_in, |jwt| jwt.min(expires_in)))
+        }
+        (ExpirySource::Earliest, None) => jwt(),
+    };
+    match chosen {
+        Some(Duration::ZERO) => Err("the token is already expired".into()),
+        Some(lifetime) => Ok(lifetime.min(MAX_LIFETIME)),
+        None => Ok(default),
+    }
+}
+
+/// The lifetime of a JWT access token: `exp - iat` when both are present, `exp - now` when only
+/// `exp` is. `None` when the token is not a JWT or has no usable `exp`; `Some(ZERO)` when it
+/// is already expired.
+pub(crate) fn jwt_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
+    // A JWS compact serialization has exactly three segments; anything else is opaque to us.
+    if token.bytes().filter(|&b| b == b'.').count() != 2 {
+        return None;
+    }
+    // A map, not a struct: serde would also accept a JSON array as a struct.
+    let claims: serde_json::Map<String, serde_json::Value> =
+        jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
+    // NumericDate values may be fractional (RFC 7519 §2).
+    let date = |name: &str| claims.get(name)?.as_f64().filter(|n| n.is_finite());
+    let exp = date("exp")?;
+    let seconds = match date("iat") {
+        Some(iat) => exp - iat,
+        None => {
+            let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
+            exp - now
+        }
+    };
+    Some(if seconds <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(seconds).unwrap_or(MAX_LIFETIME)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
+    fn jwt(claims: &str) -> String {
+        format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(claims)
+        )
+    }
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    #[test]
+    fn jwt_lifetime_prefers_exp_minus_iat() {
+        // iat far in the past relative to our clock: a skewed server. exp - iat still holds.
+        let token = jwt(r#"{"iat":1000,"exp":4600}"#);
+        assert_eq!(jwt_lifetime(&token, now()), Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn jwt_lifetime_without_iat_uses_the_clock() {
+        let token = jwt(r#"{"exp":1700000300}"#);
+        assert_eq!(jwt_lifetime(&token, now()), Some(Duration::from_secs(300)));
+        let past = jwt(r#"{"exp":1699999000}"#);
+        assert_eq!(jwt_lifetime(&past, now()), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn jwt_lifetime_accepts_fractional_dates() {
+        let token = jwt(r#"{"iat":10.5,"exp":70.0}"#);
+        assert_eq!(
+            jwt_lifetime(&token, now()),
+            Some(Duration::from_millis(59_500))
+        );
+    }
+
+    #[test]
+    fn not_a_jwt_has_no_lifetime() {
+        assert_eq!(jwt_lifetime("opaque-token", now()), None);
+        assert_eq!(jwt_lifetime("a.b", now()), None);
+        assert_eq!(jwt_lifetime("%%%.%%%.%%%", now()), None);
+        assert_eq!(jwt_lifetime(&jwt(r#"{"iat":5}"#), now()), None);
+        assert_eq!(jwt_lifetime(&jwt(r#"{"exp":"soon"}"#), now()), None);
+        assert_eq!(jwt_lifetime(&jwt("[1,2]"), now()), None);
+    }
+
+    #[test]
+    fn lifetime_sources() {
+        let token = jwt(r#"{"iat":0,"exp":120}"#);
+        let default = Duration::from_secs(7);
+        let hour = Some(Duration::from_secs(3600));
+        let two_min = Duration::from_secs(120);
+        use ExpirySource::*;
+        assert_eq!(
+            lifetime(ExpiresIn, hour, &token, default),
+            Ok(hour.unwrap())
+        );
+        assert_eq!(lifetime(ExpiresIn, None, &token, default), Ok(two_min));
+        assert_eq!(lifetime(JwtExp, hour, &token, default), Ok(two_min));
+        assert_eq!(lifetime(JwtExp, hour, "opaque", default), Ok(hour.unwrap()));
+        assert_eq!(lifetime(Earliest, hour, &token, default), Ok(two_min));
+        assert_eq!(
+            lifetime(Earliest, Some(Duration::from_secs(60)), &token, default),
+            Ok(Duration::from_secs(60))
+        );
+        assert_eq!(lifetime(ExpiresIn, None, "opaque", default), Ok(default));
+        assert!(lifetime(ExpiresIn, Some(Duration::ZERO), "opaque", default).is_err());
+        assert_eq!(
+            lifetime(ExpiresIn, Some(Duration::MAX), "opaque", default),
+            Ok(MAX_LIFETIME)
+        );
+    }
+
+    #[test]
+    fn token_debug_is_redacted_and_header_sensitive() {
+        let token = Token::new("Bearer", "s3cr3t-token", 1, Duration::from_secs(5), None).unwrap();
+        assert!(!format!("{token:?}").contains("s3cr3t"));
+        assert!(token.header_value().is_sensitive());
+        assert_eq!(token.header_value(), "Bearer s3cr3t-token");
+        assert_eq!(token.access_token(), "s3cr3t-token");
+    }
+}

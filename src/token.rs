@@ -250,17 +250,14 @@ mod tests {
     fn lifetime_sources() {
         let token = jwt(r#"{"iat":0,"exp":120}"#);
         let default = Duration::from_secs(7);
-        let hour = Some(Duration::from_secs(3600));
+        let hour = Duration::from_secs(3600);
         let two_min = Duration::from_secs(120);
         use ExpirySource::*;
-        assert_eq!(
-            lifetime(ExpiresIn, hour, &token, default),
-            Ok(hour.unwrap())
-        );
+        assert_eq!(lifetime(ExpiresIn, Some(hour), &token, default), Ok(hour));
         assert_eq!(lifetime(ExpiresIn, None, &token, default), Ok(two_min));
-        assert_eq!(lifetime(JwtExp, hour, &token, default), Ok(two_min));
-        assert_eq!(lifetime(JwtExp, hour, "opaque", default), Ok(hour.unwrap()));
-        assert_eq!(lifetime(Earliest, hour, &token, default), Ok(two_min));
+        assert_eq!(lifetime(JwtExp, Some(hour), &token, default), Ok(two_min));
+        assert_eq!(lifetime(JwtExp, Some(hour), "opaque", default), Ok(hour));
+        assert_eq!(lifetime(Earliest, Some(hour), &token, default), Ok(two_min));
         assert_eq!(
             lifetime(Earliest, Some(Duration::from_secs(60)), &token, default),
             Ok(Duration::from_secs(60))

@@ -179,9 +179,7 @@ fn seconds(n: Option<f64>) -> Result<Duration, String> {
     match n {
         Some(n) if n.is_nan() => Err("`expires_in` is not a number".into()),
         Some(n) if n < 0.0 => Err(format!("`expires_in` is negative ({n})")),
-        Some(n) if n == 0.0 => {
-            Err("`expires_in` is 0: the token would be expired on arrival".into())
-        }
+        Some(0.0) => Err("`expires_in` is 0: the token would be expired on arrival".into()),
         Some(n) => Ok(Duration::try_from_secs_f64(n).map_or(MAX_LIFETIME, |d| d.min(MAX_LIFETIME))),
         None => Err("`expires_in` is not a number".into()),
     }

@@ -203,6 +203,11 @@ impl Task {
                 continue;
             }
 
+            tracing::trace!(
+                generation = token.as_ref().map(|t| t.generation),
+                next_fetch_in_ms = next_fetch.duration_since(now).as_millis() as u64,
+                "refresher waiting"
+            );
             shared.state().next_attempt = Some(next_fetch);
             // Wake at the next fetch, at the token's expiry (to withdraw it), on a wake-up
             // (an invalidation), and now and then to compare clocks.

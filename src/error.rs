@@ -284,7 +284,16 @@ impl fmt::Display for TokenError {
             Self::Timeout { after } => {
                 write!(f, "token request did not complete within {after:?}")
             }
-            Self::Transport { source } => write!(f, "token request failed: {source}"),
+            Self::Transport { source } => {
+                // HTTP clients nest the cause (`client error (Connect)` → `tcp connect error` →
+                // `Connection refused`): name the innermost one, which is what a reader of a
+                // log line needs; `source()` still leads to the whole chain.
+                let mut cause: &(dyn StdError + 'static) = &**source;
+                while let Some(next) = cause.source() {
+                    cause = next;
+                }
+                write!(f, "token request failed: {cause}")
+            }
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct Token {
     prefix_len: usize,
     pub(crate) generation: u64,
     pub(crate) expires_at: Instant,
+    /// When the refresher withdraws the token: a little before `expires_at`, so that timer
+    /// granularity and scheduling delays never let an expired token out.
+    pub(crate) usable_until: Instant,
     pub(crate) expires_wall: SystemTime,
     pub(crate) lifetime: Duration,
     scope: Option<String>,
@@ -39,23 +42,28 @@ pub struct Token {
 
 impl Token {
     /// Builds a token whose `Authorization` value is `"{scheme} {access_token}"`, marked
-    /// sensitive. The caller has checked that the token is a valid header value.
+    /// sensitive. Its lifetime counts from `requested_at`, the moment the token request was
+    /// sent: the server's clock started no earlier than that.
     pub(crate) fn new(
         scheme: &str,
         access_token: &str,
         generation: u64,
         lifetime: Duration,
         scope: Option<String>,
+        requested_at: Instant,
     ) -> Result<Self, http::header::InvalidHeaderValue> {
         let mut header = HeaderValue::try_from(format!("{scheme} {access_token}"))?;
         header.set_sensitive(true);
         let lifetime = lifetime.min(MAX_LIFETIME);
+        let expires_at = requested_at + lifetime;
+        let in_flight = Instant::now().saturating_duration_since(requested_at);
         Ok(Self {
             header,
             prefix_len: scheme.len() + 1,
             generation,
-            expires_at: Instant::now() + lifetime,
-            expires_wall: SystemTime::now() + lifetime,
+            expires_at,
+            usable_until: expires_at - expiry_margin(lifetime),
+            expires_wall: SystemTime::now() + lifetime.saturating_sub(in_flight),
             lifetime,
             scope,
         })
@@ -92,24 +100,27 @@ impl Token {
         self.generation
     }
 
-    /// Whether the token is still valid at `now`.
-    pub(crate) fn is_valid_at(&self, now: Instant) -> bool {
-        now < self.expires_at
+    /// Whether the token may still be sent at `now` (the safety margin before expiry included).
+    pub(crate) fn is_usable_at(&self, now: Instant) -> bool {
+        now < self.usable_until
     }
 
-    /// The expiry instant corrected for time the monotonic clock did not see (a suspended
-    /// machine): the earlier of the monotonic expiry and the wall-clock one, when they disagree
-    /// by more than `tolerance`.
-    pub(crate) fn effective_expiry(&self, now: Instant, tolerance: Duration) -> Instant {
+    /// When to withdraw the token, corrected for time the monotonic clock did not see (a
+    /// suspended machine): earlier than `usable_until` when the wall clock says the token
+    /// expires sooner than the monotonic clock does, by more than `tolerance`.
+    pub(crate) fn withdraw_at(&self, now: Instant, tolerance: Duration) -> Instant {
         let mono_left = self.expires_at.saturating_duration_since(now);
         let wall_left = self
             .expires_wall
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
         if wall_left + tolerance < mono_left {
-            now + wall_left
+            (now + wall_left)
+                .checked_sub(expiry_margin(self.lifetime))
+                .unwrap_or(now)
+                .min(self.usable_until)
         } else {
-            self.expires_at
+            self.usable_until
         }
     }
 }
@@ -124,6 +135,13 @@ impl fmt::Debug for Token {
             .field("scope", &self.scope)
             .finish()
     }
+}
+
+/// How long before its expiry a token stops being sent: a tenth of its lifetime, at most one
+/// second. Far longer than timer granularity and scheduling delays, far shorter than the
+/// refresh margin, so it only matters when refreshing keeps failing.
+pub(crate) fn expiry_margin(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(Duration::from_secs(1))
 }
 
 /// Where a token's lifetime comes from.
@@ -272,7 +290,15 @@ mod tests {
 
     #[test]
     fn token_debug_is_redacted_and_header_sensitive() {
-        let token = Token::new("Bearer", "s3cr3t-token", 1, Duration::from_secs(5), None).unwrap();
+        let token = Token::new(
+            "Bearer",
+            "s3cr3t-token",
+            1,
+            Duration::from_secs(5),
+            None,
+            Instant::now(),
+        )
+        .unwrap();
         assert!(!format!("{token:?}").contains("s3cr3t"));
         assert!(token.header_value().is_sensitive());
         assert_eq!(token.header_value(), "Bearer s3cr3t-token");

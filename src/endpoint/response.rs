@@ -290,9 +290,56 @@ pub(crate) fn outline(body: &[u8]) -> String {
     }
 }
 
-/// Collapses whitespace, drops control characters, redacts runs of 24 or more token-like
-/// characters and cuts the text to `max` characters.
+/// Keys whose values are credentials, in whatever syntax a body carries them
+/// (`"access_token": "…"`, `access_token=…`).
+const SECRET_KEYS: &[&str] = &[
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    "client_assertion",
+    "assertion",
+    "password",
+];
+
+/// Replaces the value after each secret key with `[redacted]`, whatever its length.
+fn redact_secret_values(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some((position, key)) = SECRET_KEYS
+        .iter()
+        .filter_map(|key| lower[search..].find(key).map(|at| (search + at, *key)))
+        .min_by_key(|(at, _)| *at)
+    {
+        let after_key = position + key.len();
+        // The separator: a closing quote, spaces, `:` or `=`, an opening quote.
+        let separator = text[after_key..]
+            .find(|c: char| !matches!(c, '"' | '\'' | ' ' | ':' | '='))
+            .unwrap_or(text.len() - after_key);
+        let value_start = after_key + separator;
+        let value_len = text[value_start..]
+            .find(|c: char| matches!(c, '"' | '\'' | '&' | ',' | '}' | ';') || c.is_whitespace())
+            .unwrap_or(text.len() - value_start);
+        search = value_start + value_len;
+        if value_len == 0 || !text[after_key..value_start].contains([':', '=']) {
+            // Not a key-value pair, just the word.
+            search = search.max(after_key);
+            continue;
+        }
+        out.push_str(&text[copied..value_start]);
+        out.push_str("[redacted]");
+        copied = search;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// Collapses whitespace, drops control characters, redacts credential values and runs of 24
+/// or more token-like characters, and cuts the text to `max` characters.
 fn excerpt_text(text: &str, max: usize) -> String {
+    let text = &redact_secret_values(text);
     let mut collapsed = String::with_capacity(text.len().min(max * 2));
     let mut last_space = false;
     for c in text.chars() {
@@ -497,6 +544,17 @@ mod tests {
         let outline = outline(body);
         assert!(!outline.contains("eyJ"), "{outline}");
         assert!(outline.contains("\"token_type\": \"mac\""), "{outline}");
+        // Short tokens are redacted by key, in JSON-like and form-like text.
+        let text = outline_of_text(r#"{"access_token":"short-123","token_type":"Bearer""#);
+        assert!(!text.contains("short-123"), "{text}");
+        assert!(text.contains("Bearer"), "{text}");
+        let text = outline_of_text("access_token=tiny&client_secret=pw&scope=a");
+        assert_eq!(
+            text,
+            "access_token=[redacted]&client_secret=[redacted]&scope=a"
+        );
+        let text = outline_of_text("no access_token here");
+        assert_eq!(text, "no access_token here");
         let text =
             outline_of_text("error: token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln rejected");
         assert_eq!(text, "error: token [redacted] rejected");

@@ -61,9 +61,6 @@ impl TokenHandle {
     /// if a newer token is already held, nothing happens. Returns `false` when the report was
     /// ignored because a refused token was already discarded within the invalidation cooldown.
     pub fn invalidate(&self, token: &Token) -> bool {
-        if self.shared().usable(token.generation).is_some() {
-            return true;
-        }
         self.shared().invalidate(token.generation)
     }
 

@@ -1,8 +1,9 @@
 //! The token store and its refresher.
 //!
-//! The current token lives in an [`ArcSwapOption`]. Requests read it without taking a lock;
-//! the [`Refresher`] is the only task that writes it. Everything else goes through the
-//! refresher:
+//! The current token lives in an [`ArcSwapOption`]. Requests read it without taking a lock.
+//! The [`Refresher`] is the only task that publishes tokens; the one other write is the
+//! withdrawal of a token an API refused (a compare-and-swap that cannot remove a newer token).
+//! Everything else goes through the refresher:
 //!
 //! - It fetches a new token before the current one expires (see
 //!   [`refresh_before`](crate::ClientCredentialsBuilder::refresh_before)), and withdraws a token
@@ -108,7 +109,7 @@ impl Shared {
     /// The current token if it is newer than `generation` and not expired.
     fn usable(&self, newer_than: u64) -> Option<Arc<Token>> {
         let token = self.current.load_full()?;
-        (token.generation > newer_than && token.is_valid_at(Instant::now())).then_some(token)
+        (token.generation > newer_than && token.is_usable_at(Instant::now())).then_some(token)
     }
 
     /// Waits for a valid token newer than `newer_than`, for at most `max_wait`.
@@ -180,6 +181,10 @@ impl Shared {
     /// cooldown: a second one so soon means the API rejects fresh tokens too, and fetching again
     /// would only load the authorization server.
     pub(crate) fn invalidate(&self, generation: u64) -> bool {
+        if self.usable(generation).is_some() {
+            // A newer token is already held; nothing to discard.
+            return true;
+        }
         {
             let mut state = self.state();
             if generation <= state.invalidated {
@@ -199,6 +204,13 @@ impl Shared {
             }
             state.invalidated = generation;
             state.last_invalidation = Some(now);
+        }
+        // Withdraw the refused token now rather than when the refresher next runs, so the very
+        // next request waits for the new token instead of meeting the same refusal. The
+        // compare-and-swap never removes a newer token the refresher has just published.
+        let current = self.current.load();
+        if current.as_ref().is_some_and(|t| t.generation <= generation) {
+            self.current.compare_and_swap(&*current, None);
         }
         tracing::debug!(generation, "token refused by the API; refreshing");
         self.wake.notify_one();

@@ -115,7 +115,7 @@ impl Task {
             let next_fetch = match &token {
                 Some(token) => {
                     let due = refresh_at.unwrap_or(now).max(backoff_until.unwrap_or(now));
-                    due.min(token.effective_expiry(now, WALL_TOLERANCE))
+                    due.min(token.withdraw_at(now, WALL_TOLERANCE))
                 }
                 None => backoff_until.unwrap_or(now),
             };
@@ -124,10 +124,18 @@ impl Task {
                 shared.state().fetching = true;
                 let started = Instant::now();
                 tracing::debug!(attempt = failures + 1, "fetching access token");
-                let result = tokio::select! {
-                    biased;
-                    () = &mut closed => return,
-                    result = self.endpoint.fetch() => result,
+                let mut fetch = pin!(self.endpoint.fetch());
+                let result = loop {
+                    // A slow fetch must not keep a token past its time in the store.
+                    let withdraw_at = self
+                        .current_token(Instant::now())
+                        .map(|token| token.withdraw_at(Instant::now(), WALL_TOLERANCE));
+                    tokio::select! {
+                        biased;
+                        () = &mut closed => return,
+                        result = &mut fetch => break result,
+                        () = sleep_until_some(withdraw_at) => {}
+                    }
                 };
                 let now = Instant::now();
                 match result.and_then(|fetched| {
@@ -138,6 +146,7 @@ impl Task {
                         generation,
                         fetched.lifetime,
                         fetched.response.scope.clone(),
+                        started,
                     )
                     .map_err(|_| {
                         // The parser only admits visible ASCII, which is always a valid header.
@@ -152,7 +161,7 @@ impl Task {
                     Ok(token) => {
                         let lifetime = token.lifetime;
                         refresh_at =
-                            Some(now + self.policy.refresh_after(lifetime, fastrand::f64()));
+                            Some(started + self.policy.refresh_after(lifetime, fastrand::f64()));
                         failures = 0;
                         backoff_until = None;
                         tracing::info!(
@@ -177,7 +186,7 @@ impl Task {
                         let mut delay = self.policy.retry_delay(failures, &error, fastrand::f64());
                         // Never sleep past the expiry of the token still being served.
                         if let Some(token) = self.current_token(now) {
-                            delay = delay.min(token.expires_at.saturating_duration_since(now));
+                            delay = delay.min(token.usable_until.saturating_duration_since(now));
                         }
                         let next = now + delay;
                         backoff_until = Some(next);
@@ -213,7 +222,7 @@ impl Task {
             // (an invalidation), and now and then to compare clocks.
             let mut wake_at = next_fetch.min(now + WALL_CHECK);
             if let Some(token) = &token {
-                wake_at = wake_at.min(token.expires_at);
+                wake_at = wake_at.min(token.withdraw_at(now, WALL_TOLERANCE));
             }
             tokio::select! {
                 biased;
@@ -230,7 +239,7 @@ impl Task {
         let shared = &self.shared;
         let token = shared.current.load_full()?;
         let invalidated = shared.state().invalidated;
-        let expired = token.effective_expiry(now, WALL_TOLERANCE) <= now;
+        let expired = token.withdraw_at(now, WALL_TOLERANCE) <= now;
         if token.generation <= invalidated || expired {
             tracing::debug!(
                 generation = token.generation,
@@ -241,5 +250,13 @@ impl Task {
             return None;
         }
         Some(token)
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }

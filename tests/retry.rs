@@ -1,0 +1,493 @@
+//! Retrying once after 401 (and gRPC UNAUTHENTICATED): one refresh for any number of refused
+//! requests, generations instead of guesses, byte-exact body replay. On tokio's paused clock,
+//! against the embedded servers in memory.
+
+mod common;
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header::AUTHORIZATION};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::UnsyncBoxBody};
+use tokio::{sync::Notify, task::JoinSet};
+use tower::{Layer, ServiceExt, service_fn};
+use tower_client_credentials::{
+    BearerAuthLayer, BoxError,
+    test_util::{BoxBody, MockApi, RejectReason, TRAILERS_HEADER},
+};
+
+use common::{auth_server, builder, client, request, send};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_requests_with_a_revoked_token_cause_one_refresh() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let service = client(&handle, &api);
+    auth.revoke_all();
+
+    let mut requests = JoinSet::new();
+    for _ in 0..1000 {
+        let service = service.clone();
+        requests.spawn(async move { send(&service, request("payload")).await });
+    }
+    while let Some(result) = requests.join_next().await {
+        let (status, body) = result.unwrap().unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "payload");
+    }
+    assert_eq!(
+        auth.token_requests(),
+        2,
+        "the initial token and one refresh"
+    );
+    assert_eq!(api.accepted(), 1000);
+    // Every refused request was retried once; none more than once.
+    let refused = api.rejected(RejectReason::Revoked);
+    assert!((1..=1000).contains(&refused), "{refused}");
+    assert_eq!(api.requests(), 1000 + refused);
+}
+
+/// An inner service that holds the first request marked `x-hold` until released, then
+/// forwards it (its retry, which carries the same header, is not held).
+fn holding(
+    api: &MockApi,
+    release: Arc<Notify>,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = Response<BoxBody>,
+    Error = BoxError,
+    Future = ResponseFuture,
+> + Clone
++ use<> {
+    let api = api.service();
+    let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    service_fn(move |request: Request<Full<Bytes>>| {
+        let api = api.clone();
+        let release = Arc::clone(&release);
+        let hold = request.headers().contains_key("x-hold") && !held.swap(true, Ordering::SeqCst);
+        Box::pin(async move {
+            if hold {
+                release.notified().await;
+            }
+            api.oneshot(request).await
+        }) as ResponseFuture
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_token_that_a_sibling_already_replaced_causes_no_new_fetch() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let release = Arc::new(Notify::new());
+    let service = BearerAuthLayer::new(handle.clone()).layer(holding(&api, Arc::clone(&release)));
+
+    // A request leaves with token 1 and is held on the way.
+    let mut held = request("late");
+    held.headers_mut()
+        .insert("x-hold", HeaderValue::from_static("1"));
+    let late = tokio::spawn({
+        let service = service.clone();
+        async move { send(&service, held).await }
+    });
+    tokio::task::yield_now().await;
+
+    // Token 1 is revoked; a sibling gets 401 and brings token 2.
+    auth.revoke_all();
+    let (status, _) = send(&service, request("sibling")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(auth.token_requests(), 2);
+    assert_eq!(handle.current().unwrap().generation(), 2);
+
+    // The held request now meets its 401 and retries with token 2 at once: no third fetch.
+    release.notify_one();
+    let (status, body) = late.await.unwrap().unwrap();
+    assert_eq!((status, body.as_ref()), (StatusCode::OK, b"late".as_ref()));
+    assert_eq!(auth.token_requests(), 2);
+    assert_eq!(handle.current().unwrap().generation(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_api_that_refuses_every_token_sees_each_request_at_most_twice() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    api.set_reject_all(true);
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let service = client(&handle, &api);
+
+    for _ in 0..10 {
+        let (status, _) = send(&service, request("x")).await.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "the 401 comes back");
+    }
+    // The first request was retried with a new token. The next ones met a token that a 401
+    // had just replaced, within the cooldown: retrying would only repeat the refusal.
+    assert_eq!(api.requests(), 11);
+    assert_eq!(auth.token_requests(), 2);
+
+    // After the cooldown, a 401 may replace the token again: once.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (status, _) = send(&service, request("x")).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.requests(), 13);
+    assert_eq!(auth.token_requests(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_unauthenticated_is_retried_like_a_401() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    api.set_grpc(true);
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let service = client(&handle, &api);
+    auth.revoke_all();
+    let response = service.clone().oneshot(request("rpc")).await.unwrap();
+    assert!(response.headers().get("grpc-status").is_none(), "accepted");
+    assert_eq!(api.rejected(RejectReason::Revoked), 1);
+    assert_eq!(api.accepted(), 1);
+    assert_eq!(auth.token_requests(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_can_be_switched_off() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let service = BearerAuthLayer::new(handle)
+        .retry_unauthorized(false)
+        .layer(api.service());
+    auth.revoke_all();
+    let (status, _) = send(&service, request("x")).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.requests(), 1);
+    assert_eq!(auth.token_requests(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_new_token_within_the_wait_returns_the_first_response() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let service = BearerAuthLayer::new(handle)
+        .max_wait(Duration::from_secs(1))
+        .layer(api.service());
+    auth.revoke_all();
+    auth.fail_next(
+        1,
+        tower_client_credentials::test_util::Fault::delay(Duration::from_secs(5)),
+    );
+    let (status, _) = send(&service, request("x")).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.requests(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_layer_replaces_an_authorization_header_the_request_had() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let mut req = request("x");
+    req.headers_mut().insert(
+        AUTHORIZATION,
+        HeaderValue::from_static("Basic Zm9vOmJhcg=="),
+    );
+    let (status, _) = send(&client(&handle, &api), req).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let seen = api.last_request_headers().unwrap();
+    assert_eq!(seen.get_all(AUTHORIZATION).iter().count(), 1);
+    assert!(seen[AUTHORIZATION].to_str().unwrap().starts_with("Bearer "));
+}
+
+// ---- Body replay -------------------------------------------------------------------------
+
+type TestBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A streamed body of `chunks`, then `trailers`.
+fn streamed(chunks: &[&'static str], trailers: Option<(&'static str, &'static str)>) -> TestBody {
+    struct Frames(VecDeque<Frame<Bytes>>);
+    impl futures_core::Stream for Frames {
+        type Item = Result<Frame<Bytes>, Infallible>;
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+    let mut frames: VecDeque<_> = chunks
+        .iter()
+        .map(|c| Frame::data(Bytes::from_static(c.as_bytes())))
+        .collect();
+    if let Some((name, value)) = trailers {
+        let mut map = HeaderMap::new();
+        map.insert(name, HeaderValue::from_static(value));
+        frames.push_back(Frame::trailers(map));
+    }
+    StreamBody::new(Frames(frames)).boxed_unsync()
+}
+
+/// Sends `body` through the layer to an API that has just revoked the current token, and
+/// returns (status, echoed body, echoed trailers, API requests, token requests).
+async fn revoked_then<B>(
+    body: B,
+    replay_limit: usize,
+) -> (StatusCode, Bytes, Option<String>, u64, u64)
+where
+    B: tower_client_credentials::ReplayBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let service = BearerAuthLayer::new(handle.clone())
+        .replay_limit(replay_limit)
+        .layer(api.service());
+    auth.revoke_all();
+    let request = Request::post("http://127.0.0.1/echo").body(body).unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    let status = response.status();
+    let trailers = response
+        .headers()
+        .get(TRAILERS_HEADER)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    // Let the refresher act on a refusal that was not retried.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let counts = (api.requests(), auth.token_requests());
+    drop(handle);
+    (status, body, trailers, counts.0, counts.1)
+}
+
+#[tokio::test(start_paused = true)]
+async fn replays_an_empty_body() {
+    let (status, body, _, requests, _) = revoked_then(Empty::<Bytes>::new(), 1024).await;
+    assert_eq!((status, body.len(), requests), (StatusCode::OK, 0, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn replays_a_full_body() {
+    let payload = Bytes::from(vec![b'z'; 1024]);
+    let (status, body, _, requests, _) = revoked_then(Full::new(payload.clone()), 16).await;
+    // A `Full` body is already in memory: it is replayed whatever the limit.
+    assert_eq!((status, requests), (StatusCode::OK, 2));
+    assert_eq!(body, payload);
+}
+
+#[tokio::test(start_paused = true)]
+async fn replays_a_chunked_stream_under_the_limit_byte_for_byte() {
+    let (status, body, _, requests, _) =
+        revoked_then(streamed(&["hello ", "chunked ", "world"], None), 1024).await;
+    assert_eq!((status, requests), (StatusCode::OK, 2));
+    assert_eq!(body, "hello chunked world");
+}
+
+#[tokio::test(start_paused = true)]
+async fn replays_trailers() {
+    let (status, body, trailers, _, _) =
+        revoked_then(streamed(&["data"], Some(("x-checksum", "abc123"))), 1024).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "data");
+    assert_eq!(trailers.as_deref(), Some("x-checksum=abc123"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_over_the_limit_is_sent_once_and_the_next_request_succeeds() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let service = BearerAuthLayer::new(handle)
+        .replay_limit(8)
+        .layer(api.service());
+    auth.revoke_all();
+    let request = Request::post("http://127.0.0.1/echo")
+        .body(streamed(&["0123456789", "abcdef"], None))
+        .unwrap();
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(api.requests(), 1, "not retried");
+
+    // The refused token was still replaced, so the next request goes through at once.
+    tokio::task::yield_now().await;
+    let request = Request::post("http://127.0.0.1/echo")
+        .body(streamed(&["next"], None))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(auth.token_requests(), 2);
+    assert_eq!(api.requests(), 2);
+}
+
+/// The inner service reads only the first chunk before answering 401 (as a server that
+/// rejects on headers does); the retry still carries every byte, once, in order.
+#[tokio::test(start_paused = true)]
+async fn a_partly_read_body_is_replayed_whole() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let inner = {
+        let api = api.service();
+        let calls = Arc::clone(&calls);
+        service_fn(move |request: Request<TestBody>| {
+            let api = api.clone();
+            let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    let mut body = request.into_body();
+                    let chunk = body.frame().await.unwrap().unwrap();
+                    assert_eq!(chunk.into_data().unwrap(), "part-1|");
+                    // The body is still alive (not dropped) when the 401 comes back.
+                    let response = Response::builder()
+                        .status(StatusCode::UNAUTHORIZED)
+                        .body(Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync())
+                        .unwrap();
+                    std::mem::forget(body);
+                    return Ok::<Response<BoxBody>, BoxError>(response);
+                }
+                api.oneshot(request).await
+            }
+        })
+    };
+    let service = BearerAuthLayer::new(handle).layer(inner);
+    let request = Request::post("http://127.0.0.1/echo")
+        .body(streamed(
+            &["part-1|", "part-2|", "part-3"],
+            Some(("x-end", "1")),
+        ))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[TRAILERS_HEADER], "x-end=1");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "part-1|part-2|part-3");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_head_is_identical_on_the_retry() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let inner = {
+        let api = api.service();
+        let seen = Arc::clone(&seen);
+        service_fn(move |request: Request<Full<Bytes>>| {
+            seen.lock().unwrap().push((
+                request.method().clone(),
+                request.uri().clone(),
+                request.headers().get("x-custom").cloned(),
+                request.extensions().get::<&'static str>().copied(),
+            ));
+            api.clone().oneshot(request)
+        })
+    };
+    let service = BearerAuthLayer::new(handle).layer(inner);
+    auth.revoke_all();
+    let mut req = Request::put("http://127.0.0.1/orders/7?x=1")
+        .header("x-custom", "kept")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    req.extensions_mut().insert("extension-kept");
+    let response = service.oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[1].3, Some("extension-kept"));
+}
+
+/// Bodies of a type the crate cannot rebuild (here: `hyper::body::Incoming`'s stand-in, any
+/// type with `Replay::none()`) are never retried.
+#[tokio::test(start_paused = true)]
+async fn an_unreplayable_body_type_is_not_retried() {
+    struct OneShot(Option<Bytes>);
+    impl Body for OneShot {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+        }
+    }
+    impl tower_client_credentials::ReplayBody for OneShot {
+        fn into_replay(self, _: usize) -> (Self, tower_client_credentials::Replay<Self>) {
+            (self, tower_client_credentials::Replay::none())
+        }
+    }
+    let (status, _, _, requests, tokens) =
+        revoked_then(OneShot(Some(Bytes::from("x"))), 1024).await;
+    assert_eq!((status, requests), (StatusCode::UNAUTHORIZED, 1));
+    assert_eq!(tokens, 2, "the refused token is still replaced");
+}
+
+// ---- Composition -------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn composes_with_tower_timeout_and_retry() {
+    use tower::{ServiceBuilder, retry::Policy, timeout::error::Elapsed};
+
+    #[derive(Clone)]
+    struct RetryErrors(usize);
+    impl<Res, E> Policy<Request<Full<Bytes>>, Res, E> for RetryErrors {
+        type Future = std::future::Ready<()>;
+        fn retry(
+            &mut self,
+            _: &mut Request<Full<Bytes>>,
+            result: &mut Result<Res, E>,
+        ) -> Option<Self::Future> {
+            (result.is_err() && self.0 > 0).then(|| {
+                self.0 -= 1;
+                std::future::ready(())
+            })
+        }
+        fn clone_request(&mut self, req: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
+            let mut clone = Request::new(req.body().clone());
+            *clone.method_mut() = req.method().clone();
+            *clone.uri_mut() = req.uri().clone();
+            *clone.headers_mut() = req.headers().clone();
+            Some(clone)
+        }
+    }
+
+    let auth = auth_server(HOUR);
+    auth.fail_next(
+        1,
+        tower_client_credentials::test_util::Fault::delay(Duration::from_secs(2)),
+    );
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().spawn();
+
+    // Timeout outside the layer: it bounds the wait for a token.
+    let timed = ServiceBuilder::new()
+        .timeout(Duration::from_millis(500))
+        .layer(BearerAuthLayer::new(handle.clone()))
+        .service(api.service());
+    let error = timed.clone().oneshot(request("a")).await.unwrap_err();
+    assert!(error.downcast_ref::<Elapsed>().is_some());
+
+    // Retry outside the timeout: the second attempt finds the token that arrived meanwhile.
+    let retried = ServiceBuilder::new()
+        .retry(RetryErrors(3))
+        .timeout(Duration::from_millis(1500))
+        .layer(BearerAuthLayer::new(handle))
+        .service(api.service());
+    let response = retried.oneshot(request("b")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(auth.token_requests(), 1);
+    assert_eq!(api.accepted(), 1);
+}

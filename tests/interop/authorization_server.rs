@@ -1,0 +1,329 @@
+//! The authorization server under test: `node tests/interop/server.mjs` (oidc-provider), one
+//! process per test, killed when its [`AuthServer`] guard is dropped.
+//!
+//! The server is started with `LOG_REQUESTS=1`, so it writes one stderr line per request
+//! (`interop-as: POST /token -> 200`). The guard drains stderr into memory (a full pipe would
+//! freeze Node), counts those lines for the tests ([`AuthServer::logged`]), and prints them
+//! only when the test fails.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, ChildStdin, Command},
+    sync::Notify,
+};
+
+/// The oidc-provider version the suite is written against (pinned in `package-lock.json`).
+const OIDC_PROVIDER_VERSION: &str = "9.13.";
+
+/// The oldest Node.js that runs oidc-provider 9.13: it calls `URL.parse` (Node 20.18) and
+/// `crypto.hash` (Node 20.12). Debian 12's Node 18 fails at startup.
+const MIN_NODE: (u64, u64) = (20, 18);
+
+/// How long Node may take to print `READY` on a loaded machine (it takes about 0.25 s).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A hyper client for requests the tests make themselves (not through the crate).
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub(crate) fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// `tests/interop`.
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// The Node.js binary: `INTEROP_NODE` if set, else `node` on `PATH`.
+fn node_binary() -> String {
+    std::env::var("INTEROP_NODE").unwrap_or_else(|_| "node".to_owned())
+}
+
+/// `Err(reason)` when Node.js or the npm packages are missing. Checked once per process.
+fn prerequisites() -> &'static Result<(), String> {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let node = node_binary();
+        let output = std::process::Command::new(&node)
+            .arg("--version")
+            .output()
+            .map_err(|e| {
+                format!("cannot run `{node} --version` ({e}): Node.js is not installed")
+            })?;
+        let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let mut parts = version
+            .trim_start_matches('v')
+            .split('.')
+            .map(|n| n.parse::<u64>().unwrap_or(0));
+        let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if !output.status.success() || found < MIN_NODE {
+            return Err(format!(
+                "`{node} --version` says {version:?}; oidc-provider 9.13 needs Node.js >= {}.{}",
+                MIN_NODE.0, MIN_NODE.1
+            ));
+        }
+        let package = interop_dir().join("node_modules/oidc-provider/package.json");
+        let manifest = std::fs::read_to_string(&package).map_err(|_| {
+            format!(
+                "{} is missing: run `npm ci` in tests/interop",
+                package.display()
+            )
+        })?;
+        let installed: serde_json::Value =
+            serde_json::from_str(&manifest).map_err(|e| format!("{}: {e}", package.display()))?;
+        let installed = installed["version"].as_str().unwrap_or_default();
+        if !installed.starts_with(OIDC_PROVIDER_VERSION) {
+            return Err(format!(
+                "tests/interop/node_modules has oidc-provider {installed:?}, expected \
+                 {OIDC_PROVIDER_VERSION}x: run `npm ci` in tests/interop"
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// Whether this is a CI run (`CI` set and non-empty), where a missing prerequisite fails.
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Writes to the process's stderr directly, past libtest's output capture, so the line shows
+/// for a passing test too.
+pub(crate) fn announce(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// A running oidc-provider. Killed on drop.
+pub(crate) struct AuthServer {
+    issuer: String,
+    log: Arc<Log>,
+    client: HttpClient,
+    _stdin: ChildStdin,
+    _child: Child,
+}
+
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Notify,
+}
+
+impl Log {
+    fn count(&self, needle: &str) -> usize {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().filter(|line| line.contains(needle)).count()
+    }
+
+    fn text(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
+    }
+}
+
+impl AuthServer {
+    /// Starts a server with `env` on top of `PORT=0 LOG_REQUESTS=1`.
+    ///
+    /// `None` when Node.js or the npm packages are missing outside CI: the test prints a loud
+    /// `SKIPPED` line and returns. In CI (`CI` set) that is a failure.
+    pub(crate) async fn start(test: &str, env: &[(&str, &str)]) -> Option<Self> {
+        if let Err(reason) = prerequisites() {
+            assert!(
+                !in_ci(),
+                "interop prerequisites missing in CI: {reason}. Install Node.js >= {}.{} and run \
+                 `npm ci` in tests/interop (see tests/interop/README.md)",
+                MIN_NODE.0,
+                MIN_NODE.1
+            );
+            announce(&format!(
+                "SKIPPED: interop test `{test}`: {reason}. Run `tests/interop/run.sh` \
+                 (npm ci + cargo test --test interop) to run it; in CI this is a failure."
+            ));
+            return None;
+        }
+        let mut command = Command::new(node_binary());
+        command
+            .arg("server.mjs")
+            .current_dir(interop_dir())
+            .env("PORT", "0")
+            .env("LOG_REQUESTS", "1")
+            .env("EXIT_ON_STDIN_CLOSE", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .expect("spawn node tests/interop/server.mjs");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+
+        let log = Arc::new(Log::default());
+        let sink = Arc::clone(&log);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line);
+                sink.grew.notify_waiters();
+            }
+        });
+
+        let mut stdout = BufReader::new(stdout);
+        let mut first = String::new();
+        let read = tokio::time::timeout(STARTUP_TIMEOUT, stdout.read_line(&mut first)).await;
+        let issuer = match read {
+            Ok(Ok(_)) => first.trim().strip_prefix("READY ").map(str::to_owned),
+            _ => None,
+        };
+        let Some(issuer) = issuer else {
+            // Give the drain task a moment to collect the reason.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            panic!(
+                "interop authorization server did not print `READY <issuer>` (got {first:?}); \
+                 its stderr:\n{}",
+                log.text()
+            );
+        };
+        assert!(issuer.starts_with("http://127.0.0.1:"), "issuer {issuer}");
+        Some(Self {
+            issuer,
+            log,
+            client: http_client(),
+            _stdin: stdin,
+            _child: child,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The token endpoint.
+    pub(crate) fn token_url(&self) -> String {
+        format!("{}/token", self.issuer)
+    }
+
+    /// How many stderr lines contain `needle`, once every request answered so far is logged.
+    ///
+    /// The server logs a request before it sends the response, so after our own discovery
+    /// request's line shows up, every earlier request's line is there too.
+    pub(crate) async fn logged(&self, needle: &str) -> usize {
+        const DISCOVERY: &str = "GET /.well-known/openid-configuration -> 200";
+        let before = self.log.count(DISCOVERY);
+        let (status, _, _) = self
+            .send(Method::GET, "/.well-known/openid-configuration", None, &[])
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let synced = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let grew = self.log.grew.notified();
+                if self.log.count(DISCOVERY) > before {
+                    return;
+                }
+                grew.await;
+            }
+        })
+        .await;
+        assert!(
+            synced.is_ok(),
+            "the server never logged our discovery request"
+        );
+        self.log.count(needle)
+    }
+
+    /// Token requests the server answered with 200.
+    pub(crate) async fn tokens_issued(&self) -> usize {
+        self.logged("POST /token -> 200").await
+    }
+
+    /// A request of our own to `path`: a form body, and Basic credentials (RFC 6749 §2.3.1
+    /// encoding) when `basic` is given. Returns the status, headers and body.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.issuer));
+        if let Some((id, secret)) = basic {
+            request = request.header(header::AUTHORIZATION, basic_authorization(id, secret));
+        }
+        let body = if form.is_empty() {
+            Bytes::new()
+        } else {
+            request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            Bytes::from(serde_urlencoded::to_string(form).expect("form"))
+        };
+        let request = request.body(Full::new(body)).expect("request");
+        let response = self
+            .client
+            .request(request)
+            .await
+            .expect("request to the AS");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("AS body").to_bytes();
+        (parts.status, parts.headers, body)
+    }
+
+    /// A token straight from the token endpoint (not through the crate), as JSON.
+    pub(crate) async fn raw_token(
+        &self,
+        client: (&str, &str),
+        extra: &[(&str, &str)],
+    ) -> serde_json::Value {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend_from_slice(extra);
+        let (status, _, body) = self.send(Method::POST, "/token", Some(client), &form).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).expect("token response JSON")
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- interop authorization server {} stderr ---\n{}\n---",
+                self.issuer,
+                self.log.text()
+            );
+        }
+    }
+}
+
+/// `Basic base64(urlencode(id) ":" urlencode(secret))`, as RFC 6749 §2.3.1 asks.
+pub(crate) fn basic_authorization(id: &str, secret: &str) -> String {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let encode = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", encode(id), encode(secret)))
+    )
+}

@@ -1,0 +1,488 @@
+//! Interoperability with a real, certified authorization server that nobody on this project
+//! wrote: `oidc-provider` 9.13 from the npm registry, run by Node.js
+//! (`tests/interop/server.mjs`, documented in `tests/interop/README.md`), and a resource server
+//! in this test that checks its tokens independently of the crate: JWTs with `jsonwebtoken`
+//! against the provider's JWKS, opaque tokens at its introspection endpoint.
+//!
+//! Run them with `tests/interop/run.sh`, which is
+//! `(cd tests/interop && npm ci) && cargo test --test interop`. Without Node.js >= 20.18 or
+//! without the npm packages, each test prints `SKIPPED: …` to stderr and passes, except in CI
+//! (`CI` set), where it fails.
+//!
+//! The provider is another process with its own clock, so these tests run in real time: the
+//! steady-load test takes 30 s, the others well under a second each (the rejected-token check
+//! waits up to 3 s for a 2-second token to expire). They assert counts, never durations.
+
+mod authorization_server;
+mod resource_server;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use tokio::{task::JoinSet, time::Instant};
+use tower::{Layer, ServiceExt};
+use tower_client_credentials::{
+    AuthMethod, BearerAuth, BearerAuthLayer, ClientCredentials, ClientCredentialsBuilder,
+    ExpirySource, TokenError, TokenHandle,
+};
+
+use authorization_server::{AuthServer, HttpClient, announce, http_client};
+use resource_server::{JWT_AUDIENCE, OPAQUE_AUDIENCE, ResourceServer};
+
+// The clients registered in server.mjs (see the README's table).
+const BASIC: (&str, &str) = ("basic-client", "basic-secret-0123456789");
+const POST: (&str, &str) = ("post-client", "post-secret-0123456789");
+/// Needs form-urlencoding in the Basic header: `@`, space, `+`, `:`, `/`, `%`, `?`, `&`, `=`.
+const AWKWARD: (&str, &str) = ("awkward-client", "p@ss w+rd:/%?&=");
+/// Registered for `api:read` only.
+const NARROW: (&str, &str) = ("narrow-client", "narrow-secret-0123456789");
+const BOTH_SCOPES: [&str; 2] = ["api:read", "api:write"];
+
+/// Starts the provider with `env`, or returns from the test when it is skipped.
+macro_rules! start {
+    ($test:expr, $env:expr) => {
+        match AuthServer::start($test, $env).await {
+            Some(auth) => auth,
+            None => return,
+        }
+    };
+}
+
+fn builder(auth: &AuthServer, client: (&str, &str)) -> ClientCredentialsBuilder {
+    ClientCredentials::builder(auth.token_url(), client.0, client.1)
+}
+
+type Api = BearerAuth<HttpClient>;
+
+/// The crate's middleware around a plain hyper client.
+fn api(handle: &TokenHandle) -> Api {
+    BearerAuthLayer::new(handle.clone()).layer(http_client())
+}
+
+/// A GET through the middleware; its status.
+async fn get(api: &Api, url: &str) -> StatusCode {
+    let request = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = api.clone().oneshot(request).await.expect("request sent");
+    let status = response.status();
+    response.into_body().collect().await.expect("body");
+    status
+}
+
+/// A GET straight to the resource server with `Authorization: Bearer <token>` (or none); its
+/// status and `WWW-Authenticate`.
+async fn bearer(rs: &ResourceServer, token: Option<&str>) -> (StatusCode, Option<String>) {
+    let mut request = Request::get(rs.url("/orders"));
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(Bytes::new())).expect("request");
+    let response = http_client().request(request).await.expect("request sent");
+    let challenge = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    (response.status(), challenge)
+}
+
+fn access_token(response: &serde_json::Value) -> &str {
+    response["access_token"].as_str().expect("access_token")
+}
+
+/// The start error, which must be an OAuth error response with `status` and `code`.
+async fn start_error(builder: ClientCredentialsBuilder, status: u16, code: &str) -> TokenError {
+    let error = builder
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect_err("the provider refuses this token request");
+    match &error {
+        TokenError::OAuth {
+            status: got,
+            error: got_code,
+            ..
+        } => {
+            assert_eq!((got.as_u16(), got_code.as_str()), (status, code), "{error}");
+        }
+        other => panic!("expected an OAuth `{code}` error, got {other:?}"),
+    }
+    assert_eq!(error.oauth_error(), Some(code));
+    assert!(!error.is_transient(), "`{code}` is permanent");
+    error
+}
+
+/// The checks of the resource server itself, so that "zero rejected" elsewhere means
+/// something: it accepts a fresh JWT from the provider and rejects a missing, tampered, opaque,
+/// foreign or expired one, and one whose `iss` or `aud` is not the expected one.
+#[tokio::test]
+async fn resource_server_rejects_what_it_should() {
+    // 2-second tokens: long enough to be used before they expire, short enough to wait out.
+    let auth = start!(
+        "resource_server_rejects_what_it_should",
+        &[("TOKEN_TTL", "2")]
+    );
+    let rs = ResourceServer::jwt(&auth).await;
+    let jwt = auth.raw_token(BASIC, &[("scope", "api:read")]).await;
+    let jwt = access_token(&jwt).to_owned();
+
+    assert_eq!(bearer(&rs, Some(&jwt)).await.0, StatusCode::OK);
+    let claims = rs.claims().pop().expect("claims of the accepted token");
+    assert_eq!(claims.sub, BASIC.0);
+    assert_eq!(claims.scope.as_deref(), Some("api:read"));
+
+    // No token: a bare challenge (RFC 6750 §3.1).
+    assert_eq!(
+        bearer(&rs, None).await,
+        (StatusCode::UNAUTHORIZED, Some("Bearer".into()))
+    );
+    let invalid = (
+        StatusCode::UNAUTHORIZED,
+        Some(r#"Bearer error="invalid_token""#.to_owned()),
+    );
+    // A signature byte changed.
+    let (head, signature) = jwt.rsplit_once('.').expect("JWS");
+    let mut signature = signature.to_owned().into_bytes();
+    signature[10] = if signature[10] == b'A' { b'B' } else { b'A' };
+    let tampered = format!("{head}.{}", String::from_utf8(signature).expect("ASCII"));
+    assert_eq!(bearer(&rs, Some(&tampered)).await, invalid);
+    // An opaque token (another audience) is not a JWT.
+    let opaque = auth
+        .raw_token(BASIC, &[("resource", OPAQUE_AUDIENCE)])
+        .await;
+    assert_eq!(bearer(&rs, Some(access_token(&opaque))).await, invalid);
+    // A token from another provider instance (another key and issuer).
+    let other = start!("resource_server_rejects_what_it_should", &[]);
+    let foreign = other.raw_token(BASIC, &[]).await;
+    assert_eq!(bearer(&rs, Some(access_token(&foreign))).await, invalid);
+    // Resource servers that expect another issuer or audience refuse the same token.
+    let other_issuer =
+        ResourceServer::jwt_expecting(&auth, "http://127.0.0.1:1", JWT_AUDIENCE).await;
+    assert_eq!(bearer(&other_issuer, Some(&jwt)).await, invalid);
+    assert_eq!(other_issuer.reasons(), ["InvalidIssuer"]);
+    let other_audience = ResourceServer::jwt_expecting(&auth, auth.issuer(), "urn:tcc:other").await;
+    assert_eq!(bearer(&other_audience, Some(&jwt)).await, invalid);
+    assert_eq!(other_audience.reasons(), ["InvalidAudience"]);
+    // The first token, once the wall clock is past its `exp` (zero leeway: `exp` is the last
+    // second it is valid in).
+    let expired_at = UNIX_EPOCH + Duration::from_secs(claims.exp + 1);
+    if let Ok(wait) = expired_at.duration_since(SystemTime::now()) {
+        tokio::time::sleep(wait + Duration::from_millis(20)).await;
+    }
+    assert_eq!(bearer(&rs, Some(&jwt)).await, invalid);
+
+    assert_eq!(rs.accepted(), 1);
+    assert_eq!(rs.rejected(), 5);
+    let reasons = rs.reasons();
+    assert_eq!(reasons[0], "no bearer token");
+    assert_eq!(reasons[1], "InvalidSignature");
+    assert!(reasons[2].starts_with("header:"), "{reasons:?}");
+    assert_eq!(reasons[3], "unknown kid");
+    assert_eq!(reasons[4], "ExpiredSignature");
+}
+
+/// `client_secret_basic`, `client_secret_post` and a secret full of characters that Basic
+/// needs form-urlencoded all get tokens that the resource server accepts. With
+/// `STRICT_CLIENT_AUTH=1` the provider refuses a client that uses the other method, which
+/// shows the crate sends the method it is told to.
+#[tokio::test]
+async fn tokens_with_basic_post_and_the_awkward_secret() {
+    let test = "tokens_with_basic_post_and_the_awkward_secret";
+    let auth = start!(test, &[("STRICT_CLIENT_AUTH", "1"), ("TOKEN_TTL", "60")]);
+    let rs = ResourceServer::jwt(&auth).await;
+
+    for (client, method) in [
+        (BASIC, AuthMethod::ClientSecretBasic),
+        (POST, AuthMethod::ClientSecretPost),
+        (AWKWARD, AuthMethod::ClientSecretBasic),
+    ] {
+        let handle = builder(&auth, client)
+            .auth_method(method)
+            .scopes(BOTH_SCOPES)
+            .build()
+            .expect("configuration")
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{} with {}: {e}", client.0, method.as_str()));
+        let token = handle.current().expect("a token");
+        assert_eq!(token.scope(), Some("api:read api:write"));
+        assert_eq!(token.lifetime(), Duration::from_secs(60));
+        assert_eq!(get(&api(&handle), &rs.url("/orders")).await, StatusCode::OK);
+    }
+    let subjects: Vec<_> = rs.claims().into_iter().map(|c| c.sub).collect();
+    assert_eq!(subjects, [BASIC.0, POST.0, AWKWARD.0]);
+    assert_eq!((rs.accepted(), rs.rejected()), (3, 0));
+
+    // The other method is refused in strict mode.
+    start_error(
+        builder(&auth, BASIC).auth_method(AuthMethod::ClientSecretPost),
+        401,
+        "invalid_client",
+    )
+    .await;
+    start_error(
+        builder(&auth, POST).auth_method(AuthMethod::ClientSecretBasic),
+        401,
+        "invalid_client",
+    )
+    .await;
+    assert_eq!(auth.tokens_issued().await, 3);
+
+    // Without strict mode the awkward secret also works in the body (form-encoded there).
+    let lenient = start!(test, &[]);
+    let handle = builder(&lenient, AWKWARD)
+        .auth_method(AuthMethod::ClientSecretPost)
+        .build()
+        .expect("configuration")
+        .start()
+        .await
+        .expect("awkward-client with client_secret_post");
+    assert!(handle.current().is_some());
+}
+
+/// A wrong secret or an unknown client gives the typed `invalid_client` error from `start`,
+/// whose text does not contain the secret.
+#[tokio::test]
+async fn a_wrong_secret_is_invalid_client() {
+    let auth = start!("a_wrong_secret_is_invalid_client", &[]);
+    let wrong = "not-the-secret-4242";
+    for (id, method) in [
+        (BASIC.0, AuthMethod::ClientSecretBasic),
+        (BASIC.0, AuthMethod::ClientSecretPost),
+        ("no-such-client", AuthMethod::ClientSecretBasic),
+    ] {
+        let builder = builder(&auth, (id, wrong)).auth_method(method);
+        let error = start_error(builder, 401, "invalid_client").await;
+        let text = format!("{error} {error:?}");
+        assert!(!text.contains(wrong), "the secret leaked: {text}");
+    }
+    assert_eq!(auth.logged("POST /token -> 401 invalid_client").await, 3);
+    assert_eq!(auth.tokens_issued().await, 0);
+}
+
+/// A known scope the client is not registered for gives `invalid_scope`.
+#[tokio::test]
+async fn a_forbidden_scope_is_invalid_scope() {
+    let auth = start!("a_forbidden_scope_is_invalid_scope", &[]);
+    start_error(
+        builder(&auth, NARROW).scopes(BOTH_SCOPES),
+        400,
+        "invalid_scope",
+    )
+    .await;
+    start_error(
+        builder(&auth, NARROW).scopes(["api:write"]),
+        400,
+        "invalid_scope",
+    )
+    .await;
+    assert_eq!(auth.tokens_issued().await, 0);
+}
+
+/// Documents the provider's behaviour: a scope it does not know at all (`api:delete`) is
+/// dropped silently, not refused. The token carries only the scopes that were granted, and
+/// the crate reports the granted scope (`Token::scope`), not the requested one.
+#[tokio::test]
+async fn an_unknown_scope_is_dropped_silently() {
+    let auth = start!(
+        "an_unknown_scope_is_dropped_silently",
+        &[("TOKEN_TTL", "60")]
+    );
+    let rs = ResourceServer::jwt(&auth).await;
+
+    let handle = builder(&auth, NARROW)
+        .scopes(["api:read", "api:delete"])
+        .build()
+        .expect("configuration")
+        .start()
+        .await
+        .expect("an unknown scope is not an error with this provider");
+    assert_eq!(handle.current().expect("token").scope(), Some("api:read"));
+    assert_eq!(get(&api(&handle), &rs.url("/orders")).await, StatusCode::OK);
+
+    let handle = builder(&auth, NARROW)
+        .scopes(["api:delete"])
+        .build()
+        .expect("configuration")
+        .start()
+        .await
+        .expect("only unknown scopes: a token without scope");
+    assert_eq!(handle.current().expect("token").scope(), None);
+    assert_eq!(get(&api(&handle), &rs.url("/orders")).await, StatusCode::OK);
+
+    let scopes: Vec<_> = rs.claims().into_iter().map(|c| c.scope).collect();
+    assert_eq!(scopes, [Some("api:read".to_owned()), None]);
+}
+
+/// 30 seconds of steady requests with 2-second tokens: the refresher replaces each token at
+/// 78-80 % of its lifetime, so no request is ever rejected, and the provider sees about one
+/// token request per 1.6 s.
+///
+/// Bounds on the token requests: one at start, then one every `latency + [1.556 s, 1.6 s]`
+/// (the 0.4 s margin, stretched up to 10 % by jitter). Over 30 s that is at most
+/// 1 + floor(30 / 1.556) = 20, also counting a fetch cut short by the shutdown; an average
+/// fetch latency under 0.2 s, generous for loopback, gives at least 1 + floor(30 / 1.8) = 17.
+#[tokio::test]
+async fn thirty_seconds_of_steady_requests_with_2_second_tokens() {
+    const RUN: Duration = Duration::from_secs(30);
+    const WORKERS: usize = 2;
+    const PACE: Duration = Duration::from_millis(50);
+
+    let test = "thirty_seconds_of_steady_requests_with_2_second_tokens";
+    let auth = start!(test, &[("TOKEN_TTL", "2")]);
+    let rs = ResourceServer::jwt(&auth).await;
+    let handle = builder(&auth, BASIC)
+        .scopes(["api:read"])
+        .build()
+        .expect("configuration")
+        .start()
+        .await
+        .expect("first token");
+    assert_eq!(
+        handle.current().expect("token").lifetime(),
+        Duration::from_secs(2)
+    );
+
+    let api = api(&handle);
+    let url = rs.url("/orders");
+    let end = Instant::now() + RUN;
+    let mut workers = JoinSet::new();
+    for _ in 0..WORKERS {
+        let (api, url) = (api.clone(), url.clone());
+        workers.spawn(async move {
+            let mut pace = tokio::time::interval(PACE);
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut sent, mut failed) = (0_u64, Vec::new());
+            while Instant::now() < end {
+                pace.tick().await;
+                let status = get(&api, &url).await;
+                sent += 1;
+                if status != StatusCode::OK {
+                    failed.push(status);
+                }
+            }
+            (sent, failed)
+        });
+    }
+    let mut sent = 0;
+    while let Some(result) = workers.join_next().await {
+        let (count, failed) = result.expect("worker");
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        sent += count;
+    }
+    let generation = handle.token().await.expect("token").generation();
+    handle.shutdown();
+    let issued = auth.tokens_issued().await as u64;
+    let distinct = rs.distinct_tokens() as u64;
+    announce(&format!(
+        "interop: 30 s of steady requests with 2 s tokens: {sent} requests, {} accepted, {} \
+         rejected; {issued} token requests seen by the provider (the crate's generation: \
+         {generation}); {distinct} distinct tokens used",
+        rs.accepted(),
+        rs.rejected(),
+    ));
+
+    assert_eq!(rs.rejected(), 0, "rejections: {:?}", rs.reasons());
+    assert_eq!(rs.accepted(), sent, "no request was retried");
+    assert!(
+        (17..=20).contains(&issued),
+        "{issued} token requests in 30 s of 2 s tokens; expected 19 or 20, at least 17"
+    );
+    // A fetch cut short by the shutdown may be seen by the provider but not the crate.
+    assert!(
+        issued == generation || issued == generation + 1,
+        "provider: {issued}, crate: {generation}"
+    );
+    // Every token was used, except perhaps the last one, fetched during the last requests.
+    assert!(
+        distinct == generation || distinct + 1 == generation,
+        "{distinct} tokens used of {generation}"
+    );
+    assert!(rs.claims().iter().all(|c| c.exp - c.iat == 2));
+}
+
+/// An opaque token revoked at the provider is refused by the resource server (which
+/// introspects every token); the middleware then gets a new token and the request succeeds on
+/// its one retry.
+#[tokio::test]
+async fn a_revoked_token_is_replaced_after_one_retry() {
+    let auth = start!("a_revoked_token_is_replaced_after_one_retry", &[]);
+    // The resource server introspects with its own credentials (any client may).
+    let rs = ResourceServer::introspecting(&auth, NARROW).await;
+    let handle = builder(&auth, BASIC)
+        .resource(OPAQUE_AUDIENCE)
+        .scopes(["api:read"])
+        .build()
+        .expect("configuration")
+        .start()
+        .await
+        .expect("first token");
+    let first = handle.current().expect("token");
+    assert_eq!(first.lifetime(), Duration::from_secs(300));
+    assert_eq!(first.access_token().matches('.').count(), 0, "opaque");
+    let api = api(&handle);
+    let url = rs.url("/orders");
+    assert_eq!(get(&api, &url).await, StatusCode::OK);
+
+    // Revoke it at the provider, as its owner.
+    let (status, _, body) = auth
+        .send(
+            Method::POST,
+            "/token/revocation",
+            Some(BASIC),
+            &[("token", first.access_token())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+
+    assert_eq!(get(&api, &url).await, StatusCode::OK);
+    // Three requests reached the resource server: the first, the refused one, its retry.
+    assert_eq!((rs.accepted(), rs.rejected()), (2, 1));
+    assert_eq!(rs.reasons(), ["inactive"]);
+    assert_eq!(rs.distinct_tokens(), 2);
+    let second = handle.current().expect("token");
+    assert_eq!(second.generation(), 2);
+    assert_ne!(second.access_token(), first.access_token());
+    assert_eq!(auth.tokens_issued().await, 2);
+    assert_eq!(auth.logged("POST /token/introspection -> 200").await, 3);
+}
+
+/// The lifetime comes from this provider's `expires_in` and agrees with the JWT's
+/// `exp - iat`, whichever expiry source the client is configured with.
+#[tokio::test]
+async fn expiry_agrees_with_expires_in_and_the_jwt() {
+    let auth = start!(
+        "expiry_agrees_with_expires_in_and_the_jwt",
+        &[("TOKEN_TTL", "7")]
+    );
+    let rs = ResourceServer::jwt(&auth).await;
+    let raw = auth.raw_token(BASIC, &[]).await;
+    assert_eq!(raw["expires_in"], 7);
+
+    for source in [
+        ExpirySource::ExpiresIn,
+        ExpirySource::JwtExp,
+        ExpirySource::Earliest,
+    ] {
+        let handle = builder(&auth, BASIC)
+            .expiry_source(source)
+            .build()
+            .expect("configuration")
+            .start()
+            .await
+            .expect("token");
+        let token = handle.current().expect("token");
+        assert_eq!(token.lifetime(), Duration::from_secs(7), "{source:?}");
+        assert_eq!(get(&api(&handle), &rs.url("/orders")).await, StatusCode::OK);
+        let claims = rs.claims().pop().expect("claims");
+        assert_eq!(
+            claims.exp - claims.iat,
+            token.lifetime().as_secs(),
+            "{source:?}"
+        );
+    }
+    assert_eq!(rs.accepted(), 3);
+}

@@ -1,0 +1,284 @@
+//! The protected API of the interop tests: a hyper server on `127.0.0.1:0` that checks every
+//! request's bearer token the way a real resource server would, and counts what it accepted
+//! and rejected.
+//!
+//! - [`ResourceServer::jwt`]: JWT access tokens (RFC 9068). The provider's JWKS is fetched
+//!   once; each token must have `typ: at+jwt`, a `kid` from that set, a valid ES256 signature,
+//!   `exp` not passed (zero leeway), `aud = urn:tcc:api` and `iss` = the issuer.
+//! - [`ResourceServer::introspecting`]: opaque tokens, each one looked up at the provider's
+//!   introspection endpoint (RFC 7662) with the resource server's own client credentials; it
+//!   must be `active` with `aud = urn:tcc:opaque`.
+//!
+//! Anything else gets 401 with `WWW-Authenticate: Bearer error="invalid_token"` (just
+//! `Bearer` when there is no token at all, RFC 6750 §3.1).
+
+use std::{
+    collections::HashSet,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use serde::Deserialize;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use super::authorization_server::{AuthServer, HttpClient, basic_authorization, http_client};
+
+/// The audience of the provider's JWT access tokens.
+pub(crate) const JWT_AUDIENCE: &str = "urn:tcc:api";
+/// The audience of its opaque access tokens.
+pub(crate) const OPAQUE_AUDIENCE: &str = "urn:tcc:opaque";
+
+/// The claims the resource server reads from a JWT access token.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Claims {
+    pub(crate) jti: String,
+    pub(crate) sub: String,
+    pub(crate) iat: u64,
+    pub(crate) exp: u64,
+    pub(crate) scope: Option<String>,
+}
+
+enum Check {
+    Jwt {
+        keys: JwkSet,
+        validation: Validation,
+    },
+    Introspect {
+        url: String,
+        authorization: String,
+        client: HttpClient,
+    },
+}
+
+struct Inner {
+    check: Check,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    /// Why requests were rejected, in order.
+    reasons: Mutex<Vec<String>>,
+    /// The accepted JWTs' claims, in order (JWT mode).
+    claims: Mutex<Vec<Claims>>,
+    /// The distinct tokens accepted (jti for JWTs, the token itself for opaque ones).
+    tokens: Mutex<HashSet<String>>,
+}
+
+/// A running resource server; stops when dropped.
+pub(crate) struct ResourceServer {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ResourceServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ResourceServer {
+    /// Validates JWTs from `auth`, with the keys published at its `/jwks` now.
+    pub(crate) async fn jwt(auth: &AuthServer) -> Self {
+        Self::jwt_expecting(auth, auth.issuer(), JWT_AUDIENCE).await
+    }
+
+    /// Like [`jwt`](Self::jwt), but expecting another `iss` or `aud`: it then rejects the
+    /// provider's tokens, which shows those claims are checked.
+    pub(crate) async fn jwt_expecting(auth: &AuthServer, issuer: &str, audience: &str) -> Self {
+        let (status, _, body) = auth.send(Method::GET, "/jwks", None, &[]).await;
+        assert_eq!(status, StatusCode::OK, "GET /jwks");
+        let keys: JwkSet = serde_json::from_slice(&body).expect("JWKS");
+        assert!(!keys.keys.is_empty(), "empty JWKS");
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.leeway = 0;
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[issuer]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        Self::serve(Check::Jwt { keys, validation }).await
+    }
+
+    /// Introspects every token at `auth`, authenticating as `client` (id, secret).
+    pub(crate) async fn introspecting(auth: &AuthServer, client: (&str, &str)) -> Self {
+        Self::serve(Check::Introspect {
+            url: format!("{}/token/introspection", auth.issuer()),
+            authorization: basic_authorization(client.0, client.1),
+            client: http_client(),
+        })
+        .await
+    }
+
+    async fn serve(check: Check) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let inner = Arc::new(Inner {
+            check,
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            reasons: Mutex::default(),
+            claims: Mutex::default(),
+            tokens: Mutex::default(),
+        });
+        let state = Arc::clone(&inner);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(state.handle(request).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, inner, task }
+    }
+
+    /// The URL of `path` on this server.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub(crate) fn accepted(&self) -> u64 {
+        self.inner.accepted.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn rejected(&self) -> u64 {
+        self.inner.rejected.load(Ordering::SeqCst)
+    }
+
+    /// Why requests were rejected, in order.
+    pub(crate) fn reasons(&self) -> Vec<String> {
+        lock(&self.inner.reasons).clone()
+    }
+
+    /// The claims of every accepted JWT, in order.
+    pub(crate) fn claims(&self) -> Vec<Claims> {
+        lock(&self.inner.claims).clone()
+    }
+
+    /// How many distinct tokens were accepted.
+    pub(crate) fn distinct_tokens(&self) -> usize {
+        lock(&self.inner.tokens).len()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let token = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let Some(token) = token else {
+            return self.reject("no bearer token", "Bearer");
+        };
+        let verdict = match &self.check {
+            Check::Jwt { keys, validation } => validate_jwt(&token, keys, validation).map(|c| {
+                let jti = c.jti.clone();
+                lock(&self.claims).push(c);
+                jti
+            }),
+            Check::Introspect {
+                url,
+                authorization,
+                client,
+            } => introspect(&token, url, authorization, client)
+                .await
+                .map(|()| token),
+        };
+        match verdict {
+            Ok(id) => {
+                lock(&self.tokens).insert(id);
+                self.accepted.fetch_add(1, Ordering::SeqCst);
+                Response::new(Full::new(Bytes::from_static(b"ok")))
+            }
+            Err(reason) => self.reject(&reason, r#"Bearer error="invalid_token""#),
+        }
+    }
+
+    fn reject(&self, reason: &str, challenge: &'static str) -> Response<Full<Bytes>> {
+        lock(&self.reasons).push(reason.to_owned());
+        self.rejected.fetch_add(1, Ordering::SeqCst);
+        Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header(header::WWW_AUTHENTICATE, challenge)
+            .body(Full::new(Bytes::new()))
+            .expect("response")
+    }
+}
+
+fn validate_jwt(token: &str, keys: &JwkSet, validation: &Validation) -> Result<Claims, String> {
+    let head = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e:?}"))?;
+    if head.typ.as_deref() != Some("at+jwt") {
+        return Err(format!("typ {:?} is not at+jwt", head.typ));
+    }
+    let kid = head.kid.ok_or("no kid")?;
+    let jwk = keys.find(&kid).ok_or("unknown kid")?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key: {e:?}"))?;
+    jsonwebtoken::decode::<Claims>(token, &key, validation)
+        .map(|data| data.claims)
+        .map_err(|e| format!("{:?}", e.kind()))
+}
+
+async fn introspect(
+    token: &str,
+    url: &str,
+    authorization: &str,
+    client: &HttpClient,
+) -> Result<(), String> {
+    let form = serde_urlencoded::to_string([("token", token)]).expect("form");
+    let request = Request::post(url)
+        .header(header::AUTHORIZATION, authorization)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(form)))
+        .expect("request");
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| format!("introspection request: {e}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("introspection body: {e}"))?
+        .to_bytes();
+    if status != StatusCode::OK {
+        return Err(format!("introspection answered {status}"));
+    }
+    let answer: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("introspection JSON: {e}"))?;
+    if answer["active"] != serde_json::Value::Bool(true) {
+        return Err("inactive".into());
+    }
+    let audience_ok = match &answer["aud"] {
+        serde_json::Value::String(aud) => aud == OPAQUE_AUDIENCE,
+        serde_json::Value::Array(auds) => auds.iter().any(|a| a == OPAQUE_AUDIENCE),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err(format!("audience {}", answer["aud"]));
+    }
+    Ok(())
+}

@@ -335,10 +335,6 @@ async fn a_body_over_the_replay_limit_is_not_retried() {
 /// After a large body's `UNAUTHENTICATED`, the next call, large too, must carry the new token:
 /// it cannot be retried, so if it goes out with the refused one it fails as well.
 #[tokio::test]
-#[ignore = "needs fix: after a 401 whose body cannot be replayed, `Shared::invalidate` \
-            (src/refresh/mod.rs) only notifies the refresher; the refused token stays in \
-            `current` until the refresher task runs, so `BearerAuth::call` sends the next \
-            request with it (observed on current-thread and multi-thread runtimes)"]
 async fn the_call_after_an_unreplayable_refusal_carries_the_new_token() {
     let auth = MockAuthServer::new();
     let handle = builder(&auth).build().unwrap().start().await.unwrap();

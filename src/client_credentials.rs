@@ -15,7 +15,7 @@ use crate::{
     endpoint::{
         self, AuthMethod, HttpClient, Parameters, PreparedRequest, RequestFormat, TokenEndpoint,
     },
-    error::{BoxError, ConfigError, TokenError, TokenUnavailable},
+    error::{BoxError, ConfigError, TokenError},
     refresh::{RefreshPolicy, Refresher, Shared, TokenHandle},
     token::ExpirySource,
 };
@@ -65,18 +65,13 @@ impl ClientCredentials {
     ///
     /// When called outside a tokio runtime.
     pub async fn start(self) -> Result<TokenHandle, TokenError> {
-        let handle = self.spawn();
-        match handle.token().await {
-            Ok(_) => Ok(handle),
-            Err(TokenUnavailable::FetchFailed(error)) => Err(error),
-            Err(TokenUnavailable::TimedOut {
-                last_error: Some(error),
-                ..
-            }) => Err(error),
-            Err(_) => Err(TokenError::Timeout {
-                after: handle.shared().max_wait,
-            }),
-        }
+        let (handle, refresher) = self.into_parts();
+        // Subscribed before the refresher runs: the first request's own outcome counts, not
+        // that of a retry after it.
+        let outcomes = handle.shared().outcomes();
+        tokio::spawn(refresher.into_future());
+        Shared::first_outcome(outcomes).await?;
+        Ok(handle)
     }
 
     /// Spawns the refresher on the current tokio runtime without waiting for a token. The first

@@ -61,6 +61,9 @@
 //!   through hyper-util and rustls with the platform's root certificates.
 //! - `tonic`: [`ReplayBody`] for `tonic::body::Body`, so gRPC calls are retried after
 //!   `UNAUTHENTICATED`.
+//! - `metrics`: counters, histograms and a gauge through the `metrics` facade: token fetches
+//!   by outcome and their duration, time requests spent waiting for a token, retries after
+//!   401, and seconds until the current token expires. Names are listed in the README.
 //! - `test-util`: [`test_util`], an embedded authorization server and protected API for tests
 //!   and demos.
 
@@ -68,6 +71,7 @@ mod client_credentials;
 mod endpoint;
 mod error;
 mod layer;
+mod metrics;
 mod refresh;
 mod token;
 
@@ -78,7 +82,9 @@ pub use crate::{
     client_credentials::{ClientCredentials, ClientCredentialsBuilder},
     endpoint::{AuthMethod, RequestFormat},
     error::{BoxError, ConfigError, TokenError, TokenUnavailable},
-    layer::{BearerAuth, BearerAuthLayer, RecordedBody, Replay, ReplayBody, ResponseFuture},
+    layer::{
+        BearerAuth, BearerAuthLayer, Origin, RecordedBody, Replay, ReplayBody, ResponseFuture,
+    },
     refresh::{Refresher, TokenHandle, TokenStatus},
     token::{ExpirySource, Token},
 };

@@ -52,8 +52,7 @@ impl Token {
         scope: Option<String>,
         requested_at: Instant,
     ) -> Result<Self, http::header::InvalidHeaderValue> {
-        let mut header = HeaderValue::try_from(format!("{scheme} {access_token}"))?;
-        header.set_sensitive(true);
+        let header = sensitive_header(scheme, access_token)?;
         let lifetime = lifetime.min(MAX_LIFETIME);
         let expires_at = requested_at + lifetime;
         let in_flight = Instant::now().saturating_duration_since(requested_at);
@@ -135,6 +134,23 @@ impl fmt::Debug for Token {
             .field("scope", &self.scope)
             .finish()
     }
+}
+
+/// `"{scheme} {credential}"` as a header value whose bytes are zeroed when the last clone of
+/// it is dropped: the request path shares them (no copy), and they do not linger in freed
+/// memory afterwards.
+pub(crate) fn sensitive_header(
+    scheme: &str,
+    credential: &str,
+) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut value = Vec::with_capacity(scheme.len() + 1 + credential.len());
+    value.extend_from_slice(scheme.as_bytes());
+    value.push(b' ');
+    value.extend_from_slice(credential.as_bytes());
+    let bytes = bytes::Bytes::from_owner(zeroize::Zeroizing::new(value));
+    let mut header = HeaderValue::from_maybe_shared(bytes)?;
+    header.set_sensitive(true);
+    Ok(header)
 }
 
 /// How long before its expiry a token stops being sent: a tenth of its lifetime, at most one

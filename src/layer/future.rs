@@ -224,6 +224,7 @@ impl<S, B> Retry<S, B> {
                 generation = token.generation,
                 "retrying request with a new access token"
             );
+            crate::metrics::retried();
             service.oneshot(request).await.map_err(Into::into)
         }))
     }

@@ -1,9 +1,9 @@
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use http::{HeaderMap, StatusCode};
 use tower_layer::Layer;
 
-use super::{BearerAuth, service::Config};
+use super::{BearerAuth, Origin, service::Config};
 use crate::refresh::TokenHandle;
 
 /// Applies [`BearerAuth`] to a service. See the [module documentation](super) for what it does.
@@ -11,13 +11,38 @@ use crate::refresh::TokenHandle;
 pub struct BearerAuthLayer {
     handle: TokenHandle,
     config: Config,
+    origins: Option<Arc<[Origin]>>,
 }
 
 impl BearerAuthLayer {
     /// A layer that authorizes requests with `handle`'s token.
     pub fn new(handle: TokenHandle) -> Self {
         let config = Config::new(&handle);
-        Self { handle, config }
+        Self {
+            handle,
+            config,
+            origins: None,
+        }
+    }
+
+    /// Sends the token only to these origins (scheme, host, port). Requests to any other
+    /// origin go out untouched: no token, and any `Authorization` header they carry is left
+    /// alone. Default: every origin, as a client dedicated to one API expects; set this when
+    /// the inner client can reach other hosts or follows redirects.
+    ///
+    /// ```
+    /// # fn f(tokens: tower_client_credentials::TokenHandle) -> Result<(), tower_client_credentials::ConfigError> {
+    /// use tower_client_credentials::{BearerAuthLayer, Origin};
+    ///
+    /// let layer = BearerAuthLayer::new(tokens).allow_origins([
+    ///     "https://api.example.com".parse::<Origin>()?,
+    ///     "https://files.example.com:8443".parse()?,
+    /// ]);
+    /// # Ok(()) }
+    /// ```
+    pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
+        self.origins = Some(origins.into_iter().collect());
+        self
     }
 
     /// Whether an unauthorized response is retried once with a new token. Default: `true`.
@@ -55,6 +80,11 @@ impl<S> Layer<S> for BearerAuthLayer {
     type Service = BearerAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerAuth::from_parts(inner, self.handle.clone(), self.config)
+        BearerAuth::from_parts(
+            inner,
+            self.handle.clone(),
+            self.config,
+            self.origins.clone(),
+        )
     }
 }

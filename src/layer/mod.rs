@@ -40,6 +40,20 @@
 //! request fails with [`TokenUnavailable`](crate::TokenUnavailable); it is never sent without
 //! a token.
 //!
+//! # Where the token goes
+//!
+//! By default the layer authorizes every request that passes through it, like tower-http's
+//! `AddAuthorization`. When the inner client can reach more than one host, restrict it with
+//! [`allow_origins`](BearerAuthLayer::allow_origins): requests to other origins then go out
+//! untouched, without our token (and with any `Authorization` header they had), which is
+//! logged at debug level. Requests with a relative URI (a tonic channel's, whose origin is
+//! fixed by the channel) are always authorized.
+//!
+//! Redirects: a client that follows redirects *inside* this layer copies our `Authorization`
+//! header to wherever the redirect points. Put tower-http's `FollowRedirect` *outside* this
+//! layer (added to the `ServiceBuilder` before it) and set `allow_origins`: each redirected
+//! request then comes through the layer again, and a cross-origin one goes without the token.
+//!
 //! # Retrying after 401
 //!
 //! A response is "unauthorized" when its status is 401 or it carries `grpc-status: 16`
@@ -60,11 +74,13 @@ mod body;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
+mod origin;
 mod service;
 
 pub use self::{
     body::{RecordedBody, Replay, ReplayBody},
     future::ResponseFuture,
     layer::BearerAuthLayer,
+    origin::Origin,
     service::BearerAuth,
 };

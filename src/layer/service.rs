@@ -1,5 +1,6 @@
 use std::{
     fmt,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -9,7 +10,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use super::{
-    ReplayBody,
+    Origin, ReplayBody,
     future::{ResponseFuture, Retry},
 };
 use crate::{error::BoxError, refresh::TokenHandle};
@@ -62,13 +63,14 @@ pub struct BearerAuth<S> {
     inner: S,
     handle: TokenHandle,
     config: Config,
+    origins: Option<Arc<[Origin]>>,
 }
 
 impl<S> BearerAuth<S> {
     /// Wraps `inner`, authorizing its requests with `handle`'s token.
     pub fn new(inner: S, handle: TokenHandle) -> Self {
         let config = Config::new(&handle);
-        Self::from_parts(inner, handle, config)
+        Self::from_parts(inner, handle, config, None)
     }
 
     /// A [`BearerAuthLayer`](super::BearerAuthLayer) for this middleware.
@@ -76,11 +78,33 @@ impl<S> BearerAuth<S> {
         super::BearerAuthLayer::new(handle)
     }
 
-    pub(crate) fn from_parts(inner: S, handle: TokenHandle, config: Config) -> Self {
+    pub(crate) fn from_parts(
+        inner: S,
+        handle: TokenHandle,
+        config: Config,
+        origins: Option<Arc<[Origin]>>,
+    ) -> Self {
         Self {
             inner,
             handle,
             config,
+            origins,
+        }
+    }
+
+    /// See [`BearerAuthLayer::allow_origins`](super::BearerAuthLayer::allow_origins).
+    pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
+        self.origins = Some(origins.into_iter().collect());
+        self
+    }
+
+    /// Whether the token may go with a request to `uri`.
+    fn authorizes(&self, uri: &http::Uri) -> bool {
+        match &self.origins {
+            None => true,
+            // A relative URI goes to the inner client's fixed origin (a tonic channel).
+            Some(_) if uri.host().is_none() => true,
+            Some(origins) => origins.iter().any(|origin| origin.matches(uri)),
         }
     }
 
@@ -134,6 +158,7 @@ impl<S: fmt::Debug> fmt::Debug for BearerAuth<S> {
         f.debug_struct("BearerAuth")
             .field("inner", &self.inner)
             .field("config", &self.config)
+            .field("origins", &self.origins)
             .finish_non_exhaustive()
     }
 }
@@ -155,6 +180,13 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if !self.authorizes(request.uri()) {
+            tracing::debug!(
+                origin = ?Origin::from_uri(request.uri()),
+                "request to an origin not allowed for the token; sending it without"
+            );
+            return ResponseFuture::direct(self.inner.call(request));
+        }
         let current = self.handle.shared().current.load();
         let Some(token) = current.as_ref() else {
             drop(current);
@@ -197,12 +229,13 @@ impl<S> BearerAuth<S> {
         let service = self.clone();
         ResponseFuture::boxed(Box::pin(async move {
             let started = tokio::time::Instant::now();
-            if let Err(error) = service
+            let waited = service
                 .handle
                 .shared()
                 .wait_for(0, service.config.max_wait)
-                .await
-            {
+                .await;
+            crate::metrics::waited(started.elapsed());
+            if let Err(error) = waited {
                 tracing::debug!(
                     waited_ms = started.elapsed().as_millis() as u64,
                     error = %error,

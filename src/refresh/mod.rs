@@ -45,7 +45,7 @@ use crate::{
 
 /// What the last fetch did. Waiters look at it when it changes.
 #[derive(Debug, Clone)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// No fetch has finished yet.
     None,
     /// A new token was published.
@@ -157,6 +157,32 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Subscribes to fetch outcomes from now on.
+    pub(crate) fn outcomes(&self) -> watch::Receiver<Outcome> {
+        self.outcome.subscribe()
+    }
+
+    /// The first fetch outcome seen by `outcomes` (subscribed before the refresher started):
+    /// the first token request's own result, not a later one's.
+    pub(crate) async fn first_outcome(
+        mut outcomes: watch::Receiver<Outcome>,
+    ) -> Result<(), TokenError> {
+        loop {
+            if outcomes.changed().await.is_err() {
+                break;
+            }
+            match &*outcomes.borrow_and_update() {
+                Outcome::Fetched => return Ok(()),
+                Outcome::Failed(error) => return Err(error.clone()),
+                Outcome::Stopped => break,
+                Outcome::None => {}
+            }
+        }
+        Err(TokenError::transport(
+            "the token refresher stopped before the first token arrived".into(),
+        ))
     }
 
     /// A request that carried the token of `generation` was refused. Returns a newer token to

@@ -8,8 +8,10 @@ use std::{
 
 use tokio::time::Instant;
 
+use tracing::Instrument;
+
 use super::{Outcome, RefreshPolicy, Shared};
-use crate::{endpoint::TokenEndpoint, token::Token};
+use crate::{endpoint::TokenEndpoint, metrics, token::Token};
 
 /// How often the refresher compares the monotonic clock with the wall clock, to notice a
 /// machine that was suspended (the monotonic clock stops while it sleeps; tokens do not).
@@ -123,8 +125,14 @@ impl Task {
             if next_fetch <= now {
                 shared.state().fetching = true;
                 let started = Instant::now();
-                tracing::debug!(attempt = failures + 1, "fetching access token");
-                let mut fetch = pin!(self.endpoint.fetch());
+                let span = tracing::info_span!(
+                    "token_fetch",
+                    attempt = failures + 1,
+                    outcome = tracing::field::Empty,
+                    duration_ms = tracing::field::Empty,
+                );
+                span.in_scope(|| tracing::debug!("fetching access token"));
+                let mut fetch = pin!(self.endpoint.fetch().instrument(span.clone()));
                 let result = loop {
                     // A slow fetch must not keep a token past its time in the store.
                     let withdraw_at = self
@@ -138,6 +146,9 @@ impl Task {
                     }
                 };
                 let now = Instant::now();
+                let elapsed = now.duration_since(started);
+                span.record("duration_ms", elapsed.as_millis() as u64);
+                let _entered = span.enter();
                 match result.and_then(|fetched| {
                     generation += 1;
                     Token::new(
@@ -164,11 +175,13 @@ impl Task {
                             Some(started + self.policy.refresh_after(lifetime, fastrand::f64()));
                         failures = 0;
                         backoff_until = None;
+                        span.record("outcome", "success");
+                        metrics::fetch(metrics::Outcome::Success, elapsed);
+                        metrics::expires_in(lifetime);
                         tracing::info!(
                             generation,
                             lifetime_secs = lifetime.as_secs_f64(),
                             scope = token.scope().unwrap_or(""),
-                            elapsed_ms = now.duration_since(started).as_millis() as u64,
                             "access token obtained"
                         );
                         shared.current.store(Some(Arc::new(token)));
@@ -190,6 +203,13 @@ impl Task {
                         }
                         let next = now + delay;
                         backoff_until = Some(next);
+                        let outcome = if error.is_transient() {
+                            metrics::Outcome::TransientError
+                        } else {
+                            metrics::Outcome::PermanentError
+                        };
+                        span.record("outcome", error.kind());
+                        metrics::fetch(outcome, elapsed);
                         tracing::warn!(
                             error = %error,
                             kind = error.kind(),
@@ -212,6 +232,9 @@ impl Task {
                 continue;
             }
 
+            metrics::expires_in(token.as_ref().map_or(Duration::ZERO, |t| {
+                t.expires_at.saturating_duration_since(now)
+            }));
             tracing::trace!(
                 generation = token.as_ref().map(|t| t.generation),
                 next_fetch_in_ms = next_fetch.duration_since(now).as_millis() as u64,

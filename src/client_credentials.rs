@@ -1,6 +1,8 @@
 //! Configuration: [`ClientCredentials::builder`] collects what the token request needs and how
 //! the refresher should behave, [`build`](ClientCredentialsBuilder::build) checks it, and
 //! [`start`](ClientCredentials::start) turns it into a running [`TokenHandle`].
+//! [`ClientCredentials::from_issuer`] starts from the authorization server's issuer identifier
+//! instead, and [`discover`](ClientCredentialsBuilder::discover) finds the token endpoint.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -13,7 +15,8 @@ use tower_service::Service;
 
 use crate::{
     endpoint::{
-        self, AuthMethod, HttpClient, Parameters, PreparedRequest, RequestFormat, TokenEndpoint,
+        self, AssertionAudience, AssertionOptions, AuthMethod, ClientKey, Credential,
+        DiscoveryError, HttpClient, Parameters, PreparedRequest, RequestFormat, TokenEndpoint,
     },
     error::{BoxError, ConfigError, TokenError},
     refresh::{RefreshPolicy, Refresher, Shared, TokenHandle},
@@ -38,22 +41,108 @@ impl ClientCredentials {
         client_id: impl Into<String>,
         client_secret: impl Into<String>,
     ) -> ClientCredentialsBuilder {
-        ClientCredentialsBuilder {
-            token_url: token_url.into(),
-            client_id: client_id.into(),
-            client_secret: SecretString::from(client_secret.into()),
-            params: Parameters::default(),
-            auth: None,
-            format: RequestFormat::default(),
-            client: None,
-            allow_insecure_http: false,
-            timeout: Duration::from_secs(30),
-            max_response_size: 64 * 1024,
-            expiry: ExpirySource::default(),
-            default_lifetime: Duration::from_secs(300),
-            max_wait: Duration::from_secs(30),
-            policy: RefreshPolicy::default(),
-        }
+        ClientCredentialsBuilder::new(
+            token_url.into(),
+            client_id.into(),
+            Credential::Secret(SecretString::from(client_secret.into())),
+            None,
+        )
+    }
+
+    /// Starts configuring a client that authenticates with a private key (`private_key_jwt`,
+    /// RFC 7523): every token request carries a freshly signed assertion instead of a secret.
+    ///
+    /// The same URL rules as [`builder`](Self::builder) apply. The assertion's `aud` is
+    /// `token_url` unless [`assertion_audience`](ClientCredentialsBuilder::assertion_audience)
+    /// says otherwise.
+    ///
+    /// ```no_run
+    /// use tower_client_credentials::{ClientCredentials, ClientKey, SigningAlgorithm};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let pem = std::fs::read_to_string("client-key.pem")?;
+    /// let key = ClientKey::from_pem(SigningAlgorithm::ES256, pem)?.with_key_id("key-2025-01");
+    /// let tokens = ClientCredentials::builder_with_key(
+    ///     "https://auth.example.com/oauth/token",
+    ///     "my-client-id",
+    ///     key,
+    /// )
+    /// .scopes(["orders:read"])
+    /// .build()?
+    /// .start()
+    /// .await?;
+    /// # let _ = tokens;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder_with_key(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        key: ClientKey,
+    ) -> ClientCredentialsBuilder {
+        ClientCredentialsBuilder::new(
+            token_url.into(),
+            client_id.into(),
+            Credential::Key(key),
+            None,
+        )
+    }
+
+    /// Starts configuring a client of the authorization server identified by `issuer`, whose
+    /// token endpoint [`discover`](ClientCredentialsBuilder::discover) finds in the server's
+    /// metadata (RFC 8414, OpenID Connect Discovery). Set the options that discovery uses (HTTP
+    /// client, timeout, size limit, `allow_insecure_http`, authentication method) before
+    /// calling it.
+    ///
+    /// `issuer` must be exactly the issuer identifier the server publishes (a trailing slash
+    /// counts). The https rule of [`builder`](Self::builder) applies to it and to the token
+    /// endpoint found.
+    ///
+    /// ```no_run
+    /// use tower_client_credentials::ClientCredentials;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let tokens = ClientCredentials::from_issuer(
+    ///     "https://auth.example.com/realms/shop",
+    ///     "my-client-id",
+    ///     "my-client-secret",
+    /// )
+    /// .scopes(["orders:read"])
+    /// .discover() // the token endpoint and a supported authentication method
+    /// .await?
+    /// .build()?
+    /// .start()
+    /// .await?;
+    /// # let _ = tokens;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_issuer(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> ClientCredentialsBuilder {
+        ClientCredentialsBuilder::new(
+            String::new(),
+            client_id.into(),
+            Credential::Secret(SecretString::from(client_secret.into())),
+            Some(issuer.into()),
+        )
+    }
+
+    /// Like [`from_issuer`](Self::from_issuer), for a client that authenticates with a private
+    /// key (`private_key_jwt`).
+    pub fn from_issuer_with_key(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        key: ClientKey,
+    ) -> ClientCredentialsBuilder {
+        ClientCredentialsBuilder::new(
+            String::new(),
+            client_id.into(),
+            Credential::Key(key),
+            Some(issuer.into()),
+        )
     }
 
     /// Spawns the refresher on the current tokio runtime and waits for the first token.
@@ -87,7 +176,7 @@ impl ClientCredentials {
     }
 
     /// The handle and the refresher, for running the refresher on an executor of your choice,
-    /// like [`tower::buffer::Buffer::pair`]. Requests wait until the refresher runs.
+    /// like [`tower::buffer::Buffer::pair`](https://docs.rs/tower/latest/tower/buffer/struct.Buffer.html#method.pair). Requests wait until the refresher runs.
     pub fn into_parts(self) -> (TokenHandle, Refresher) {
         let shared = Arc::new(Shared::new(
             self.max_wait,
@@ -104,11 +193,18 @@ impl fmt::Debug for ClientCredentials {
     }
 }
 
-/// Builds a [`ClientCredentials`]. Created by [`ClientCredentials::builder`].
+/// Builds a [`ClientCredentials`]. Created by [`ClientCredentials::builder`],
+/// [`builder_with_key`](ClientCredentials::builder_with_key),
+/// [`from_issuer`](ClientCredentials::from_issuer) or
+/// [`from_issuer_with_key`](ClientCredentials::from_issuer_with_key).
 pub struct ClientCredentialsBuilder {
+    /// Empty until discovered when the builder starts from an issuer.
     token_url: String,
     client_id: String,
-    client_secret: SecretString,
+    credential: Credential,
+    issuer: Option<String>,
+    assertion_audience: AssertionAudience,
+    assertion_lifetime: Duration,
     params: Parameters,
     auth: Option<AuthMethod>,
     format: RequestFormat,
@@ -126,8 +222,9 @@ impl fmt::Debug for ClientCredentialsBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCredentialsBuilder")
             .field("token_url", &self.token_url)
+            .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
-            .field("client_secret", &"[redacted]")
+            .field("credential", &self.credential)
             .field("scopes", &self.params.scopes)
             .field("auth", &self.auth)
             .field("format", &self.format)
@@ -136,6 +233,33 @@ impl fmt::Debug for ClientCredentialsBuilder {
 }
 
 impl ClientCredentialsBuilder {
+    fn new(
+        token_url: String,
+        client_id: String,
+        credential: Credential,
+        issuer: Option<String>,
+    ) -> Self {
+        Self {
+            token_url,
+            client_id,
+            credential,
+            issuer,
+            assertion_audience: AssertionAudience::default(),
+            assertion_lifetime: endpoint::DEFAULT_ASSERTION_LIFETIME,
+            params: Parameters::default(),
+            auth: None,
+            format: RequestFormat::default(),
+            client: None,
+            allow_insecure_http: false,
+            timeout: Duration::from_secs(30),
+            max_response_size: 64 * 1024,
+            expiry: ExpirySource::default(),
+            default_lifetime: Duration::from_secs(300),
+            max_wait: Duration::from_secs(30),
+            policy: RefreshPolicy::default(),
+        }
+    }
+
     /// The scopes to ask for, joined with spaces. `*` passes through as written. Default: none
     /// (the server's default).
     pub fn scopes<I, S>(mut self, scopes: I) -> Self
@@ -166,10 +290,28 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// How the client authenticates. Default: [`AuthMethod::ClientSecretBasic`] for a form
-    /// body, [`AuthMethod::ClientSecretPost`] for a JSON body.
+    /// How the client authenticates. Default: [`AuthMethod::PrivateKeyJwt`] with a key; with a
+    /// secret, [`AuthMethod::ClientSecretBasic`] for a form body and
+    /// [`AuthMethod::ClientSecretPost`] for a JSON body, or after
+    /// [`discover`](Self::discover), the first of `client_secret_basic`, `client_secret_post`
+    /// and `client_secret_jwt` that the server supports. A method chosen here is used as is,
+    /// whatever the server's metadata lists.
     pub fn auth_method(mut self, method: AuthMethod) -> Self {
         self.auth = Some(method);
+        self
+    }
+
+    /// The `aud` claim of client assertions (`private_key_jwt`, `client_secret_jwt`). Default:
+    /// [`AssertionAudience::TokenEndpoint`].
+    pub fn assertion_audience(mut self, audience: AssertionAudience) -> Self {
+        self.assertion_audience = audience;
+        self
+    }
+
+    /// How long a client assertion is valid (`exp` - `iat`), rounded up to whole seconds; at
+    /// least one second. Each token request signs a new one. Default: 60 s.
+    pub fn assertion_lifetime(mut self, lifetime: Duration) -> Self {
+        self.assertion_lifetime = lifetime;
         self
     }
 
@@ -271,21 +413,102 @@ impl ClientCredentialsBuilder {
         self
     }
 
+    /// Fetches the issuer's metadata (RFC 8414, OpenID Connect Discovery 1.0) and takes the
+    /// token endpoint from it, and, unless [`auth_method`](Self::auth_method) was set, an
+    /// authentication method that the server supports and the credentials allow. For builders
+    /// made by [`ClientCredentials::from_issuer`] and
+    /// [`from_issuer_with_key`](ClientCredentials::from_issuer_with_key).
+    ///
+    /// It tries `/.well-known/oauth-authorization-server` (inserted before the issuer's path,
+    /// RFC 8414 §3.1), then, if that answers with a client error such as 404,
+    /// `/.well-known/openid-configuration` (appended to the issuer). The document must name
+    /// exactly this issuer, otherwise it is refused. The requests use this builder's HTTP
+    /// client, [`timeout`](Self::timeout) (for each document) and
+    /// [`max_response_size`](Self::max_response_size), so set those first; redirects are not
+    /// followed. Discovery happens once: the token endpoint is not looked up again later.
+    ///
+    /// # Errors
+    ///
+    /// A [`DiscoveryError`]; [`DiscoveryError::is_transient`] tells whether trying again later
+    /// may help.
+    pub async fn discover(mut self) -> Result<Self, DiscoveryError> {
+        let issuer = self.issuer.clone().ok_or(DiscoveryError::NoIssuer)?;
+        let issuer_uri = endpoint::check_issuer(&issuer, self.allow_insecure_http)?;
+        check_timing(&self).map_err(DiscoveryError::Config)?;
+        let client = match &self.client {
+            Some(client) => client.clone(),
+            None => endpoint::default_client(&issuer_uri).map_err(DiscoveryError::Config)?,
+        };
+        let metadata =
+            endpoint::discover(&client, &issuer, self.timeout, self.max_response_size).await?;
+        check_url(&metadata.token_endpoint, self.allow_insecure_http).map_err(|error| {
+            DiscoveryError::InvalidDocument {
+                url: metadata.url.clone(),
+                reason: format!("unusable `token_endpoint`: {error}"),
+            }
+        })?;
+        if self.auth.is_none() {
+            self.auth = Some(endpoint::choose_auth_method(
+                metadata.auth_methods.as_deref(),
+                &self.credential,
+                self.format,
+            )?);
+        }
+        tracing::debug!(
+            issuer = %issuer,
+            token_endpoint = %metadata.token_endpoint,
+            auth_method = self.auth.map(|m| m.as_str()),
+            "discovered the token endpoint"
+        );
+        self.token_url = metadata.token_endpoint;
+        Ok(self)
+    }
+
     /// Checks the configuration.
+    ///
+    /// A builder made from an issuer must be [discovered](Self::discover) first.
     pub fn build(self) -> Result<ClientCredentials, ConfigError> {
+        if let Some(issuer) = self.issuer.as_deref().filter(|_| self.token_url.is_empty()) {
+            return Err(ConfigError::InvalidTokenUrl {
+                reason: format!(
+                    "the token endpoint of issuer `{issuer}` is not known yet: call \
+                     `discover().await` before `build()`"
+                ),
+            });
+        }
         let uri = check_url(&self.token_url, self.allow_insecure_http)?;
         check_timing(&self)?;
-        let auth = self.auth.unwrap_or(match self.format {
-            RequestFormat::Json => AuthMethod::ClientSecretPost,
-            RequestFormat::Form => AuthMethod::ClientSecretBasic,
-        });
+        let auth = self
+            .auth
+            .unwrap_or_else(|| self.credential.default_method(self.format));
+        let uses_assertion = matches!(
+            auth,
+            AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt
+        );
+        let audience = match (&self.assertion_audience, &self.issuer) {
+            (AssertionAudience::Issuer, Some(issuer)) => issuer.clone(),
+            (AssertionAudience::Issuer, None) if uses_assertion => {
+                return Err(ConfigError::InvalidParameter {
+                    name: "assertion_audience".into(),
+                    reason: "the issuer is known only with `ClientCredentials::from_issuer`; \
+                             use `AssertionAudience::Custom` with the issuer identifier"
+                        .into(),
+                });
+            }
+            (AssertionAudience::Custom(audience), _) => audience.clone(),
+            _ => self.token_url.clone(),
+        };
         let request = PreparedRequest::new(
             uri.clone(),
             &self.client_id,
-            &self.client_secret,
+            &self.credential,
             auth,
             self.format,
             &self.params,
+            &AssertionOptions {
+                audience,
+                lifetime: self.assertion_lifetime,
+            },
         )?;
         let client = match self.client {
             Some(client) => client,
@@ -334,7 +557,7 @@ fn check_url(url: &str, allow_insecure_http: bool) -> Result<Uri, ConfigError> {
     Ok(uri)
 }
 
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host

@@ -55,6 +55,12 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A client key for `private_key_jwt` cannot be used (unparsable, unsupported algorithm,
+    /// public part not matching). The message never contains key material.
+    InvalidClientKey {
+        /// What is wrong with the key.
+        reason: String,
+    },
     /// A timing option is out of range.
     InvalidTiming {
         /// The option's name.
@@ -81,6 +87,7 @@ impl fmt::Display for ConfigError {
             Self::InvalidParameter { name, reason } => {
                 write!(f, "invalid token request parameter `{name}`: {reason}")
             }
+            Self::InvalidClientKey { reason } => write!(f, "invalid client key: {reason}"),
             Self::InvalidTiming { name, reason } => write!(f, "invalid `{name}`: {reason}"),
         }
     }
@@ -152,6 +159,12 @@ pub enum TokenError {
         /// The configured timeout.
         after: Duration,
     },
+    /// The client assertion (`private_key_jwt`, `client_secret_jwt`) could not be signed.
+    /// Not expected with a key that was checked when the configuration was built.
+    ClientAssertion {
+        /// Why signing failed.
+        reason: String,
+    },
     /// The request could not be sent or the response not read: connection refused or reset,
     /// DNS failure, TLS failure, a broken body stream.
     Transport {
@@ -175,7 +188,8 @@ impl TokenError {
             Self::InvalidResponse { .. }
             | Self::UnsupportedTokenType { .. }
             | Self::Redirect { .. }
-            | Self::BodyTooLarge { .. } => false,
+            | Self::BodyTooLarge { .. }
+            | Self::ClientAssertion { .. } => false,
         }
     }
 
@@ -215,6 +229,7 @@ impl TokenError {
             Self::UnsupportedTokenType { .. } => "unsupported_token_type",
             Self::Redirect { .. } => "redirect",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::ClientAssertion { .. } => "client_assertion",
             Self::Timeout { .. } => "timeout",
             Self::Transport { .. } => "transport",
         }
@@ -283,6 +298,9 @@ impl fmt::Display for TokenError {
             }
             Self::Timeout { after } => {
                 write!(f, "token request did not complete within {after:?}")
+            }
+            Self::ClientAssertion { reason } => {
+                write!(f, "cannot sign the client assertion: {reason}")
             }
             Self::Transport { source } => {
                 // HTTP clients nest the cause (`client error (Connect)` → `tcp connect error` →

@@ -70,7 +70,7 @@
 mod client_credentials;
 mod endpoint;
 mod error;
-mod layer;
+pub mod layer;
 mod metrics;
 mod refresh;
 mod token;
@@ -80,7 +80,9 @@ pub mod test_util;
 
 pub use crate::{
     client_credentials::{ClientCredentials, ClientCredentialsBuilder},
-    endpoint::{AuthMethod, RequestFormat},
+    endpoint::{
+        AssertionAudience, AuthMethod, ClientKey, DiscoveryError, RequestFormat, SigningAlgorithm,
+    },
     error::{BoxError, ConfigError, TokenError, TokenUnavailable},
     layer::{
         BearerAuth, BearerAuthLayer, Origin, RecordedBody, Replay, ReplayBody, ResponseFuture,
@@ -88,3 +90,8 @@ pub use crate::{
     refresh::{Refresher, TokenHandle, TokenStatus},
     token::{ExpirySource, Token},
 };
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,7 +1,10 @@
-//! The token-endpoint client: builds the token request, sends it through the configured HTTP
-//! client with a timeout and a body-size limit, and turns the answer into a token or a
-//! [`TokenError`].
+//! The token-endpoint client: builds the token request (with a signed client assertion when
+//! the client authenticates with one), sends it through the configured HTTP client with a
+//! timeout and a body-size limit, and turns the answer into a token or a [`TokenError`]. Also
+//! discovery of the token endpoint from the authorization server's metadata.
 
+mod assertion;
+mod discovery;
 mod request;
 mod response;
 mod transport;
@@ -13,7 +16,16 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-pub use self::request::{AuthMethod, RequestFormat};
+pub(crate) use self::{
+    assertion::DEFAULT_ASSERTION_LIFETIME,
+    discovery::{check_issuer, choose_auth_method, discover},
+    request::{AssertionOptions, Credential},
+};
+pub use self::{
+    assertion::{AssertionAudience, ClientKey, SigningAlgorithm},
+    discovery::DiscoveryError,
+    request::{AuthMethod, RequestFormat},
+};
 pub(crate) use self::{
     request::{Parameters, PreparedRequest},
     response::TokenResponse,
@@ -57,7 +69,7 @@ impl TokenEndpoint {
         let response = self
             .client
             .clone()
-            .oneshot(self.request.to_request())
+            .oneshot(self.request.to_request()?)
             .await
             .map_err(TokenError::transport)?;
         let (parts, body) = response.into_parts();

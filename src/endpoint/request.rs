@@ -1,22 +1,30 @@
 //! Building the token request: body encoding (RFC 6749 §4.4.2 form, or JSON) and client
-//! authentication (`client_secret_basic`, `client_secret_post`).
+//! authentication (`client_secret_basic`, `client_secret_post`, and the signed assertions of
+//! `client_secret_jwt` and `private_key_jwt`).
 //!
 //! With a shared secret the request is the same every time, so it is built once, when the
-//! configuration is built, and each fetch clones it (reference-count increments only).
+//! configuration is built, and each fetch clones it (reference-count increments only). With a
+//! client assertion, the prebuilt part of the form is followed by a freshly signed assertion on
+//! every fetch.
 
-use bytes::Bytes;
+use std::{fmt, time::Duration};
+
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Uri, header};
 use http_body_util::Full;
+use jsonwebtoken::EncodingKey;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::error::ConfigError;
+use super::assertion::{ASSERTION_TYPE, AssertionKey, AssertionSigner, ClientKey};
+use crate::error::{ConfigError, TokenError};
 
 /// How the client proves its identity to the token endpoint.
 ///
-/// Default: [`AuthMethod::ClientSecretBasic`], unless the body is JSON
-/// ([`RequestFormat::Json`]), where it is [`AuthMethod::ClientSecretPost`] because the providers
-/// that want JSON document the credentials in the body.
+/// Default: [`AuthMethod::PrivateKeyJwt`] with a [`ClientKey`]. With a client secret,
+/// [`AuthMethod::ClientSecretBasic`], unless the body is JSON ([`RequestFormat::Json`]), where
+/// it is [`AuthMethod::ClientSecretPost`] because the providers that want JSON document the
+/// credentials in the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthMethod {
@@ -25,6 +33,12 @@ pub enum AuthMethod {
     ClientSecretBasic,
     /// `client_id` and `client_secret` as body parameters.
     ClientSecretPost,
+    /// A JWT signed with the client secret (HS256), sent as `client_assertion` (RFC 7523 §2.2,
+    /// OpenID Connect Core §9). The secret itself is never sent. Form bodies only.
+    ClientSecretJwt,
+    /// A JWT signed with the client's private key ([`ClientKey`]), sent as `client_assertion`.
+    /// Form bodies only.
+    PrivateKeyJwt,
 }
 
 impl AuthMethod {
@@ -33,6 +47,8 @@ impl AuthMethod {
         match self {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+            Self::ClientSecretJwt => "client_secret_jwt",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -80,31 +96,141 @@ const NON_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// What the client authenticates with: a shared secret or a private key.
+pub(crate) enum Credential {
+    Secret(SecretString),
+    Key(ClientKey),
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Secret(_) => f.write_str("Secret(\"[redacted]\")"),
+            Self::Key(key) => f.debug_tuple("Key").field(key).finish(),
+        }
+    }
+}
+
+impl Credential {
+    /// The method used when none is chosen.
+    pub(crate) fn default_method(&self, format: RequestFormat) -> AuthMethod {
+        match (self, format) {
+            (Self::Key(_), _) => AuthMethod::PrivateKeyJwt,
+            (Self::Secret(_), RequestFormat::Json) => AuthMethod::ClientSecretPost,
+            (Self::Secret(_), RequestFormat::Form) => AuthMethod::ClientSecretBasic,
+        }
+    }
+}
+
+/// The `aud` and lifetime of client assertions.
+#[derive(Debug, Clone)]
+pub(crate) struct AssertionOptions {
+    pub(crate) audience: String,
+    pub(crate) lifetime: Duration,
+}
+
 /// A token request ready to be cloned and sent.
 #[derive(Clone)]
 pub(crate) struct PreparedRequest {
     uri: Uri,
     content_type: HeaderValue,
     authorization: Option<HeaderValue>,
+    /// With an assertion, the form up to `…&client_assertion=`; the assertion follows.
     body: Bytes,
+    assertion: Option<AssertionSigner>,
 }
 
 impl PreparedRequest {
     pub(crate) fn new(
         uri: Uri,
         client_id: &str,
-        client_secret: &SecretString,
+        credential: &Credential,
         auth: AuthMethod,
         format: RequestFormat,
         params: &Parameters,
+        assertion: &AssertionOptions,
     ) -> Result<Self, ConfigError> {
         validate(client_id, params)?;
+        let invalid = |name: &str, reason: String| ConfigError::InvalidParameter {
+            name: name.to_owned(),
+            reason,
+        };
+        let secret = match (credential, auth) {
+            (Credential::Secret(secret), _) if auth != AuthMethod::PrivateKeyJwt => Some(secret),
+            (Credential::Key(_), AuthMethod::PrivateKeyJwt) => None,
+            (Credential::Secret(_), _) => {
+                return Err(invalid(
+                    "auth_method",
+                    "`private_key_jwt` needs a private key: use \
+                     `ClientCredentials::builder_with_key`"
+                        .into(),
+                ));
+            }
+            (Credential::Key(_), other) => {
+                return Err(invalid(
+                    "auth_method",
+                    format!(
+                        "`{}` needs a client secret; with a private key the method is \
+                         `private_key_jwt`",
+                        other.as_str()
+                    ),
+                ));
+            }
+        };
+        let signer = match (auth, credential) {
+            (AuthMethod::PrivateKeyJwt, Credential::Key(key)) => {
+                Some(AssertionKey::Private(key.clone()))
+            }
+            (AuthMethod::ClientSecretJwt, Credential::Secret(secret)) => Some(
+                AssertionKey::Secret(EncodingKey::from_secret(secret.expose_secret().as_bytes())),
+            ),
+            _ => None,
+        };
+        let assertion = match signer {
+            Some(key) => {
+                if format != RequestFormat::Form {
+                    return Err(invalid(
+                        "request_format",
+                        format!(
+                            "`{}` sends a client assertion, which is form-encoded \
+                             (RFC 7523 §2.2); use `RequestFormat::Form`",
+                            auth.as_str()
+                        ),
+                    ));
+                }
+                if assertion.lifetime < Duration::from_secs(1) {
+                    return Err(ConfigError::InvalidTiming {
+                        name: "assertion_lifetime",
+                        reason: "must be at least one second".into(),
+                    });
+                }
+                if assertion.audience.is_empty() {
+                    return Err(invalid("assertion_audience", "must not be empty".into()));
+                }
+                Some(AssertionSigner::new(
+                    client_id,
+                    key,
+                    assertion.audience.clone(),
+                    assertion.lifetime,
+                )?)
+            }
+            None => None,
+        };
+
         let scope = (!params.scopes.is_empty()).then(|| params.scopes.join(" "));
         let mut fields: Vec<(&str, Value<'_>)> =
             vec![("grant_type", Value::One("client_credentials"))];
-        if auth == AuthMethod::ClientSecretPost {
-            fields.push(("client_id", Value::One(client_id)));
-            fields.push(("client_secret", Value::One(client_secret.expose_secret())));
+        match (auth, secret) {
+            (AuthMethod::ClientSecretPost, Some(secret)) => {
+                fields.push(("client_id", Value::One(client_id)));
+                fields.push(("client_secret", Value::One(secret.expose_secret())));
+            }
+            // Optional with an assertion (RFC 7521 §4.2), but some servers look the client up
+            // by it.
+            (AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt, _) => {
+                fields.push(("client_id", Value::One(client_id)));
+            }
+            _ => {}
         }
         if let Some(scope) = &scope {
             fields.push(("scope", Value::One(scope)));
@@ -118,29 +244,51 @@ impl PreparedRequest {
         for (name, value) in &params.extra {
             fields.push((name, Value::One(value)));
         }
+        if assertion.is_some() {
+            // The assertion is appended to the empty value on each request. A JWS in compact
+            // form is base64url and dots, which form encoding leaves as they are.
+            fields.push(("client_assertion_type", Value::One(ASSERTION_TYPE)));
+            fields.push(("client_assertion", Value::One("")));
+        }
 
         let (content_type, body) = match format {
             RequestFormat::Form => ("application/x-www-form-urlencoded", encode_form(&fields)),
             RequestFormat::Json => ("application/json", encode_json(&fields)),
         };
-        let authorization = match auth {
-            AuthMethod::ClientSecretBasic => Some(basic_authorization(
-                client_id,
-                client_secret.expose_secret(),
-            )),
-            AuthMethod::ClientSecretPost => None,
+        let authorization = match (auth, secret) {
+            (AuthMethod::ClientSecretBasic, Some(secret)) => {
+                Some(basic_authorization(client_id, secret.expose_secret()))
+            }
+            _ => None,
         };
         Ok(Self {
             uri,
             content_type: HeaderValue::from_static(content_type),
             authorization,
             body: Bytes::from(body),
+            assertion,
         })
     }
 
-    /// A fresh copy of the request.
-    pub(crate) fn to_request(&self) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(self.body.clone()));
+    /// A fresh copy of the request, with a newly signed client assertion if the method uses
+    /// one.
+    ///
+    /// Signing cannot fail with a key that was checked when the configuration was built; if
+    /// it does anyway, it is a permanent [`TokenError::ClientAssertion`].
+    pub(crate) fn to_request(&self) -> Result<Request<Full<Bytes>>, TokenError> {
+        let body = match &self.assertion {
+            None => self.body.clone(),
+            Some(signer) => {
+                let jwt = signer
+                    .sign()
+                    .map_err(|error| TokenError::ClientAssertion { reason: error.0 })?;
+                let mut body = BytesMut::with_capacity(self.body.len() + jwt.len());
+                body.extend_from_slice(&self.body);
+                body.extend_from_slice(jwt.as_bytes());
+                body.freeze()
+            }
+        };
+        let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
         let headers = request.headers_mut();
@@ -149,7 +297,7 @@ impl PreparedRequest {
         if let Some(authorization) = &self.authorization {
             headers.insert(header::AUTHORIZATION, authorization.clone());
         }
-        request
+        Ok(request)
     }
 }
 
@@ -247,14 +395,22 @@ mod tests {
 
     const AWKWARD: &str = "p@ss w+rd:/%?&=";
 
+    fn options() -> AssertionOptions {
+        AssertionOptions {
+            audience: "https://auth.example/token".into(),
+            lifetime: Duration::from_secs(60),
+        }
+    }
+
     fn prepared(auth: AuthMethod, format: RequestFormat, params: &Parameters) -> PreparedRequest {
         PreparedRequest::new(
             Uri::from_static("https://auth.example/token"),
             "client id",
-            &SecretString::from(AWKWARD),
+            &Credential::Secret(SecretString::from(AWKWARD)),
             auth,
             format,
             params,
+            &options(),
         )
         .unwrap()
     }
@@ -280,7 +436,7 @@ mod tests {
             RequestFormat::Form,
             &params(),
         );
-        let request = request.to_request();
+        let request = request.to_request().unwrap();
         let header = request.headers()[header::AUTHORIZATION].to_str().unwrap();
         assert!(request.headers()[header::AUTHORIZATION].is_sensitive());
         let decoded = base64::engine::general_purpose::STANDARD
@@ -308,7 +464,7 @@ mod tests {
             RequestFormat::Form,
             &Parameters::default(),
         );
-        let request = request.to_request();
+        let request = request.to_request().unwrap();
         assert!(request.headers().get(header::AUTHORIZATION).is_none());
         let form: Vec<(String, String)> = serde_urlencoded::from_str(&body(request).await).unwrap();
         assert_eq!(
@@ -326,7 +482,7 @@ mod tests {
         let mut params = params();
         params.scopes = vec!["*".into()];
         let request = prepared(AuthMethod::ClientSecretPost, RequestFormat::Json, &params);
-        let request = request.to_request();
+        let request = request.to_request().unwrap();
         assert_eq!(request.headers()[header::CONTENT_TYPE], "application/json");
         let json: serde_json::Value = serde_json::from_str(&body(request).await).unwrap();
         assert_eq!(
@@ -349,10 +505,11 @@ mod tests {
             PreparedRequest::new(
                 Uri::from_static("https://auth.example/token"),
                 "id",
-                &SecretString::from("s"),
+                &Credential::Secret(SecretString::from("s")),
                 AuthMethod::ClientSecretBasic,
                 RequestFormat::Form,
                 &params,
+                &options(),
             )
         };
         let extra = |name: &str| Parameters {
@@ -373,5 +530,102 @@ mod tests {
         };
         assert!(build(scopes).is_err());
         assert!(build(Parameters::default()).is_ok());
+    }
+
+    /// `client_secret_jwt`: `client_id` and a fresh HS256 assertion in the form, no secret and
+    /// no `Authorization` header; a new `jti` on every request.
+    #[tokio::test]
+    async fn client_secret_jwt_sends_a_fresh_assertion_and_never_the_secret() {
+        let request = prepared(
+            AuthMethod::ClientSecretJwt,
+            RequestFormat::Form,
+            &Parameters::default(),
+        );
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let request = request.to_request().unwrap();
+            assert!(request.headers().get(header::AUTHORIZATION).is_none());
+            let body = body(request).await;
+            assert!(!body.contains("p%40ss"), "{body}");
+            let form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap();
+            let names: Vec<&str> = form.iter().map(|(name, _)| name.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "grant_type",
+                    "client_id",
+                    "client_assertion_type",
+                    "client_assertion"
+                ]
+            );
+            assert_eq!(form[1].1, "client id");
+            assert_eq!(form[2].1, ASSERTION_TYPE);
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+            validation.set_audience(&["https://auth.example/token"]);
+            let claims: serde_json::Value = jsonwebtoken::decode(
+                &form[3].1,
+                &jsonwebtoken::DecodingKey::from_secret(AWKWARD.as_bytes()),
+                &validation,
+            )
+            .unwrap()
+            .claims;
+            assert_eq!(claims["iss"], "client id");
+            assert_eq!(claims["sub"], "client id");
+            seen.push(claims["jti"].as_str().unwrap().to_owned());
+        }
+        assert_ne!(seen[0], seen[1]);
+    }
+
+    #[test]
+    fn credentials_and_methods_must_match() {
+        let key = ClientKey::from_pem(
+            super::super::assertion::SigningAlgorithm::ES256,
+            include_str!("../../tests/keys/p256.private.pem"),
+        )
+        .unwrap();
+        let build = |credential: &Credential, auth, format| {
+            PreparedRequest::new(
+                Uri::from_static("https://auth.example/token"),
+                "id",
+                credential,
+                auth,
+                format,
+                &Parameters::default(),
+                &options(),
+            )
+        };
+        let secret = Credential::Secret(SecretString::from("s"));
+        let key = Credential::Key(key);
+        let refused = |result: Result<PreparedRequest, ConfigError>, name: &str| match result {
+            Err(ConfigError::InvalidParameter { name: got, .. }) => assert_eq!(got, name),
+            Err(other) => panic!("expected `{name}` to be refused, got {other}"),
+            Ok(_) => panic!("expected `{name}` to be refused"),
+        };
+        refused(
+            build(&secret, AuthMethod::PrivateKeyJwt, RequestFormat::Form),
+            "auth_method",
+        );
+        for method in [
+            AuthMethod::ClientSecretBasic,
+            AuthMethod::ClientSecretPost,
+            AuthMethod::ClientSecretJwt,
+        ] {
+            refused(build(&key, method, RequestFormat::Form), "auth_method");
+        }
+        refused(
+            build(&key, AuthMethod::PrivateKeyJwt, RequestFormat::Json),
+            "request_format",
+        );
+        refused(
+            build(&secret, AuthMethod::ClientSecretJwt, RequestFormat::Json),
+            "request_format",
+        );
+        assert!(build(&key, AuthMethod::PrivateKeyJwt, RequestFormat::Form).is_ok());
+        assert!(build(&secret, AuthMethod::ClientSecretJwt, RequestFormat::Form).is_ok());
+        let debug = format!(
+            "{:?}",
+            Credential::Secret(SecretString::from("hunter2-secret"))
+        );
+        assert_eq!(debug, r#"Secret("[redacted]")"#);
     }
 }

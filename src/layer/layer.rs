@@ -6,7 +6,7 @@ use tower_layer::Layer;
 use super::{BearerAuth, Origin, service::Config};
 use crate::refresh::TokenHandle;
 
-/// Applies [`BearerAuth`] to a service. See the [module documentation](super) for what it does.
+/// Applies [`BearerAuth`] to a service. See the [`layer` module documentation](crate::layer) for what it does.
 #[derive(Debug, Clone)]
 pub struct BearerAuthLayer {
     handle: TokenHandle,

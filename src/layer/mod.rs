@@ -28,7 +28,7 @@
 //!
 //! # The request path
 //!
-//! With a valid token, [`BearerAuth::call`] reads the token from an `ArcSwap` (no lock),
+//! With a valid token, [`BearerAuth`]'s `call` reads the token from an `ArcSwap` (no lock),
 //! clones its prebuilt header value (a reference-count increment) into the request and calls
 //! the inner service. With [`retry_unauthorized`](BearerAuthLayer::retry_unauthorized) on, it
 //! also keeps a copy of the method, URI, headers and extensions, a clone of the inner service

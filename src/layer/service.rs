@@ -57,7 +57,7 @@ fn default_is_unauthorized(status: StatusCode, headers: &HeaderMap) -> bool {
 /// Middleware that authorizes requests with a client-credentials access token.
 ///
 /// Made by [`BearerAuthLayer`](super::BearerAuthLayer) or [`BearerAuth::new`]. See the
-/// [module documentation](super) for what it does.
+/// [`layer` module documentation](crate::layer) for what it does.
 #[derive(Clone)]
 pub struct BearerAuth<S> {
     inner: S,

@@ -350,7 +350,8 @@ async fn fetch(
                         source: Arc::new(other),
                     },
                 })?;
-            Ok((parts.status, parts.headers, body))
+            // Metadata is public: no need to keep the zeroing buffer.
+            Ok((parts.status, parts.headers, Bytes::copy_from_slice(&body)))
         };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,

@@ -11,10 +11,10 @@ mod transport;
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use zeroize::Zeroizing;
 
 pub(crate) use self::{
     assertion::DEFAULT_ASSERTION_LIFETIME,
@@ -92,22 +92,37 @@ impl TokenEndpoint {
 ///
 /// (Not `http_body_util::Limited`: its generic `Into<BoxError>` bound makes this future fail
 /// the `Send` check, rust-lang/rust#102211.)
+///
+/// The copy is zeroed when dropped: a token response holds the access token.
 async fn read_limited(
     mut body: transport::ResponseBody,
     limit: usize,
-) -> Result<Bytes, TokenError> {
+) -> Result<Zeroizing<Vec<u8>>, TokenError> {
     if body.size_hint().lower() > limit as u64 {
         return Err(TokenError::BodyTooLarge { limit });
     }
-    let mut buffer = BytesMut::new();
+    // Reserved up front (bounded by the limit) so that growing never leaves copies behind.
+    let expected = usize::try_from(body.size_hint().lower()).unwrap_or(limit);
+    let mut buffer = Zeroizing::new(Vec::with_capacity(expected.min(limit)));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(TokenError::transport)?;
         if let Ok(data) = frame.into_data() {
             if buffer.len() + data.len() > limit {
                 return Err(TokenError::BodyTooLarge { limit });
             }
+            if buffer.capacity() < buffer.len() + data.len() {
+                // Grow into a new zeroing buffer rather than let `Vec` reallocate and free the
+                // old one unzeroed.
+                let mut grown = Zeroizing::new(Vec::with_capacity(
+                    (buffer.len() + data.len())
+                        .max(buffer.capacity() * 2)
+                        .min(limit),
+                ));
+                grown.extend_from_slice(&buffer);
+                buffer = grown;
+            }
             buffer.extend_from_slice(&data);
         }
     }
-    Ok(buffer.freeze())
+    Ok(buffer)
 }

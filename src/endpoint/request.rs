@@ -15,6 +15,7 @@ use http_body_util::Full;
 use jsonwebtoken::EncodingKey;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
 
 use super::assertion::{ASSERTION_TYPE, AssertionKey, AssertionSigner, ClientKey};
 use crate::error::{ConfigError, TokenError};
@@ -265,7 +266,8 @@ impl PreparedRequest {
             uri,
             content_type: HeaderValue::from_static(content_type),
             authorization,
-            body: Bytes::from(body),
+            // The body may hold the client secret (`client_secret_post`): zeroed when dropped.
+            body: Bytes::from_owner(Zeroizing::new(body)),
             assertion,
         })
     }
@@ -333,20 +335,20 @@ fn encode_json(fields: &[(&str, Value<'_>)]) -> Vec<u8> {
     serde_json::to_vec(&object).unwrap_or_default()
 }
 
-/// `Basic base64(urlencode(id) ":" urlencode(secret))`, marked sensitive.
+/// `Basic base64(urlencode(id) ":" urlencode(secret))`, marked sensitive, its bytes (and every
+/// intermediate copy) zeroed when dropped.
 fn basic_authorization(client_id: &str, client_secret: &str) -> HeaderValue {
     use base64::Engine;
-    let credentials = format!(
+    let credentials = Zeroizing::new(format!(
         "{}:{}",
         utf8_percent_encode(client_id, NON_UNRESERVED),
         utf8_percent_encode(client_secret, NON_UNRESERVED)
-    );
-    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    ));
+    let encoded =
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(credentials.as_bytes()));
     // Base64 output is always a valid header value.
-    let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
-    value.set_sensitive(true);
-    value
+    crate::token::sensitive_header("Basic", &encoded)
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic"))
 }
 
 fn validate(client_id: &str, params: &Parameters) -> Result<(), ConfigError> {

@@ -8,13 +8,14 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value};
+use zeroize::Zeroizing;
 
 use crate::{error::TokenError, token::MAX_LIFETIME};
 
 /// A successful token response, checked.
 #[derive(Clone, PartialEq)]
 pub(crate) struct TokenResponse {
-    pub(crate) access_token: String,
+    pub(crate) access_token: Zeroizing<String>,
     pub(crate) expires_in: Option<Duration>,
     pub(crate) scope: Option<String>,
 }
@@ -62,7 +63,7 @@ pub(crate) fn parse(
     }
 
     let invalid = |reason: String| invalid_response(status, headers, body, reason);
-    let object = match json {
+    let mut object = match json {
         Ok(Value::Object(object)) => object,
         Ok(other) => {
             return Err(invalid(format!(
@@ -147,8 +148,13 @@ pub(crate) fn parse(
         _ => None,
     };
 
+    // Moved out of the parsed document, not copied, and zeroed when dropped.
+    let access_token = match object.remove("access_token") {
+        Some(Value::String(token)) => Zeroizing::new(token),
+        _ => return Err(invalid("`access_token` is missing".into())),
+    };
     Ok(TokenResponse {
-        access_token: access_token.clone(),
+        access_token,
         expires_in,
         scope,
     })
@@ -406,7 +412,7 @@ mod tests {
     fn parses_the_documented_response() {
         let token =
             ok(r#"{"token_type":"Bearer","expires_in":86400,"access_token":"eyJ.a.b"}"#).unwrap();
-        assert_eq!(token.access_token, "eyJ.a.b");
+        assert_eq!(token.access_token.as_str(), "eyJ.a.b");
         assert_eq!(token.expires_in, Some(Duration::from_secs(86400)));
         assert_eq!(token.scope, None);
     }

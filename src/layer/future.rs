@@ -40,7 +40,9 @@ pin_project! {
         Called {
             #[pin]
             future: S::Future,
-            retry: Option<Retry<S, B>>,
+            // Boxed: the retry state is large, and inline it would make every response
+            // future that big, retry or not.
+            retry: Option<Box<Retry<S, B>>>,
         },
         // Waiting for a token, or retrying: the rare paths, boxed.
         Boxed {
@@ -66,7 +68,7 @@ where
         Self {
             state: State::Called {
                 future,
-                retry: Some(retry),
+                retry: Some(Box::new(retry)),
             },
         }
     }
@@ -109,7 +111,7 @@ where
                     if !(retry.config.is_unauthorized)(response.status(), response.headers()) {
                         return Poll::Ready(Ok(response));
                     }
-                    match retry.into_future(response) {
+                    match (*retry).into_retry(response) {
                         Ok(future) => this.state.set(State::Boxed { future }),
                         Err(response) => return Poll::Ready(Ok(response)),
                     }
@@ -160,7 +162,7 @@ impl<S, B> Retry<S, B> {
 
     /// The retry of a request whose `first` response was unauthorized, or that response back
     /// when the request cannot be retried.
-    fn into_future<ResBody>(
+    fn into_retry<ResBody>(
         self,
         first: Response<ResBody>,
     ) -> Result<BoxFuture<Result<Response<ResBody>, BoxError>>, Response<ResBody>>

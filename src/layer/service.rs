@@ -5,7 +5,8 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderMap, Request, Response, StatusCode, header::AUTHORIZATION};
+use arc_swap::{ArcSwapOption, Cache};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header::AUTHORIZATION};
 use tower::ServiceExt;
 use tower_service::Service;
 
@@ -13,7 +14,11 @@ use super::{
     Origin, ReplayBody,
     future::{ResponseFuture, Retry},
 };
-use crate::{error::BoxError, refresh::TokenHandle};
+use crate::{
+    error::BoxError,
+    refresh::{Shared, TokenHandle},
+    token::Token,
+};
 
 /// Per-layer settings, copied into every service.
 #[derive(Clone, Copy)]
@@ -26,10 +31,15 @@ pub(crate) struct Config {
 
 impl Config {
     pub(crate) fn new(handle: &TokenHandle) -> Self {
+        Self::with_max_wait(handle.shared().max_wait)
+    }
+
+    /// The defaults, waiting at most `max_wait` for a token.
+    pub(crate) fn with_max_wait(max_wait: Duration) -> Self {
         Self {
             retry: true,
             replay_limit: 64 * 1024,
-            max_wait: handle.shared().max_wait,
+            max_wait,
             is_unauthorized: default_is_unauthorized,
         }
     }
@@ -45,14 +55,32 @@ impl fmt::Debug for Config {
     }
 }
 
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 /// Status 401, or a gRPC response with `grpc-status: 16` (UNAUTHENTICATED) in its headers, as
 /// a server's auth interceptor sends it (trailers-only response).
 fn default_is_unauthorized(status: StatusCode, headers: &HeaderMap) -> bool {
     status == StatusCode::UNAUTHORIZED
         || headers
-            .get("grpc-status")
+            .get(GRPC_STATUS)
             .is_some_and(|value| value.as_bytes() == b"16")
 }
+
+/// The token store as seen through an [`arc_swap::Cache`]: each service keeps the current
+/// token's `Arc` and revalidates it with one atomic load per request, instead of `load()`'s
+/// read-modify-write pair.
+#[derive(Clone)]
+pub(crate) struct Store(Arc<Shared>);
+
+impl std::ops::Deref for Store {
+    type Target = ArcSwapOption<Token>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0.current
+    }
+}
+
+type TokenCache = Cache<Store, Option<Arc<Token>>>;
 
 /// Middleware that authorizes requests with a client-credentials access token.
 ///
@@ -62,6 +90,7 @@ fn default_is_unauthorized(status: StatusCode, headers: &HeaderMap) -> bool {
 pub struct BearerAuth<S> {
     inner: S,
     handle: TokenHandle,
+    cache: TokenCache,
     config: Config,
     origins: Option<Arc<[Origin]>>,
 }
@@ -84,9 +113,11 @@ impl<S> BearerAuth<S> {
         config: Config,
         origins: Option<Arc<[Origin]>>,
     ) -> Self {
+        let cache = Cache::new(Store(handle.shared_arc()));
         Self {
             inner,
             handle,
+            cache,
             config,
             origins,
         }
@@ -187,16 +218,13 @@ where
             );
             return ResponseFuture::direct(self.inner.call(request));
         }
-        let current = self.handle.shared().current.load();
-        let Some(token) = current.as_ref() else {
-            drop(current);
+        let Some(token) = self.cache.load() else {
             return self.call_when_token(request);
         };
         request
             .headers_mut()
             .insert(AUTHORIZATION, token.header_value().clone());
         let generation = token.generation;
-        drop(current);
 
         if !self.config.retry {
             return ResponseFuture::direct(self.inner.call(request));

@@ -44,6 +44,10 @@ impl TokenHandle {
         &self.inner.shared
     }
 
+    pub(crate) fn shared_arc(&self) -> Arc<Shared> {
+        Arc::clone(&self.inner.shared)
+    }
+
     /// The current token, if one is held and not expired. Never waits.
     pub fn current(&self) -> Option<Arc<Token>> {
         self.shared().usable(0)

@@ -468,6 +468,27 @@ impl ClientCredentialsBuilder {
     ///
     /// A builder made from an issuer must be [discovered](Self::discover) first.
     pub fn build(self) -> Result<ClientCredentials, ConfigError> {
+        let (template, request) = self.into_template()?;
+        Ok(ClientCredentials {
+            endpoint: template.endpoint_with(request),
+            policy: template.policy,
+            max_wait: template.max_wait,
+        })
+    }
+
+    /// Checks the configuration and starts configuring a [`TokenSet`](crate::TokenSet): one
+    /// token per [`TokenKey`](crate::TokenKey) (scopes, audience, resources), all from this
+    /// client. The scopes, audience and resources set on this builder are the defaults that
+    /// each key overrides; everything else (credentials, endpoint, refresh schedule, …) is
+    /// shared by all keys. See the [`token_set` module](crate::token_set).
+    pub fn build_set(self) -> Result<crate::TokenSetBuilder, ConfigError> {
+        let (template, _) = self.into_template()?;
+        Ok(crate::TokenSetBuilder::new(template))
+    }
+
+    /// Checks the configuration; returns what every token request of this client shares and
+    /// the request for the builder's own parameters.
+    fn into_template(self) -> Result<(EndpointTemplate, PreparedRequest), ConfigError> {
         if let Some(issuer) = self.issuer.as_deref().filter(|_| self.token_url.is_empty()) {
             return Err(ConfigError::InvalidTokenUrl {
                 reason: format!(
@@ -498,6 +519,10 @@ impl ClientCredentialsBuilder {
             (AssertionAudience::Custom(audience), _) => audience.clone(),
             _ => self.token_url.clone(),
         };
+        let assertion = AssertionOptions {
+            audience,
+            lifetime: self.assertion_lifetime,
+        };
         let request = PreparedRequest::new(
             uri.clone(),
             &self.client_id,
@@ -505,27 +530,79 @@ impl ClientCredentialsBuilder {
             auth,
             self.format,
             &self.params,
-            &AssertionOptions {
-                audience,
-                lifetime: self.assertion_lifetime,
-            },
+            &assertion,
         )?;
         let client = match self.client {
             Some(client) => client,
             None => endpoint::default_client(&uri)?,
         };
-        Ok(ClientCredentials {
-            endpoint: TokenEndpoint {
-                request,
+        Ok((
+            EndpointTemplate {
+                uri,
+                client_id: self.client_id,
+                credential: self.credential,
+                auth,
+                format: self.format,
+                assertion,
+                params: self.params,
                 expiry: self.expiry,
                 default_lifetime: self.default_lifetime,
                 client,
                 timeout: self.timeout,
                 max_body: self.max_response_size,
+                policy: self.policy,
+                max_wait: self.max_wait,
             },
-            policy: self.policy,
-            max_wait: self.max_wait,
-        })
+            request,
+        ))
+    }
+}
+
+/// A checked configuration without its token-request parameters: what the tokens of a
+/// [`TokenSet`](crate::TokenSet) share. [`endpoint`](Self::endpoint) makes the token endpoint
+/// client for one parameter set.
+pub(crate) struct EndpointTemplate {
+    uri: Uri,
+    client_id: String,
+    credential: Credential,
+    auth: AuthMethod,
+    format: RequestFormat,
+    assertion: AssertionOptions,
+    /// The builder's parameters: the defaults of every key.
+    pub(crate) params: Parameters,
+    expiry: ExpirySource,
+    default_lifetime: Duration,
+    client: HttpClient,
+    timeout: Duration,
+    max_body: usize,
+    pub(crate) policy: RefreshPolicy,
+    pub(crate) max_wait: Duration,
+}
+
+impl EndpointTemplate {
+    /// The token endpoint client for `params`, sharing this template's HTTP client.
+    pub(crate) fn endpoint(&self, params: &Parameters) -> Result<TokenEndpoint, ConfigError> {
+        let request = PreparedRequest::new(
+            self.uri.clone(),
+            &self.client_id,
+            &self.credential,
+            self.auth,
+            self.format,
+            params,
+            &self.assertion,
+        )?;
+        Ok(self.endpoint_with(request))
+    }
+
+    fn endpoint_with(&self, request: PreparedRequest) -> TokenEndpoint {
+        TokenEndpoint {
+            request,
+            expiry: self.expiry,
+            default_lifetime: self.default_lifetime,
+            client: self.client.clone(),
+            timeout: self.timeout,
+            max_body: self.max_body,
+        }
     }
 }
 

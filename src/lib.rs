@@ -11,6 +11,9 @@
 //!   last handle is dropped.
 //! - [`BearerAuthLayer`] wraps any `tower::Service<http::Request<B>>`: it reads the current
 //!   token without locking, waits for one when none is valid, and retries once after a 401.
+//! - [`TokenSet`] and [`TokenSetLayer`] are the same for a client of several APIs, each with
+//!   its own audience, resources or scopes: one token per [`TokenKey`], chosen per request by
+//!   the request's origin; see [`token_set`].
 //!
 //! # Example
 //!
@@ -67,6 +70,8 @@
 //! - `test-util`: [`test_util`], an embedded authorization server and protected API for tests
 //!   and demos.
 
+#![forbid(unsafe_code)]
+
 mod client_credentials;
 mod endpoint;
 mod error;
@@ -74,6 +79,7 @@ pub mod layer;
 mod metrics;
 mod refresh;
 mod token;
+pub mod token_set;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;
@@ -89,6 +95,7 @@ pub use crate::{
     },
     refresh::{Refresher, TokenHandle, TokenStatus},
     token::{ExpirySource, Token},
+    token_set::{TokenKey, TokenSet, TokenSetAuth, TokenSetBuilder, TokenSetLayer},
 };
 
 /// The README's Rust examples, compiled as doc tests so they stay true.

@@ -77,6 +77,7 @@ mod layer;
 mod origin;
 mod service;
 
+pub(crate) use self::service::Config;
 pub use self::{
     body::{RecordedBody, Replay, ReplayBody},
     future::ResponseFuture,

@@ -1,0 +1,61 @@
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+use tower_layer::Layer;
+
+use super::{TokenSet, TokenSetAuth};
+use crate::layer::Config;
+
+/// Applies [`TokenSetAuth`] to a service: each request gets the token of the
+/// [`TokenKey`](super::TokenKey) its route picks, or none. See the
+/// [module documentation](super).
+#[derive(Debug, Clone)]
+pub struct TokenSetLayer {
+    set: TokenSet,
+    config: Config,
+}
+
+impl TokenSetLayer {
+    /// A layer that authorizes requests with the tokens of `set`.
+    pub fn new(set: TokenSet) -> Self {
+        let config = Config::with_max_wait(set.max_wait());
+        Self { set, config }
+    }
+
+    /// Whether an unauthorized response is retried once with a new token of the same key.
+    /// Default: `true`. See [`BearerAuthLayer::retry_unauthorized`](crate::BearerAuthLayer::retry_unauthorized).
+    pub fn retry_unauthorized(mut self, retry: bool) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    /// The most request-body bytes kept for a retry. Default: 64 KiB. See
+    /// [`BearerAuthLayer::replay_limit`](crate::BearerAuthLayer::replay_limit).
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.config.replay_limit = bytes;
+        self
+    }
+
+    /// How long a request waits for its key's token when none is valid, and for the new
+    /// token after a 401. Default: the builder's
+    /// [`max_wait`](crate::ClientCredentialsBuilder::max_wait) (30 s unless set).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.config.max_wait = wait;
+        self
+    }
+
+    /// Decides which responses mean "the token was refused". Default: status 401, or a
+    /// `grpc-status: 16` (UNAUTHENTICATED) header.
+    pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
+        self.config.is_unauthorized = predicate;
+        self
+    }
+}
+
+impl<S> Layer<S> for TokenSetLayer {
+    type Service = TokenSetAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TokenSetAuth::from_parts(inner, self.set.clone(), self.config)
+    }
+}

@@ -1,0 +1,134 @@
+use std::{
+    fmt,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{HeaderMap, Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::TokenSet;
+use crate::{
+    error::BoxError,
+    layer::{BearerAuth, Config, Origin, ReplayBody, ResponseFuture},
+};
+
+/// Middleware that authorizes each request with the token of the key its route picks.
+///
+/// Made by [`TokenSetLayer`](super::TokenSetLayer) or [`TokenSetAuth::new`]. Once the key is
+/// chosen it behaves exactly like [`BearerAuth`] with that key's token: waiting for the token,
+/// retrying once after a 401. See the [module documentation](super).
+#[derive(Clone)]
+pub struct TokenSetAuth<S> {
+    inner: S,
+    set: TokenSet,
+    config: Config,
+}
+
+impl<S> TokenSetAuth<S> {
+    /// Wraps `inner`, authorizing its requests with the tokens of `set`.
+    pub fn new(inner: S, set: TokenSet) -> Self {
+        let config = Config::with_max_wait(set.max_wait());
+        Self::from_parts(inner, set, config)
+    }
+
+    /// A [`TokenSetLayer`](super::TokenSetLayer) for this middleware.
+    pub fn layer(set: TokenSet) -> super::TokenSetLayer {
+        super::TokenSetLayer::new(set)
+    }
+
+    pub(crate) fn from_parts(inner: S, set: TokenSet, config: Config) -> Self {
+        Self { inner, set, config }
+    }
+
+    /// See [`TokenSetLayer::retry_unauthorized`](super::TokenSetLayer::retry_unauthorized).
+    pub fn retry_unauthorized(mut self, retry: bool) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    /// See [`TokenSetLayer::replay_limit`](super::TokenSetLayer::replay_limit).
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.config.replay_limit = bytes;
+        self
+    }
+
+    /// See [`TokenSetLayer::max_wait`](super::TokenSetLayer::max_wait).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.config.max_wait = wait;
+        self
+    }
+
+    /// See [`TokenSetLayer::unauthorized_if`](super::TokenSetLayer::unauthorized_if).
+    pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
+        self.config.is_unauthorized = predicate;
+        self
+    }
+
+    /// The token set.
+    pub fn token_set(&self) -> &TokenSet {
+        &self.set
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for TokenSetAuth<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSetAuth")
+            .field("inner", &self.inner)
+            .field("set", &self.set)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for TokenSetAuth<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: ReplayBody + Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let handle = match self.set.handle_for(&request) {
+            Some(Ok(handle)) => handle,
+            Some(Err(error)) => {
+                return ResponseFuture::boxed(Box::pin(std::future::ready(Err(error.into()))));
+            }
+            None => {
+                tracing::debug!(
+                    origin = ?Origin::from_uri(request.uri()),
+                    "no token route for the request; sending it without a token"
+                );
+                return ResponseFuture::direct(self.inner.call(request));
+            }
+        };
+        // The service driven to readiness goes to the key's `BearerAuth`; a clone stays.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        BearerAuth::from_parts(inner, handle, self.config, None).call(request)
+    }
+}

@@ -14,6 +14,7 @@ use secrecy::SecretString;
 use tower_service::Service;
 
 use crate::{
+    dpop::{DpopKey, Prover},
     endpoint::{
         self, AssertionAudience, AssertionOptions, AuthMethod, ClientKey, Credential,
         DiscoveryError, HttpClient, Parameters, PreparedRequest, RequestFormat, TokenEndpoint,
@@ -181,6 +182,10 @@ impl ClientCredentials {
         let shared = Arc::new(Shared::new(
             self.max_wait,
             self.policy.invalidation_cooldown,
+            self.endpoint
+                .dpop
+                .as_ref()
+                .map(|(prover, _)| Arc::clone(prover)),
         ));
         let refresher = Refresher::new(Arc::clone(&shared), self.endpoint, self.policy);
         (TokenHandle::new(shared), refresher)
@@ -216,6 +221,7 @@ pub struct ClientCredentialsBuilder {
     default_lifetime: Duration,
     max_wait: Duration,
     policy: RefreshPolicy,
+    dpop: Option<DpopKey>,
 }
 
 impl fmt::Debug for ClientCredentialsBuilder {
@@ -228,6 +234,7 @@ impl fmt::Debug for ClientCredentialsBuilder {
             .field("scopes", &self.params.scopes)
             .field("auth", &self.auth)
             .field("format", &self.format)
+            .field("dpop", &self.dpop)
             .finish_non_exhaustive()
     }
 }
@@ -257,6 +264,7 @@ impl ClientCredentialsBuilder {
             default_lifetime: Duration::from_secs(300),
             max_wait: Duration::from_secs(30),
             policy: RefreshPolicy::default(),
+            dpop: None,
         }
     }
 
@@ -464,6 +472,24 @@ impl ClientCredentialsBuilder {
         Ok(self)
     }
 
+    /// Binds the tokens to `key` with DPoP (RFC 9449): token requests and every API request
+    /// carry a proof signed with it, and the tokens go out as `Authorization: DPoP …`. See
+    /// the [`dpop` module](crate::dpop). Default: off (bearer tokens).
+    ///
+    /// ```
+    /// # fn f() -> Result<(), tower_client_credentials::ConfigError> {
+    /// use tower_client_credentials::{ClientCredentials, DpopAlgorithm, DpopKey};
+    ///
+    /// let config = ClientCredentials::builder("https://auth.example.com/token", "id", "secret")
+    ///     .dpop(DpopKey::generate(DpopAlgorithm::ES256)?)
+    ///     .build()?;
+    /// # let _ = config; Ok(()) }
+    /// ```
+    pub fn dpop(mut self, key: DpopKey) -> Self {
+        self.dpop = Some(key);
+        self
+    }
+
     /// Checks the configuration.
     ///
     /// A builder made from an issuer must be [discovered](Self::discover) first.
@@ -536,6 +562,17 @@ impl ClientCredentialsBuilder {
             Some(client) => client,
             None => endpoint::default_client(&uri)?,
         };
+        let dpop = match self.dpop {
+            Some(key) => {
+                // The token URL was checked to be absolute.
+                let htu =
+                    crate::dpop::htu(&uri, None).map_err(|error| ConfigError::InvalidTokenUrl {
+                        reason: error.to_string(),
+                    })?;
+                Some((Arc::new(Prover::new(key)), Arc::from(htu)))
+            }
+            None => None,
+        };
         Ok((
             EndpointTemplate {
                 uri,
@@ -552,6 +589,7 @@ impl ClientCredentialsBuilder {
                 max_body: self.max_response_size,
                 policy: self.policy,
                 max_wait: self.max_wait,
+                dpop,
             },
             request,
         ))
@@ -577,6 +615,7 @@ pub(crate) struct EndpointTemplate {
     max_body: usize,
     pub(crate) policy: RefreshPolicy,
     pub(crate) max_wait: Duration,
+    dpop: Option<(Arc<Prover>, Arc<str>)>,
 }
 
 impl EndpointTemplate {
@@ -602,6 +641,7 @@ impl EndpointTemplate {
             client: self.client.clone(),
             timeout: self.timeout,
             max_body: self.max_body,
+            dpop: self.dpop.clone(),
         }
     }
 }

@@ -137,9 +137,17 @@ pub enum TokenError {
         /// A short, redacted excerpt or outline of the body.
         excerpt: String,
     },
-    /// The server issued a token of a type this client cannot use (`mac`, `DPoP`, …).
+    /// The server issued a token of a type this client cannot use (`mac`, …), or a `DPoP`
+    /// token to a client without a [DPoP key](crate::ClientCredentialsBuilder::dpop).
     UnsupportedTokenType {
         /// The `token_type` the server sent.
+        token_type: String,
+    },
+    /// A DPoP-bound token was asked for, but the server issued another kind (usually
+    /// `Bearer`: the server, or this client's registration there, does not do DPoP). The token
+    /// is not used: sent as a bearer token it would lose the protection DPoP was turned on for.
+    NotDpopBound {
+        /// The `token_type` the server sent (empty when it sent none).
         token_type: String,
     },
     /// The server answered with a redirect. Token requests never follow redirects.
@@ -187,6 +195,7 @@ impl TokenError {
             Self::Timeout { .. } | Self::Transport { .. } => true,
             Self::InvalidResponse { .. }
             | Self::UnsupportedTokenType { .. }
+            | Self::NotDpopBound { .. }
             | Self::Redirect { .. }
             | Self::BodyTooLarge { .. }
             | Self::ClientAssertion { .. } => false,
@@ -227,6 +236,7 @@ impl TokenError {
             Self::Http { .. } => "http_status",
             Self::InvalidResponse { .. } => "invalid_response",
             Self::UnsupportedTokenType { .. } => "unsupported_token_type",
+            Self::NotDpopBound { .. } => "not_dpop_bound",
             Self::Redirect { .. } => "redirect",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::ClientAssertion { .. } => "client_assertion",
@@ -281,9 +291,28 @@ impl fmt::Display for TokenError {
                 write!(f, "invalid token response (HTTP {status}): {reason}")?;
                 write_body_outline(f, content_type.as_deref(), excerpt)
             }
+            Self::UnsupportedTokenType { token_type }
+                if token_type.eq_ignore_ascii_case("dpop") =>
+            {
+                f.write_str(
+                    "token endpoint issued a DPoP-bound token, but this client has no DPoP key; \
+                     configure one with `ClientCredentialsBuilder::dpop`",
+                )
+            }
             Self::UnsupportedTokenType { token_type } => write!(
                 f,
-                "token endpoint issued a `{token_type}` token; only `Bearer` tokens are supported"
+                "token endpoint issued a `{token_type}` token; only `Bearer` and `DPoP` tokens are \
+                 supported"
+            ),
+            Self::NotDpopBound { token_type } => write!(
+                f,
+                "a DPoP-bound token was requested, but the token endpoint issued {}; the \
+                 server (or this client's registration) does not do DPoP",
+                if token_type.is_empty() {
+                    "a token without `token_type` (a bearer token)".to_owned()
+                } else {
+                    format!("a `{token_type}` token")
+                }
             ),
             Self::Redirect { status, location } => {
                 write!(f, "token endpoint answered with redirect HTTP {status}")?;

@@ -73,6 +73,7 @@
 #![forbid(unsafe_code)]
 
 mod client_credentials;
+pub mod dpop;
 mod endpoint;
 mod error;
 pub mod layer;
@@ -86,6 +87,7 @@ pub mod test_util;
 
 pub use crate::{
     client_credentials::{ClientCredentials, ClientCredentialsBuilder},
+    dpop::{DpopAlgorithm, DpopError, DpopKey},
     endpoint::{
         AssertionAudience, AuthMethod, ClientKey, DiscoveryError, RequestFormat, SigningAlgorithm,
     },

@@ -20,6 +20,11 @@ use std::{
 use http::HeaderValue;
 use tokio::time::Instant;
 
+/// The `Authorization` scheme of bearer tokens (RFC 6750).
+pub(crate) const BEARER: &str = "Bearer";
+/// The `Authorization` scheme of DPoP-bound tokens (RFC 9449 §7.1).
+pub(crate) const DPOP: &str = "DPoP";
+
 /// The longest lifetime a token is taken to have, whatever the server says. An `expires_in` of
 /// `1e30` is treated as this.
 pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
@@ -38,14 +43,18 @@ pub struct Token {
     pub(crate) expires_wall: SystemTime,
     pub(crate) lifetime: Duration,
     scope: Option<String>,
+    /// For a DPoP-bound token, its `ath` (base64url SHA-256 of the token), which every proof
+    /// sent with it carries.
+    pub(crate) ath: Option<Box<str>>,
 }
 
 impl Token {
     /// Builds a token whose `Authorization` value is `"{scheme} {access_token}"`, marked
-    /// sensitive. Its lifetime counts from `requested_at`, the moment the token request was
-    /// sent: the server's clock started no earlier than that.
+    /// sensitive; `scheme` is `Bearer` or, for a DPoP-bound token, `DPoP`. Its lifetime counts
+    /// from `requested_at`, the moment the token request was sent: the server's clock started
+    /// no earlier than that.
     pub(crate) fn new(
-        scheme: &str,
+        scheme: &'static str,
         access_token: &str,
         generation: u64,
         lifetime: Duration,
@@ -65,7 +74,14 @@ impl Token {
             expires_wall: SystemTime::now() + lifetime.saturating_sub(in_flight),
             lifetime,
             scope,
+            ath: (scheme == DPOP).then(|| crate::dpop::ath(access_token).into_boxed_str()),
         })
+    }
+
+    /// `Bearer`, or `DPoP` for a token bound to the client's
+    /// [DPoP key](crate::ClientCredentialsBuilder::dpop).
+    pub fn token_type(&self) -> &'static str {
+        if self.ath.is_some() { DPOP } else { BEARER }
     }
 
     /// The `Authorization` header value, such as `Bearer eyJ...`, marked sensitive.
@@ -132,6 +148,7 @@ impl fmt::Debug for Token {
             .field("lifetime", &self.lifetime)
             .field("expires_at", &self.expires_at)
             .field("scope", &self.scope)
+            .field("token_type", &self.token_type())
             .finish()
     }
 }

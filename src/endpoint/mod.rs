@@ -9,7 +9,7 @@ mod request;
 mod response;
 mod transport;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -32,6 +32,7 @@ pub(crate) use self::{
     transport::{HttpClient, boxed, default_client},
 };
 use crate::{
+    dpop::{DPOP, Prover},
     error::TokenError,
     token::{self, ExpirySource},
 };
@@ -52,6 +53,8 @@ pub(crate) struct TokenEndpoint {
     pub(crate) client: HttpClient,
     pub(crate) timeout: Duration,
     pub(crate) max_body: usize,
+    /// With DPoP: the prover and the token endpoint's `htu`.
+    pub(crate) dpop: Option<(Arc<Prover>, Arc<str>)>,
 }
 
 impl TokenEndpoint {
@@ -66,25 +69,63 @@ impl TokenEndpoint {
     }
 
     async fn exchange(&self) -> Result<Fetched, TokenError> {
-        let response = self
-            .client
-            .clone()
-            .oneshot(self.request.to_request()?)
-            .await
-            .map_err(TokenError::transport)?;
-        let (parts, body) = response.into_parts();
-        let body = read_limited(body, self.max_body).await?;
-        let response = response::parse(parts.status, &parts.headers, &body)?;
-        let lifetime = token::lifetime(
-            self.expiry,
-            response.expires_in,
-            &response.access_token,
-            self.default_lifetime,
-        )
-        .map_err(|reason| {
-            response::invalid_response(parts.status, &parts.headers, &body, reason)
-        })?;
-        Ok(Fetched { response, lifetime })
+        let mut nonce_retry = false;
+        loop {
+            let mut request = self.request.to_request()?;
+            if let Some((prover, htu)) = &self.dpop {
+                request
+                    .headers_mut()
+                    .insert(DPOP, prover.token_request_proof(htu));
+            }
+            let response = self
+                .client
+                .clone()
+                .oneshot(request)
+                .await
+                .map_err(TokenError::transport)?;
+            let (parts, body) = response.into_parts();
+            let new_nonce = self
+                .dpop
+                .as_ref()
+                .is_some_and(|(prover, _)| prover.learn_server_nonce(&parts.headers));
+            let body = read_limited(body, self.max_body).await?;
+            let response = match response::parse(parts.status, &parts.headers, &body) {
+                // RFC 9449 §8: send the request again with the nonce just received, once.
+                Err(error)
+                    if error.oauth_error() == Some("use_dpop_nonce")
+                        && new_nonce
+                        && !nonce_retry =>
+                {
+                    tracing::debug!("token endpoint asked for a DPoP nonce; sending again");
+                    nonce_retry = true;
+                    continue;
+                }
+                result => result?,
+            };
+            match (&self.dpop, response.is_dpop()) {
+                (Some(_), false) => {
+                    return Err(TokenError::NotDpopBound {
+                        token_type: response.token_type.clone().unwrap_or_default(),
+                    });
+                }
+                (None, true) => {
+                    return Err(TokenError::UnsupportedTokenType {
+                        token_type: response.token_type.clone().unwrap_or_default(),
+                    });
+                }
+                _ => {}
+            }
+            let lifetime = token::lifetime(
+                self.expiry,
+                response.expires_in,
+                &response.access_token,
+                self.default_lifetime,
+            )
+            .map_err(|reason| {
+                response::invalid_response(parts.status, &parts.headers, &body, reason)
+            })?;
+            return Ok(Fetched { response, lifetime });
+        }
     }
 }
 

@@ -18,6 +18,18 @@ pub(crate) struct TokenResponse {
     pub(crate) access_token: Zeroizing<String>,
     pub(crate) expires_in: Option<Duration>,
     pub(crate) scope: Option<String>,
+    /// The `token_type`, when the server sent one: `Bearer` or `DPoP`, as spelled by the
+    /// server.
+    pub(crate) token_type: Option<String>,
+}
+
+impl TokenResponse {
+    /// Whether the token is DPoP-bound (`token_type` `DPoP`, in any case).
+    pub(crate) fn is_dpop(&self) -> bool {
+        self.token_type
+            .as_deref()
+            .is_some_and(|kind| kind.eq_ignore_ascii_case("dpop"))
+    }
 }
 
 impl std::fmt::Debug for TokenResponse {
@@ -26,6 +38,7 @@ impl std::fmt::Debug for TokenResponse {
             .field("access_token", &"[redacted]")
             .field("expires_in", &self.expires_in)
             .field("scope", &self.scope)
+            .field("token_type", &self.token_type)
             .finish()
     }
 }
@@ -106,10 +119,14 @@ pub(crate) fn parse(
         )));
     }
 
-    match object.get("token_type") {
+    let token_type = match object.get("token_type") {
         // RFC 6749 requires it; servers that omit it issue bearer tokens.
-        None | Some(Value::Null) => {}
-        Some(Value::String(kind)) if kind.eq_ignore_ascii_case("bearer") => {}
+        None | Some(Value::Null) => None,
+        Some(Value::String(kind))
+            if kind.eq_ignore_ascii_case("bearer") || kind.eq_ignore_ascii_case("dpop") =>
+        {
+            Some(kind.clone())
+        }
         Some(Value::String(kind)) => {
             return Err(TokenError::UnsupportedTokenType {
                 token_type: excerpt_text(kind, 40),
@@ -121,7 +138,7 @@ pub(crate) fn parse(
                 json_type(other)
             )));
         }
-    }
+    };
 
     let expires_in = match object.get("expires_in") {
         None | Some(Value::Null) => None,
@@ -157,6 +174,7 @@ pub(crate) fn parse(
         access_token,
         expires_in,
         scope,
+        token_type,
     })
 }
 
@@ -476,7 +494,7 @@ mod tests {
 
     #[test]
     fn rejects_other_token_types() {
-        for kind in ["mac", "DPoP"] {
+        for kind in ["mac", "N_A", "pop"] {
             let body = format!(r#"{{"access_token":"t","token_type":"{kind}"}}"#);
             assert!(
                 matches!(ok(&body), Err(TokenError::UnsupportedTokenType { token_type }) if token_type == kind)

@@ -14,8 +14,14 @@ use pin_project_lite::pin_project;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::{Replay, service::Config};
-use crate::{error::BoxError, refresh::TokenHandle};
+use std::sync::Arc;
+
+use super::{Origin, Replay, service::Config};
+use crate::{
+    dpop::{self, Challenge},
+    error::BoxError,
+    refresh::TokenHandle,
+};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -108,7 +114,10 @@ where
                     let Some(retry) = retry.take() else {
                         return Poll::Ready(Ok(response));
                     };
-                    if !(retry.config.is_unauthorized)(response.status(), response.headers()) {
+                    retry.learn_dpop_nonce(response.headers());
+                    if !retry.config.retry
+                        || !(retry.config.is_unauthorized)(response.status(), response.headers())
+                    {
                         return Poll::Ready(Ok(response));
                     }
                     match (*retry).into_retry(response) {
@@ -123,7 +132,8 @@ where
 }
 
 /// What a retry needs: a copy of the request's head, the body replay, a clone of the inner
-/// service, and the generation of the token the first attempt carried.
+/// service, and the generation of the token the first attempt carried. For a request with a
+/// DPoP-bound token it is kept even without retries, to learn the server's nonce.
 pub(crate) struct Retry<S, B> {
     method: Method,
     uri: Uri,
@@ -135,6 +145,8 @@ pub(crate) struct Retry<S, B> {
     handle: TokenHandle,
     generation: u64,
     pub(crate) config: Config,
+    /// `Some` when the request carried a DPoP proof: the origin for relative URIs, if any.
+    dpop: Option<Option<Arc<Origin>>>,
 }
 
 impl<S, B> Retry<S, B> {
@@ -145,6 +157,7 @@ impl<S, B> Retry<S, B> {
         handle: TokenHandle,
         generation: u64,
         config: Config,
+        dpop: Option<Option<Arc<Origin>>>,
     ) -> Self {
         Self {
             method: parts.method.clone(),
@@ -157,6 +170,14 @@ impl<S, B> Retry<S, B> {
             handle,
             generation,
             config,
+            dpop,
+        }
+    }
+
+    /// Keeps the nonce of a response to a DPoP request (RFC 9449 §9).
+    fn learn_dpop_nonce(&self, headers: &HeaderMap) {
+        if let (Some(base), Some(prover)) = (&self.dpop, &self.handle.shared().dpop) {
+            prover.learn_api_nonce(&self.uri, base.as_deref(), headers);
         }
     }
 
@@ -184,7 +205,18 @@ impl<S, B> Retry<S, B> {
             "request unauthorized"
         );
         let shared = self.handle.shared();
+        // A refused proof or a missing nonce is about the proof, not the token: send the same
+        // token again with a new proof (which carries the nonce just learned).
+        let proof_only = self.dpop.is_some()
+            && matches!(
+                dpop::challenge(first.headers()),
+                Some(Challenge::UseNonce | Challenge::InvalidProof)
+            );
         let Some(body) = self.replay.take() else {
+            if proof_only {
+                tracing::debug!("request body cannot be replayed; not retrying with a new proof");
+                return Err(first);
+            }
             // The body cannot be sent again; still make sure the next request gets a new token.
             shared.invalidate(self.generation);
             tracing::debug!("request body cannot be replayed; not retrying");
@@ -200,19 +232,22 @@ impl<S, B> Retry<S, B> {
             handle,
             generation,
             config,
+            dpop,
             ..
         } = self;
         Ok(Box::pin(async move {
-            let Some(token) = handle
-                .shared()
-                .after_unauthorized(generation, config.max_wait)
-                .await
-            else {
+            let token = if proof_only {
+                handle.shared().current.load_full()
+            } else {
+                handle
+                    .shared()
+                    .after_unauthorized(generation, config.max_wait)
+                    .await
+            };
+            let Some(token) = token else {
                 tracing::debug!("no new access token for the retry; returning the 401");
                 return Ok(first);
             };
-            // Release the first response (and its connection) before sending again.
-            drop(first);
             let mut request = Request::new(body);
             *request.method_mut() = method;
             *request.uri_mut() = uri;
@@ -222,9 +257,25 @@ impl<S, B> Retry<S, B> {
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, token.header_value().clone());
+            request.headers_mut().remove(dpop::DPOP);
+            if let Some(ath) = &token.ath {
+                let base = dpop.flatten();
+                match super::service::dpop_proof(handle.shared(), &request, base.as_deref(), ath) {
+                    Ok(proof) => {
+                        request.headers_mut().insert(dpop::DPOP, proof);
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "no DPoP proof for the retry; returning the 401");
+                        return Ok(first);
+                    }
+                }
+            }
+            // Release the first response (and its connection) before sending again.
+            drop(first);
             tracing::debug!(
                 generation = token.generation,
-                "retrying request with a new access token"
+                new_proof_only = proof_only,
+                "retrying request"
             );
             crate::metrics::retried();
             service.oneshot(request).await.map_err(Into::into)

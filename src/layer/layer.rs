@@ -12,6 +12,7 @@ pub struct BearerAuthLayer {
     handle: TokenHandle,
     config: Config,
     origins: Option<Arc<[Origin]>>,
+    dpop_origin: Option<Arc<Origin>>,
 }
 
 impl BearerAuthLayer {
@@ -22,6 +23,7 @@ impl BearerAuthLayer {
             handle,
             config,
             origins: None,
+            dpop_origin: None,
         }
     }
 
@@ -42,6 +44,16 @@ impl BearerAuthLayer {
     /// ```
     pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
         self.origins = Some(origins.into_iter().collect());
+        self
+    }
+
+    /// The origin in the `htu` of the DPoP proofs of requests whose URI is relative (a tonic
+    /// channel's requests carry only the path; the channel adds its origin below this layer).
+    /// Absolute URIs use their own origin. Default: none, and a relative request with a
+    /// DPoP-bound token fails with [`DpopError::RelativeUri`](crate::DpopError::RelativeUri).
+    /// Not needed for bearer tokens.
+    pub fn dpop_origin(mut self, origin: Origin) -> Self {
+        self.dpop_origin = Some(Arc::new(origin));
         self
     }
 
@@ -85,6 +97,7 @@ impl<S> Layer<S> for BearerAuthLayer {
             self.handle.clone(),
             self.config,
             self.origins.clone(),
+            self.dpop_origin.clone(),
         )
     }
 }

@@ -34,6 +34,15 @@ impl Origin {
         })
     }
 
+    /// `scheme://host[:port]`, the port left out when it is the scheme's default.
+    pub(crate) fn base_url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        match (self.https, self.port) {
+            (true, 443) | (false, 80) => format!("{scheme}://{}", self.host),
+            (_, port) => format!("{scheme}://{}:{port}", self.host),
+        }
+    }
+
     /// Whether `uri` points at this origin. No allocation.
     pub(crate) fn matches(&self, uri: &Uri) -> bool {
         let https = match uri.scheme() {

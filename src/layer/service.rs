@@ -15,6 +15,7 @@ use super::{
     future::{ResponseFuture, Retry},
 };
 use crate::{
+    dpop::{self, DpopError},
     error::BoxError,
     refresh::{Shared, TokenHandle},
     token::Token,
@@ -93,13 +94,14 @@ pub struct BearerAuth<S> {
     cache: TokenCache,
     config: Config,
     origins: Option<Arc<[Origin]>>,
+    dpop_origin: Option<Arc<Origin>>,
 }
 
 impl<S> BearerAuth<S> {
     /// Wraps `inner`, authorizing its requests with `handle`'s token.
     pub fn new(inner: S, handle: TokenHandle) -> Self {
         let config = Config::new(&handle);
-        Self::from_parts(inner, handle, config, None)
+        Self::from_parts(inner, handle, config, None, None)
     }
 
     /// A [`BearerAuthLayer`](super::BearerAuthLayer) for this middleware.
@@ -112,6 +114,7 @@ impl<S> BearerAuth<S> {
         handle: TokenHandle,
         config: Config,
         origins: Option<Arc<[Origin]>>,
+        dpop_origin: Option<Arc<Origin>>,
     ) -> Self {
         let cache = Cache::new(Store(handle.shared_arc()));
         Self {
@@ -120,7 +123,14 @@ impl<S> BearerAuth<S> {
             cache,
             config,
             origins,
+            dpop_origin,
         }
+    }
+
+    /// See [`BearerAuthLayer::dpop_origin`](super::BearerAuthLayer::dpop_origin).
+    pub fn dpop_origin(mut self, origin: Origin) -> Self {
+        self.dpop_origin = Some(Arc::new(origin));
+        self
     }
 
     /// See [`BearerAuthLayer::allow_origins`](super::BearerAuthLayer::allow_origins).
@@ -190,6 +200,7 @@ impl<S: fmt::Debug> fmt::Debug for BearerAuth<S> {
             .field("inner", &self.inner)
             .field("config", &self.config)
             .field("origins", &self.origins)
+            .field("dpop_origin", &self.dpop_origin)
             .finish_non_exhaustive()
     }
 }
@@ -225,8 +236,27 @@ where
             .headers_mut()
             .insert(AUTHORIZATION, token.header_value().clone());
         let generation = token.generation;
+        let dpop = token.ath.is_some();
+        if let Some(ath) = &token.ath {
+            match dpop_proof(
+                self.handle.shared(),
+                &request,
+                self.dpop_origin.as_deref(),
+                ath,
+            ) {
+                Ok(proof) => {
+                    request.headers_mut().insert(dpop::DPOP, proof);
+                }
+                Err(error) => {
+                    return ResponseFuture::boxed(Box::pin(std::future::ready(Err(
+                        BoxError::from(error),
+                    ))));
+                }
+            }
+        }
 
-        if !self.config.retry {
+        // With DPoP the response is looked at even without retries: it may bring a nonce.
+        if !self.config.retry && !dpop {
             return ResponseFuture::direct(self.inner.call(request));
         }
         let (parts, body) = request.into_parts();
@@ -238,9 +268,22 @@ where
             self.handle.clone(),
             generation,
             self.config,
+            dpop.then(|| self.dpop_origin.clone()),
         );
         ResponseFuture::retryable(self.inner.call(Request::from_parts(parts, body)), retry)
     }
+}
+
+/// A DPoP proof for `request`, carrying the token's `ath`.
+pub(crate) fn dpop_proof<B>(
+    shared: &Shared,
+    request: &Request<B>,
+    base: Option<&Origin>,
+    ath: &str,
+) -> Result<http::HeaderValue, DpopError> {
+    // A token is DPoP-bound only when the handle has a prover.
+    let prover = shared.dpop.as_ref().ok_or(DpopError::RelativeUri)?;
+    prover.api_proof(request.method(), request.uri(), base, ath)
 }
 
 impl<S> BearerAuth<S> {

@@ -74,6 +74,12 @@ impl TokenHandle {
         self.shared().close();
     }
 
+    /// The DPoP key the tokens are bound to, when [DPoP](crate::dpop) is on. Its
+    /// [`thumbprint`](crate::DpopKey::thumbprint) is the `jkt` the server binds tokens to.
+    pub fn dpop_key(&self) -> Option<&crate::DpopKey> {
+        self.shared().dpop.as_deref().map(|prover| prover.key())
+    }
+
     /// A snapshot for health checks and diagnostics.
     pub fn status(&self) -> TokenStatus {
         let token = self.current();

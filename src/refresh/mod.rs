@@ -39,6 +39,7 @@ pub use self::{
     refresher::Refresher,
 };
 use crate::{
+    dpop::Prover,
     error::{TokenError, TokenUnavailable},
     token::Token,
 };
@@ -83,10 +84,16 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     pub(crate) max_wait: Duration,
     invalidation_cooldown: Duration,
+    /// With DPoP: makes the proofs of the requests that carry this store's tokens.
+    pub(crate) dpop: Option<Arc<Prover>>,
 }
 
 impl Shared {
-    pub(crate) fn new(max_wait: Duration, invalidation_cooldown: Duration) -> Self {
+    pub(crate) fn new(
+        max_wait: Duration,
+        invalidation_cooldown: Duration,
+        dpop: Option<Arc<Prover>>,
+    ) -> Self {
         Self {
             current: ArcSwapOption::empty(),
             state: Mutex::default(),
@@ -96,6 +103,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             max_wait,
             invalidation_cooldown,
+            dpop,
         }
     }
 

@@ -11,7 +11,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{Outcome, RefreshPolicy, Shared};
-use crate::{endpoint::TokenEndpoint, metrics, token::Token};
+use crate::{
+    endpoint::TokenEndpoint,
+    metrics,
+    token::{self, Token},
+};
 
 /// How often the refresher compares the monotonic clock with the wall clock, to notice a
 /// machine that was suspended (the monotonic clock stops while it sleeps; tokens do not).
@@ -152,7 +156,11 @@ impl Task {
                 match result.and_then(|fetched| {
                     generation += 1;
                     Token::new(
-                        "Bearer",
+                        if fetched.response.is_dpop() {
+                            token::DPOP
+                        } else {
+                            token::BEARER
+                        },
                         &fetched.response.access_token,
                         generation,
                         fetched.lifetime,

@@ -129,6 +129,6 @@ where
         // The service driven to readiness goes to the key's `BearerAuth`; a clone stays.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        BearerAuth::from_parts(inner, handle, self.config, None).call(request)
+        BearerAuth::from_parts(inner, handle, self.config, None, None).call(request)
     }
 }

@@ -260,6 +260,7 @@ impl Inner {
         let shared = Arc::new(Shared::new(
             self.template.max_wait,
             policy.invalidation_cooldown,
+            endpoint.dpop.as_ref().map(|(prover, _)| Arc::clone(prover)),
         ));
         let outcomes = shared.outcomes();
         let refresher = Refresher::new(Arc::clone(&shared), endpoint, policy);

@@ -1,0 +1,453 @@
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header::WWW_AUTHENTICATE};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{DpopError, DpopKey};
+use crate::layer::Origin;
+
+/// The `DPoP` request header (RFC 9449 §4.1).
+pub(crate) const DPOP: HeaderName = HeaderName::from_static("dpop");
+/// The `DPoP-Nonce` response header (RFC 9449 §8).
+pub(crate) const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
+
+/// The longest nonce kept from a server; a longer one is ignored (and logged).
+const MAX_NONCE_LEN: usize = 1024;
+/// The most resource-server origins whose nonces are remembered; past it the oldest is
+/// forgotten (the next request to it then learns its nonce again).
+const MAX_NONCE_ORIGINS: usize = 64;
+
+/// Makes DPoP proofs with one key and remembers the servers' nonces: the authorization
+/// server's, and each resource server's by origin. One per [`TokenHandle`](crate::TokenHandle)
+/// (shared by the keys of a [`TokenSet`](crate::TokenSet)).
+pub(crate) struct Prover {
+    key: DpopKey,
+    /// Random per prover; with the counter, makes every `jti` unique without a random draw per
+    /// proof.
+    jti_prefix: [u8; 12],
+    jti_counter: AtomicU64,
+    server_nonce: Mutex<Option<Arc<str>>>,
+    api_nonces: RwLock<Vec<(Origin, Arc<str>)>>,
+    /// Whether `api_nonces` is non-empty, so requests to servers without nonces skip its lock.
+    any_api_nonce: AtomicBool,
+}
+
+/// The claims of a proof (RFC 9449 §4.2), in the order they are written.
+#[derive(Serialize)]
+struct Claims<'a> {
+    jti: &'a str,
+    htm: &'a str,
+    htu: &'a str,
+    iat: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ath: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+}
+
+impl Prover {
+    pub(crate) fn new(key: DpopKey) -> Self {
+        let mut jti_prefix = [0_u8; 12];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut jti_prefix);
+        Self {
+            key,
+            jti_prefix,
+            jti_counter: AtomicU64::new(0),
+            server_nonce: Mutex::new(None),
+            api_nonces: RwLock::new(Vec::new()),
+            any_api_nonce: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn key(&self) -> &DpopKey {
+        &self.key
+    }
+
+    /// A proof for a token request to `htu` (already normalised), with the authorization
+    /// server's latest nonce.
+    pub(crate) fn token_request_proof(&self, htu: &str) -> HeaderValue {
+        let nonce = lock(&self.server_nonce).clone();
+        self.proof("POST", htu, None, nonce.as_deref())
+    }
+
+    /// A proof for a request to a resource server: `htu` from `uri` (or, for a relative URI,
+    /// from `base`), `ath` of the token, and the origin's latest nonce.
+    pub(crate) fn api_proof(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        base: Option<&Origin>,
+        ath: &str,
+    ) -> Result<HeaderValue, DpopError> {
+        let htu = htu(uri, base)?;
+        let nonce = self.api_nonce(uri, base);
+        Ok(self.proof(method.as_str(), &htu, Some(ath), nonce.as_deref()))
+    }
+
+    fn proof(&self, htm: &str, htu: &str, ath: Option<&str>, nonce: Option<&str>) -> HeaderValue {
+        let jti = self.next_jti();
+        let iat = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let claims = Claims {
+            jti: &jti,
+            htm,
+            htu,
+            iat,
+            ath,
+            nonce,
+        };
+        // Serialising borrowed strings and a number into a `Vec` cannot fail.
+        let claims = serde_json::to_vec(&claims).unwrap_or_default();
+        let header = self.key.encoded_header();
+        let mut jwt = String::with_capacity(header.len() + claims.len() * 4 / 3 + 140);
+        jwt.push_str(header);
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut jwt);
+        let signature = self.key.sign(jwt.as_bytes());
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
+        // Base64url and dots only: always a valid header value.
+        let mut value = HeaderValue::from_maybe_shared(Bytes::from(jwt))
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        value.set_sensitive(true);
+        value
+    }
+
+    fn next_jti(&self) -> String {
+        let count = self.jti_counter.fetch_add(1, Ordering::Relaxed);
+        let mut raw = [0_u8; 20];
+        raw[..12].copy_from_slice(&self.jti_prefix);
+        raw[12..].copy_from_slice(&count.to_be_bytes());
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Keeps the authorization server's nonce from a token response's `DPoP-Nonce` header.
+    /// Returns whether the nonce changed.
+    pub(crate) fn learn_server_nonce(&self, headers: &HeaderMap) -> bool {
+        let Some(nonce) = nonce_of(headers) else {
+            return false;
+        };
+        let mut current = lock(&self.server_nonce);
+        if current.as_deref() == Some(&*nonce) {
+            return false;
+        }
+        tracing::debug!("authorization server sent a new DPoP nonce");
+        *current = Some(nonce);
+        true
+    }
+
+    /// Keeps a resource server's nonce from a response to a request to `uri`. Returns whether
+    /// the nonce changed.
+    pub(crate) fn learn_api_nonce(
+        &self,
+        uri: &Uri,
+        base: Option<&Origin>,
+        headers: &HeaderMap,
+    ) -> bool {
+        let Some(nonce) = nonce_of(headers) else {
+            return false;
+        };
+        let Some(origin) = Origin::from_uri(uri).or_else(|| base.cloned()) else {
+            return false;
+        };
+        let mut nonces = self
+            .api_nonces
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(slot) = nonces.iter_mut().find(|(o, _)| *o == origin) {
+            if slot.1 == nonce {
+                return false;
+            }
+            slot.1 = nonce;
+        } else {
+            if nonces.len() == MAX_NONCE_ORIGINS {
+                nonces.remove(0);
+            }
+            nonces.push((origin, nonce));
+            self.any_api_nonce.store(true, Ordering::Release);
+        }
+        tracing::debug!("resource server sent a new DPoP nonce");
+        true
+    }
+
+    fn api_nonce(&self, uri: &Uri, base: Option<&Origin>) -> Option<Arc<str>> {
+        if !self.any_api_nonce.load(Ordering::Acquire) {
+            return None;
+        }
+        let nonces = self
+            .api_nonces
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        nonces
+            .iter()
+            .find(|(origin, _)| match (uri.host(), base) {
+                (Some(_), _) => origin.matches(uri),
+                (None, Some(base)) => origin == base,
+                (None, None) => false,
+            })
+            .map(|(_, nonce)| Arc::clone(nonce))
+    }
+}
+
+impl fmt::Debug for Prover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prover")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `base64url(SHA-256(access_token))`, the `ath` claim (RFC 9449 §4.2).
+pub(crate) fn ath(access_token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))
+}
+
+/// The `DPoP-Nonce` header, when it holds a usable nonce (`1*NQCHAR`, RFC 9449 §8.1).
+fn nonce_of(headers: &HeaderMap) -> Option<Arc<str>> {
+    let value = headers.get(DPOP_NONCE)?.as_bytes();
+    let usable = !value.is_empty()
+        && value.len() <= MAX_NONCE_LEN
+        && value
+            .iter()
+            .all(|&b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+    if !usable {
+        tracing::warn!(
+            length = value.len(),
+            "ignoring a DPoP-Nonce header that is not a valid nonce"
+        );
+        return None;
+    }
+    // NQCHAR is ASCII.
+    std::str::from_utf8(value).ok().map(Arc::from)
+}
+
+/// The `htu` of a request (RFC 9449 §4.2): its URI without query and fragment, with the
+/// scheme and host in lower case and the scheme's default port left out (RFC 3986 §6.2.3).
+/// A relative URI (a tonic channel's) takes scheme, host and port from `base`.
+pub(crate) fn htu(uri: &Uri, base: Option<&Origin>) -> Result<String, DpopError> {
+    let path = match uri.path() {
+        "" => "/",
+        path => path,
+    };
+    let Some(host) = uri.host() else {
+        let base = base.ok_or(DpopError::RelativeUri)?;
+        return Ok(format!("{}{path}", base.base_url()));
+    };
+    let scheme = uri.scheme_str().ok_or(DpopError::RelativeUri)?;
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    };
+    let mut htu = String::with_capacity(scheme.len() + host.len() + path.len() + 10);
+    htu.push_str(scheme);
+    htu.push_str("://");
+    htu.push_str(host);
+    htu.make_ascii_lowercase();
+    match uri.port_u16() {
+        Some(port) if Some(port) != default_port => {
+            htu.push(':');
+            htu.push_str(&port.to_string());
+        }
+        _ => {}
+    }
+    htu.push_str(path);
+    Ok(htu)
+}
+
+/// What a `WWW-Authenticate: DPoP error="…"` challenge asks of the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Challenge {
+    /// `use_dpop_nonce`: send the proof again with the nonce in `DPoP-Nonce`.
+    UseNonce,
+    /// `invalid_dpop_proof`: the proof was refused; a new one may pass.
+    InvalidProof,
+    /// Any other error (`invalid_token`, …): the token itself was refused.
+    Other,
+}
+
+/// The error of the `DPoP` challenge among the response's `WWW-Authenticate` headers.
+pub(crate) fn challenge(headers: &HeaderMap) -> Option<Challenge> {
+    headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(dpop_challenge_error)
+        .map(|error| match error {
+            "use_dpop_nonce" => Challenge::UseNonce,
+            "invalid_dpop_proof" => Challenge::InvalidProof,
+            _ => Challenge::Other,
+        })
+}
+
+/// The `error` parameter of the `DPoP` challenge in one `WWW-Authenticate` value, which may
+/// hold several challenges (`Bearer realm="x", DPoP algs="ES256", error="use_dpop_nonce"`).
+fn dpop_challenge_error(value: &str) -> Option<&str> {
+    // Challenges start at the beginning or after a comma, with a scheme token followed by a
+    // space (or the end); parameters are `name=value` pairs. Find the DPoP challenge, then its
+    // `error` parameter before the next challenge starts.
+    let mut rest = value;
+    let mut in_dpop = false;
+    while !rest.is_empty() {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        let end = rest.find([' ', '\t', ',', '=']).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        if after.trim_start().starts_with('=') && !word.is_empty() {
+            // A parameter.
+            let after = after.trim_start()[1..].trim_start();
+            let (param_value, next) = match after.strip_prefix('"') {
+                Some(quoted) => match quoted.find('"') {
+                    Some(close) => (&quoted[..close], &quoted[close + 1..]),
+                    None => (quoted, ""),
+                },
+                None => {
+                    let end = after.find([',', ' ', '\t']).unwrap_or(after.len());
+                    (&after[..end], &after[end..])
+                }
+            };
+            if in_dpop && word.eq_ignore_ascii_case("error") {
+                return Some(param_value);
+            }
+            rest = next;
+        } else {
+            // A scheme: a new challenge starts.
+            in_dpop = word.eq_ignore_ascii_case("dpop");
+            rest = after;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn htu_drops_query_fragment_default_port_and_case() {
+        let cases = [
+            (
+                "https://API.Example.com:443/v1/Orders?x=1#f",
+                "https://api.example.com/v1/Orders",
+            ),
+            ("HTTP://127.0.0.1:8080/a/b?q", "http://127.0.0.1:8080/a/b"),
+            ("http://127.0.0.1:80", "http://127.0.0.1/"),
+            ("https://[::1]:8443/x", "https://[::1]:8443/x"),
+        ];
+        for (uri, expected) in cases {
+            assert_eq!(htu(&uri.parse().unwrap(), None).unwrap(), expected, "{uri}");
+        }
+    }
+
+    #[test]
+    fn relative_uris_need_a_base() {
+        let uri: Uri = "/pkg.Service/Method".parse().unwrap();
+        assert!(matches!(htu(&uri, None), Err(DpopError::RelativeUri)));
+        let base: Origin = "https://grpc.example.com".parse().unwrap();
+        assert_eq!(
+            htu(&uri, Some(&base)).unwrap(),
+            "https://grpc.example.com/pkg.Service/Method"
+        );
+        let base: Origin = "http://127.0.0.1:50051".parse().unwrap();
+        assert_eq!(
+            htu(&uri, Some(&base)).unwrap(),
+            "http://127.0.0.1:50051/pkg.Service/Method"
+        );
+    }
+
+    #[test]
+    fn ath_is_the_base64url_sha256_of_the_token() {
+        // RFC 9449 §7.1's example token and its `ath`.
+        assert_eq!(
+            ath("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"),
+            "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+        );
+    }
+
+    #[test]
+    fn finds_the_dpop_challenge_among_others() {
+        let cases = [
+            (
+                r#"DPoP error="use_dpop_nonce", error_description="x""#,
+                Some(Challenge::UseNonce),
+            ),
+            (
+                r#"Bearer realm="api", error="invalid_token", DPoP algs="ES256 EdDSA", error="invalid_dpop_proof""#,
+                Some(Challenge::InvalidProof),
+            ),
+            (r#"dpop error=invalid_token"#, Some(Challenge::Other)),
+            (r#"Bearer error="use_dpop_nonce""#, None),
+            (r#"DPoP algs="ES256""#, None),
+            ("", None),
+        ];
+        for (value, expected) in cases {
+            let map = headers(&[("www-authenticate", value)]);
+            assert_eq!(challenge(&map), expected, "{value}");
+        }
+        // Several header lines.
+        let map = headers(&[
+            ("www-authenticate", r#"Bearer realm="api""#),
+            ("www-authenticate", r#"DPoP error="use_dpop_nonce""#),
+        ]);
+        assert_eq!(challenge(&map), Some(Challenge::UseNonce));
+    }
+
+    #[test]
+    fn nonces_are_kept_per_origin_and_checked() {
+        let prover = Prover::new(DpopKey::generate(super::super::DpopAlgorithm::EdDSA).unwrap());
+        let a: Uri = "https://a.example/x".parse().unwrap();
+        let b: Uri = "https://b.example/y".parse().unwrap();
+        assert!(prover.api_nonce(&a, None).is_none());
+        assert!(prover.learn_api_nonce(&a, None, &headers(&[("dpop-nonce", "n-a1")])));
+        assert!(!prover.learn_api_nonce(&a, None, &headers(&[("dpop-nonce", "n-a1")])));
+        assert!(prover.learn_api_nonce(&b, None, &headers(&[("dpop-nonce", "n-b1")])));
+        assert!(prover.learn_api_nonce(&a, None, &headers(&[("dpop-nonce", "n-a2")])));
+        assert_eq!(prover.api_nonce(&a, None).as_deref(), Some("n-a2"));
+        assert_eq!(prover.api_nonce(&b, None).as_deref(), Some("n-b1"));
+        // Not a nonce (a quote and a backslash are outside NQCHAR): ignored.
+        assert!(!prover.learn_api_nonce(&a, None, &headers(&[("dpop-nonce", "bad\"nonce")])));
+        assert_eq!(prover.api_nonce(&a, None).as_deref(), Some("n-a2"));
+        // The authorization server's nonce is separate.
+        assert!(prover.learn_server_nonce(&headers(&[("dpop-nonce", "n-as")])));
+        assert_eq!(prover.api_nonce(&a, None).as_deref(), Some("n-a2"));
+        assert_eq!(lock(&prover.server_nonce).as_deref(), Some("n-as"));
+    }
+
+    #[test]
+    fn jtis_are_unique() {
+        let prover = Prover::new(DpopKey::generate(super::super::DpopAlgorithm::EdDSA).unwrap());
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            assert!(seen.insert(prover.next_jti()));
+        }
+        let other = Prover::new(DpopKey::generate(super::super::DpopAlgorithm::EdDSA).unwrap());
+        assert!(!seen.contains(&other.next_jti()));
+    }
+}

@@ -13,6 +13,13 @@
 //! | 5 | `BearerAuth`, valid token, retry on, 1 KiB `Full<Bytes>` body |
 //! | 6 | naive: `Arc<RwLock<String>>` read and `format!("Bearer {}")` per request |
 //! | 7 | naive, async: the same with `tokio::sync::RwLock`, `.await` in a boxed future |
+//! | 8 | `BearerAuth` with a DPoP-bound token, ES256 proof per request, retry off |
+//! | 9 | the same with an EdDSA key |
+//! | 10 | the inner service plus one ES256 signature of a proof-sized message (the DPoP floor) |
+//! | 11 | the same with Ed25519 |
+//!
+//! Rows 8 and 9 against 10 and 11 show what a DPoP request costs beyond its one signature:
+//! the claims, base64url, the nonce lookup and the header.
 //!
 //! criterion measures each row on its own. The ratios are measured separately, in rounds: each
 //! round times a batch of every row back to back (in a rotating order) and divides, so a ratio
@@ -36,8 +43,9 @@ use http::Request;
 use http_body_util::Full;
 use std::hint::black_box;
 use tower::{Layer, Service};
+use p256::ecdsa::signature::Signer;
 use tower_client_credentials::{
-    BearerAuthLayer, ClientCredentials, TokenHandle,
+    BearerAuthLayer, ClientCredentials, DpopAlgorithm, DpopKey, TokenHandle,
     test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer},
 };
 use tower_http::auth::AddAuthorization;
@@ -47,7 +55,7 @@ use common::{
     timed_batch, verdict,
 };
 
-const ROWS: [&str; 7] = [
+const ROWS: [&str; 11] = [
     "1_inner_only",
     "2_tower_http_static_header",
     "3_bearer_auth_retry_off",
@@ -55,7 +63,14 @@ const ROWS: [&str; 7] = [
     "5_bearer_auth_retry_on_1kib_body",
     "6_naive_rwlock_format",
     "7_naive_async_rwlock_boxed",
+    "8_dpop_es256_retry_off",
+    "9_dpop_eddsa_retry_off",
+    "10_inner_plus_es256_signature",
+    "11_inner_plus_ed25519_signature",
 ];
+
+/// The length of the message a proof signs (header with its JWK, claims with `ath`), about.
+const PROOF_MESSAGE_LEN: usize = 420;
 
 /// A token handle holding a valid token (one hour), fetched from the embedded authorization
 /// server in memory. The runtime is kept but never driven again, so the refresher stays asleep.
@@ -63,6 +78,8 @@ struct Fixture {
     _runtime: tokio::runtime::Runtime,
     handle: TokenHandle,
     access_token: String,
+    dpop_es256: TokenHandle,
+    dpop_eddsa: TokenHandle,
 }
 
 impl Fixture {
@@ -88,10 +105,34 @@ impl Fixture {
             )
             .expect("first token");
         let access_token = handle.current().expect("a token").access_token().to_owned();
+        let dpop = |algorithm| {
+            let auth = MockAuthServer::builder()
+                .lifetime(Duration::from_secs(3600))
+                .token_type("DPoP")
+                .build();
+            runtime
+                .block_on(
+                    ClientCredentials::builder(
+                        "http://127.0.0.1/oauth/token",
+                        DEFAULT_CLIENT_ID,
+                        DEFAULT_CLIENT_SECRET,
+                    )
+                    .http_client(auth.service())
+                    .dpop(DpopKey::generate(algorithm).expect("a key"))
+                    .build()
+                    .expect("valid configuration")
+                    .start(),
+                )
+                .expect("first DPoP token")
+        };
+        let dpop_es256 = dpop(DpopAlgorithm::ES256);
+        let dpop_eddsa = dpop(DpopAlgorithm::EdDSA);
         Self {
             _runtime: runtime,
             handle,
             access_token,
+            dpop_es256,
+            dpop_eddsa,
         }
     }
 
@@ -149,9 +190,81 @@ macro_rules! with_row {
                 let $template = Template::new();
                 $body
             }
+            8 => {
+                let mut $svc = BearerAuthLayer::new(fixture.dpop_es256.clone())
+                    .retry_unauthorized(false)
+                    .layer(inner());
+                let $template = Template::new();
+                $body
+            }
+            9 => {
+                let mut $svc = BearerAuthLayer::new(fixture.dpop_eddsa.clone())
+                    .retry_unauthorized(false)
+                    .layer(inner());
+                let $template = Template::new();
+                $body
+            }
+            10 => {
+                let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+                let mut $svc = SignThen::new(inner(), move |message: &[u8]| {
+                    let signature: p256::ecdsa::Signature = key.sign(message);
+                    black_box(signature);
+                });
+                let $template = Template::new();
+                $body
+            }
+            11 => {
+                let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+                let mut $svc = SignThen::new(inner(), move |message: &[u8]| {
+                    black_box(key.sign(message));
+                });
+                let $template = Template::new();
+                $body
+            }
             other => panic!("no row {other}"),
         }
     }};
+}
+
+/// The inner service after one signature of a proof-sized message: what a DPoP request cannot
+/// avoid.
+#[derive(Clone)]
+struct SignThen<S, F> {
+    inner: S,
+    sign: F,
+    message: Vec<u8>,
+}
+
+impl<S, F> SignThen<S, F> {
+    fn new(inner: S, sign: F) -> Self {
+        Self {
+            inner,
+            sign,
+            message: vec![b'e'; PROOF_MESSAGE_LEN],
+        }
+    }
+}
+
+impl<S, F, B> Service<Request<B>> for SignThen<S, F>
+where
+    S: Service<Request<B>>,
+    F: FnMut(&[u8]),
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        (self.sign)(black_box(&self.message));
+        self.inner.call(request)
+    }
 }
 
 /// The size of `S`'s response future: what `call` returns and the caller moves and pins.
@@ -196,14 +309,16 @@ fn runner(fixture: &Fixture, row: usize) -> Runner {
 fn paired_ratios(fixture: &Fixture, rounds: usize, batch: usize) {
     let mut runners: Vec<Runner> = (1..=ROWS.len()).map(|row| runner(fixture, row)).collect();
     // Warm up every row (first clones of shared bytes, arc-swap's thread-local node, caches).
-    for runner in &mut runners {
-        (runner.run)(batch);
+    // The signing rows cost ~100 times a bearer row: smaller batches of them take about as long.
+    let batch_of = |row: usize| if row >= 8 { (batch / 64).max(1) } else { batch };
+    for (i, runner) in runners.iter_mut().enumerate() {
+        (runner.run)(batch_of(i + 1));
     }
     let mut ns: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); ROWS.len()];
     for round in 0..rounds {
         for i in 0..ROWS.len() {
             let row = (round + i) % ROWS.len();
-            ns[row].push((runners[row].run)(batch));
+            ns[row].push((runners[row].run)(batch_of(row + 1)));
         }
     }
 
@@ -248,10 +363,25 @@ fn paired_ratios(fixture: &Fixture, rounds: usize, batch: usize) {
                 format!("{r6_3} x row 3"),
                 format!(">= 2 x row 3: {}", verdict(r6_3.median >= 2.0)),
             ),
-            _ => (
+            7 => (
                 format!("{} x row 3", ratio(7, 3)),
                 "(not in the issue: the async variant)".to_owned(),
             ),
+            8 => (
+                format!("{} x row 10; {} x row 3", ratio(8, 10), ratio(8, 3)),
+                format!(
+                    "report: +{:.0} ns over its signature (row 10)",
+                    Summary::of(row(8)).median - Summary::of(row(10)).median
+                ),
+            ),
+            9 => (
+                format!("{} x row 11; {} x row 3", ratio(9, 11), ratio(9, 3)),
+                format!(
+                    "report: +{:.0} ns over its signature (row 11)",
+                    Summary::of(row(9)).median - Summary::of(row(11)).median
+                ),
+            ),
+            _ => (format!("{} x row 1", ratio(n, 1)), "floor of a DPoP row".to_owned()),
         };
         println!(
             "| {name} | {:.1} [{:.1}–{:.1}] | {ratio} | {target} | {} bytes |",

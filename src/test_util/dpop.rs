@@ -611,6 +611,16 @@ impl JtiCache {
     }
 }
 
+/// The URL of a request as a mock server sees it, for the `htu` check: the request's URI
+/// when it is absolute (in memory, or HTTP/2 over a socket), else `base` (the server's
+/// `http://127.0.0.1:PORT`) followed by the path. The query is dropped.
+pub(crate) fn request_url(uri: &http::Uri, base: Option<&str>) -> String {
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}{}", uri.path()),
+        _ => format!("{}{}", base.unwrap_or_default(), uri.path()),
+    }
+}
+
 /// A fresh random server nonce for `DPoP-Nonce`: 16 random bytes, base64url.
 pub fn new_nonce() -> String {
     let bytes: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))

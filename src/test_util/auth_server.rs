@@ -24,7 +24,8 @@ use tower_service::Service;
 
 use super::{
     BoxBody, BoxError, MockApi, body,
-    registry::{Claims, IssuedToken, TokenRegistry},
+    dpop::{self, DecodedProof, JtiCache, ProofError},
+    registry::{Claims, Confirmation, IssuedToken, TokenRegistry},
     serve::{self, Handler, ResponseFuture, Running},
 };
 
@@ -288,6 +289,29 @@ pub struct MockAuthServerBuilder {
     issuer: String,
     audience: String,
     default_scope: Option<String>,
+    dpop: DpopConfig,
+}
+
+/// The DPoP settings of a [`MockAuthServer`].
+#[derive(Debug, Clone)]
+struct DpopConfig {
+    enabled: bool,
+    required: bool,
+    nonce: bool,
+    bound_as_bearer: bool,
+    iat_window: Duration,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            required: false,
+            nonce: false,
+            bound_as_bearer: false,
+            iat_window: dpop::DEFAULT_IAT_WINDOW,
+        }
+    }
 }
 
 impl Default for MockAuthServerBuilder {
@@ -302,6 +326,7 @@ impl Default for MockAuthServerBuilder {
             issuer: DEFAULT_ISSUER.to_owned(),
             audience: DEFAULT_AUDIENCE.to_owned(),
             default_scope: None,
+            dpop: DpopConfig::default(),
         }
     }
 }
@@ -400,6 +425,52 @@ impl MockAuthServerBuilder {
         self
     }
 
+    /// Whether the token endpoint supports DPoP ([RFC 9449]). Defaults to `true`: a request
+    /// with a `DPoP` header must carry a valid proof and gets a DPoP-bound token
+    /// (`token_type: DPoP`); a request without one gets a bearer token. With `false` the
+    /// server ignores `DPoP` headers, as a server without DPoP support does, and issues bearer
+    /// tokens.
+    ///
+    /// [RFC 9449]: https://www.rfc-editor.org/rfc/rfc9449
+    pub fn dpop(mut self, enabled: bool) -> Self {
+        self.dpop.enabled = enabled;
+        self
+    }
+
+    /// Refuses token requests without a `DPoP` proof (`400 invalid_dpop_proof`). Defaults to
+    /// `false`.
+    pub fn require_dpop(mut self, required: bool) -> Self {
+        self.dpop.required = required;
+        self
+    }
+
+    /// Requires a server-provided nonce in DPoP proofs ([RFC 9449 §8]). The server holds one
+    /// current nonce ([`MockAuthServer::dpop_nonce`], changed by
+    /// [`MockAuthServer::rotate_dpop_nonce`]); a proof without it or with another one gets
+    /// `400 {"error": "use_dpop_nonce", …}` with the current nonce in `DPoP-Nonce`. Successful
+    /// DPoP token responses carry `DPoP-Nonce` too. Defaults to `false`.
+    ///
+    /// [RFC 9449 §8]: https://www.rfc-editor.org/rfc/rfc9449#section-8
+    pub fn dpop_nonce(mut self, nonce: bool) -> Self {
+        self.dpop.nonce = nonce;
+        self
+    }
+
+    /// Misbehaves: a token issued for a valid DPoP proof is still bound to the proof's key
+    /// (registry and `cnf.jkt`), but the response says `token_type: Bearer`
+    /// (the [`token_type`](Self::token_type) setting). Defaults to `false`.
+    pub fn dpop_bound_as_bearer(mut self, misbehave: bool) -> Self {
+        self.dpop.bound_as_bearer = misbehave;
+        self
+    }
+
+    /// How far a proof's `iat` may be from the server's (wall) clock, either way. Defaults to
+    /// 60 seconds.
+    pub fn dpop_iat_window(mut self, window: Duration) -> Self {
+        self.dpop.iat_window = window;
+        self
+    }
+
     /// Builds the server. It serves in memory at once ([`MockAuthServer::service`]); call
     /// [`MockAuthServer::serve`] to listen on a socket.
     pub fn build(self) -> MockAuthServer {
@@ -427,6 +498,7 @@ impl MockAuthServerBuilder {
                 token_type: self.token_type,
                 audience: self.audience,
                 default_scope: self.default_scope,
+                dpop: self.dpop,
             }),
             registry: TokenRegistry::new(self.issuer, &signing_key),
             token_requests: AtomicU64::new(0),
@@ -434,6 +506,8 @@ impl MockAuthServerBuilder {
             jti_seq: AtomicU64::new(0),
             faults: Mutex::new(Faults::default()),
             last_request: Mutex::new(None),
+            dpop: DpopState::default(),
+            base_url: Mutex::new(None),
         };
         MockAuthServer {
             inner: Arc::new(Shared {
@@ -463,6 +537,7 @@ impl fmt::Debug for MockAuthServerBuilder {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("default_scope", &self.default_scope)
+            .field("dpop", &self.dpop)
             .finish_non_exhaustive()
     }
 }
@@ -484,12 +559,24 @@ impl fmt::Debug for MockAuthServerBuilder {
 /// `400 invalid_scope`, `400 invalid_request` (unreadable body, missing `grant_type`, repeated
 /// parameter). Every issued token is kept in the [`TokenRegistry`] shared with [`MockApi`].
 ///
+/// DPoP ([RFC 9449]): a token request with a `DPoP` header must carry one valid proof (checked
+/// by [`verify_proof`](super::dpop::verify_proof) against `POST` and the token endpoint's URL,
+/// its `jti` not seen before); it gets a token bound to the proof key's thumbprint
+/// ([`IssuedToken::dpop_jkt`], and `cnf.jkt` in the JWT) with `token_type: DPoP`. An invalid
+/// proof gets `400 invalid_dpop_proof`. See [`MockAuthServerBuilder::dpop`],
+/// [`require_dpop`](MockAuthServerBuilder::require_dpop),
+/// [`dpop_nonce`](MockAuthServerBuilder::dpop_nonce) and
+/// [`dpop_bound_as_bearer`](MockAuthServerBuilder::dpop_bound_as_bearer). The URL a proof's
+/// `htu` must match is the request's URI when it is absolute (in memory), else
+/// `http://127.0.0.1:PORT/oauth/token` (over a socket).
+///
 /// Cloning is cheap and every clone is the same server. The listening task started by
 /// [`serve`](Self::serve) stops on [`shutdown`](Self::shutdown) or when the last clone is
 /// dropped.
 ///
 /// [RFC 6749 §4.4]: https://www.rfc-editor.org/rfc/rfc6749#section-4.4
 /// [RFC 6749 §5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
+/// [RFC 9449]: https://www.rfc-editor.org/rfc/rfc9449
 #[derive(Clone)]
 pub struct MockAuthServer {
     inner: Arc<Shared>,
@@ -509,6 +596,34 @@ struct State {
     jti_seq: AtomicU64,
     faults: Mutex<Faults>,
     last_request: Mutex<Option<RecordedRequest>>,
+    dpop: DpopState,
+    /// `http://127.0.0.1:PORT` while listening: the origin of requests in origin-form.
+    base_url: Mutex<Option<String>>,
+}
+
+/// What the token endpoint remembers of DPoP proofs.
+struct DpopState {
+    nonce: Mutex<String>,
+    jtis: Mutex<JtiCache>,
+    proofs: AtomicU64,
+    rejected: AtomicU64,
+    nonce_challenges: AtomicU64,
+    last_proof: Mutex<Option<DecodedProof>>,
+    last_error: Mutex<Option<ProofError>>,
+}
+
+impl Default for DpopState {
+    fn default() -> Self {
+        Self {
+            nonce: Mutex::new(dpop::new_nonce()),
+            jtis: Mutex::new(JtiCache::new()),
+            proofs: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            nonce_challenges: AtomicU64::new(0),
+            last_proof: Mutex::new(None),
+            last_error: Mutex::new(None),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -524,6 +639,7 @@ struct Config {
     token_type: String,
     audience: String,
     default_scope: Option<String>,
+    dpop: DpopConfig,
 }
 
 type FaultPlan = dyn Fn(u64) -> Option<Fault> + Send + Sync;
@@ -583,7 +699,9 @@ impl MockAuthServer {
         let running = serve::serve(AuthHandler(self.inner.state.clone()), "auth").await?;
         let mut slot = super::lock(&self.inner.running);
         // Another caller may have won the race; keep its listener.
-        Ok(slot.get_or_insert(running).addr())
+        let addr = slot.get_or_insert(running).addr();
+        *super::lock(&self.inner.state.base_url) = Some(format!("http://{addr}"));
+        Ok(addr)
     }
 
     /// The address the server listens on, if it does.
@@ -704,6 +822,86 @@ impl MockAuthServer {
     /// Revokes every token issued so far.
     pub fn revoke_all(&self) {
         self.inner.state.registry.revoke_all();
+    }
+
+    /// Turns DPoP support on or off from now on (see [`MockAuthServerBuilder::dpop`]).
+    pub fn set_dpop(&self, enabled: bool) {
+        super::lock(&self.inner.state.config).dpop.enabled = enabled;
+    }
+
+    /// Turns requiring a DPoP proof on or off from now on (see
+    /// [`MockAuthServerBuilder::require_dpop`]).
+    pub fn set_require_dpop(&self, required: bool) {
+        super::lock(&self.inner.state.config).dpop.required = required;
+    }
+
+    /// Turns the DPoP nonce requirement on or off from now on (see
+    /// [`MockAuthServerBuilder::dpop_nonce`]).
+    pub fn set_dpop_nonce(&self, nonce: bool) {
+        super::lock(&self.inner.state.config).dpop.nonce = nonce;
+    }
+
+    /// Turns the `token_type: Bearer` misbehaviour on or off from now on (see
+    /// [`MockAuthServerBuilder::dpop_bound_as_bearer`]).
+    pub fn set_dpop_bound_as_bearer(&self, misbehave: bool) {
+        super::lock(&self.inner.state.config).dpop.bound_as_bearer = misbehave;
+    }
+
+    /// Sets the `iat` window from now on (see [`MockAuthServerBuilder::dpop_iat_window`]).
+    pub fn set_dpop_iat_window(&self, window: Duration) {
+        super::lock(&self.inner.state.config).dpop.iat_window = window;
+    }
+
+    /// The current DPoP nonce, when nonces are required.
+    pub fn dpop_nonce(&self) -> Option<String> {
+        let enabled = super::lock(&self.inner.state.config).dpop.nonce;
+        enabled.then(|| super::lock(&self.inner.state.dpop.nonce).clone())
+    }
+
+    /// Replaces the current DPoP nonce with a new one and returns it: proofs with the old one
+    /// get `use_dpop_nonce` from now on.
+    pub fn rotate_dpop_nonce(&self) -> String {
+        let nonce = dpop::new_nonce();
+        super::lock(&self.inner.state.dpop.nonce).clone_from(&nonce);
+        nonce
+    }
+
+    /// How many token requests carried a `DPoP` header while DPoP was on (faulted ones
+    /// included).
+    pub fn dpop_proofs(&self) -> u64 {
+        self.inner.state.dpop.proofs.load(Ordering::SeqCst)
+    }
+
+    /// How many token requests were refused for their DPoP proof (`invalid_dpop_proof` or
+    /// `use_dpop_nonce`), a missing required proof included.
+    pub fn dpop_rejected(&self) -> u64 {
+        self.inner.state.dpop.rejected.load(Ordering::SeqCst)
+    }
+
+    /// How many `use_dpop_nonce` answers were sent.
+    pub fn dpop_nonce_challenges(&self) -> u64 {
+        self.inner
+            .state
+            .dpop
+            .nonce_challenges
+            .load(Ordering::SeqCst)
+    }
+
+    /// The header and claims of the last `DPoP` proof received, decoded without checks (so a
+    /// refused proof can be looked at too).
+    pub fn last_dpop_proof(&self) -> Option<DecodedProof> {
+        super::lock(&self.inner.state.dpop.last_proof).clone()
+    }
+
+    /// Why the last refused DPoP proof was refused.
+    pub fn last_dpop_error(&self) -> Option<ProofError> {
+        super::lock(&self.inner.state.dpop.last_error).clone()
+    }
+
+    /// The `jkt` the most recently issued token is bound to (`None` for a bearer token or
+    /// when no token was issued).
+    pub fn last_token_jkt(&self) -> Option<String> {
+        self.last_token().and_then(|token| token.dpop_jkt)
     }
 }
 
@@ -938,6 +1136,14 @@ impl State {
             body: request.body().clone(),
         };
         *super::lock(&self.last_request) = Some(recorded);
+
+        if super::lock(&self.config).dpop.enabled
+            && let Some(proof) = request.headers().get(dpop::DPOP_HEADER)
+        {
+            self.dpop.proofs.fetch_add(1, Ordering::SeqCst);
+            let decoded = proof.to_str().ok().and_then(DecodedProof::decode);
+            *super::lock(&self.dpop.last_proof) = decoded;
+        }
     }
 
     fn next_fault(&self, index: u64) -> Option<Fault> {
@@ -954,9 +1160,58 @@ impl State {
 
     /// The normal answer to a token request.
     fn token_response(&self, request: &Request<Bytes>, parsed: &Parsed) -> Response<BoxBody> {
-        match self.authorize(request, parsed) {
-            Ok(grant) => self.issue(grant, parsed),
+        match self
+            .authorize(request, parsed)
+            .and_then(|grant| Ok((grant, self.check_dpop(request)?)))
+        {
+            Ok((grant, jkt)) => self.issue(grant, parsed, jkt),
             Err(refusal) => refusal.into_response(),
+        }
+    }
+
+    /// Checks the request's DPoP proof, if DPoP is on; returns the thumbprint to bind the
+    /// token to, or `None` for a bearer token.
+    fn check_dpop(&self, request: &Request<Bytes>) -> Result<Option<String>, Refusal> {
+        let config = super::lock(&self.config).dpop.clone();
+        if !config.enabled {
+            return Ok(None);
+        }
+        let nonce = config.nonce.then(|| super::lock(&self.dpop.nonce).clone());
+        let proof = match dpop::proof_header(request.headers()) {
+            Ok(proof) => proof,
+            Err(ProofError::Missing) if !config.required => return Ok(None),
+            Err(error) => return Err(self.refuse_proof(error, nonce)),
+        };
+        let url = dpop::request_url(request.uri(), super::lock(&self.base_url).as_deref());
+        let verified = dpop::verify_proof(
+            proof,
+            request.method(),
+            &url,
+            None,
+            nonce.as_deref(),
+            SystemTime::now(),
+            config.iat_window,
+        )
+        .and_then(|verified| {
+            super::lock(&self.dpop.jtis).insert(&verified, config.iat_window)?;
+            Ok(verified)
+        })
+        .map_err(|error| self.refuse_proof(error, nonce))?;
+        Ok(Some(verified.jkt))
+    }
+
+    /// `400 use_dpop_nonce` with the current nonce, or `400 invalid_dpop_proof`.
+    fn refuse_proof(&self, error: ProofError, nonce: Option<String>) -> Refusal {
+        self.dpop.rejected.fetch_add(1, Ordering::SeqCst);
+        tracing::debug!(%error, "mock token endpoint refused a DPoP proof");
+        let refusal = Refusal::bad_request(error.error_code(), error.description());
+        *super::lock(&self.dpop.last_error) = Some(error.clone());
+        match nonce.and_then(|nonce| HeaderValue::from_str(&nonce).ok()) {
+            Some(nonce) if error.is_nonce_error() => {
+                self.dpop.nonce_challenges.fetch_add(1, Ordering::SeqCst);
+                refusal.with_header(dpop::DPOP_NONCE_HEADER, nonce)
+            }
+            _ => refusal,
         }
     }
 
@@ -1097,7 +1352,12 @@ impl State {
     }
 
     /// Issues a token and answers with it.
-    fn issue(&self, (client_id, scope): (String, String), parsed: &Parsed) -> Response<BoxBody> {
+    fn issue(
+        &self,
+        (client_id, scope): (String, String),
+        parsed: &Parsed,
+        jkt: Option<String>,
+    ) -> Response<BoxBody> {
         let config = super::lock(&self.config).clone();
         let audience = [parsed.param("audience"), parsed.param("resource")]
             .into_iter()
@@ -1124,6 +1384,7 @@ impl State {
             jti: jti.clone(),
             scope: scope.clone(),
             client_id: client_id.clone(),
+            cnf: jkt.clone().map(|jkt| Confirmation { jkt }),
         };
         let access_token = match self.registry.sign(&claims) {
             Ok(token) => token,
@@ -1149,12 +1410,17 @@ impl State {
             issued_at,
             expires_at,
             revoked: false,
+            dpop_jkt: jkt.clone(),
         });
         self.issued.fetch_add(1, Ordering::SeqCst);
 
         let mut body = serde_json::Map::new();
         body.insert("access_token".into(), access_token.into());
-        body.insert("token_type".into(), config.token_type.into());
+        let token_type = match jkt {
+            Some(_) if !config.dpop.bound_as_bearer => "DPoP".to_owned(),
+            _ => config.token_type,
+        };
+        body.insert("token_type".into(), token_type.into());
         match config.expires_in {
             ExpiresIn::Number => {
                 body.insert("expires_in".into(), lifetime_secs.into());
@@ -1174,6 +1440,12 @@ impl State {
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if jkt.is_some()
+            && config.dpop.nonce
+            && let Ok(nonce) = HeaderValue::from_str(&super::lock(&self.dpop.nonce))
+        {
+            headers.insert(dpop::DPOP_NONCE_HEADER, nonce);
+        }
         response
     }
 }
@@ -1280,6 +1552,187 @@ mod tests {
 
     use super::super::{BodyAborted, test_support::*};
     use super::*;
+    use crate::test_util::dpop::ProofError;
+
+    fn dpop_request(proof: Option<&str>) -> Request<Full<Bytes>> {
+        let mut request = form_basic(&[GRANT]);
+        if let Some(proof) = proof {
+            request
+                .headers_mut()
+                .append("dpop", HeaderValue::from_str(proof).expect("ascii"));
+        }
+        request
+    }
+
+    const TOKEN_URL: &str = "http://auth.test/oauth/token";
+
+    #[tokio::test]
+    async fn dpop_proof_binds_the_token() {
+        let server = MockAuthServer::builder().signing_key(*b"key").build();
+        let key = ProofKey::es256();
+        let proof = key.proof("POST", TOKEN_URL, None, None);
+        let (status, headers, body) =
+            json(send(&mut server.service(), dpop_request(Some(&proof))).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["token_type"], "DPoP");
+        assert!(headers.get("dpop-nonce").is_none());
+        let issued = server.last_token().expect("issued");
+        assert_eq!(issued.dpop_jkt.as_deref(), Some(key.thumbprint().as_str()));
+        assert_eq!(server.last_token_jkt(), Some(key.thumbprint()));
+        // The JWT carries cnf.jkt.
+        let token = body["access_token"].as_str().expect("token");
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_audience(&["mock-api"]);
+        let claims: Value = jsonwebtoken::decode(
+            token,
+            &jsonwebtoken::DecodingKey::from_secret(b"key"),
+            &validation,
+        )
+        .expect("valid JWT")
+        .claims;
+        assert_eq!(claims["cnf"]["jkt"], key.thumbprint());
+        assert_eq!((server.dpop_proofs(), server.dpop_rejected()), (1, 0));
+        let decoded = server.last_dpop_proof().expect("decoded");
+        assert_eq!(decoded.header["typ"], "dpop+jwt");
+        assert_eq!(decoded.claim("htu"), Some(TOKEN_URL));
+
+        // Without a proof: a bearer token without cnf.
+        let (status, _, body) = json(send(&mut server.service(), dpop_request(None)).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(server.last_token_jkt(), None);
+        assert_eq!(server.dpop_proofs(), 1);
+    }
+
+    #[tokio::test]
+    async fn dpop_invalid_proofs_and_replays_are_refused() {
+        let server = MockAuthServer::new();
+        let mut service = server.service();
+        let key = ProofKey::es256();
+        for (proof, expected) in [
+            (key.proof("GET", TOKEN_URL, None, None), ProofError::Method),
+            (
+                key.proof("POST", "http://auth.test/other", None, None),
+                ProofError::Url,
+            ),
+            ("garbage".to_owned(), ProofError::Malformed),
+        ] {
+            let (status, headers, body) =
+                json(send(&mut service, dpop_request(Some(&proof))).await).await;
+            assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "invalid_dpop_proof");
+            assert_eq!(body["error_description"], expected.description());
+            assert!(headers.get("dpop-nonce").is_none());
+            assert_eq!(server.last_dpop_error(), Some(expected));
+        }
+        // Two DPoP headers.
+        let proof = key.proof("POST", TOKEN_URL, None, None);
+        let mut request = dpop_request(Some(&proof));
+        request
+            .headers_mut()
+            .append("dpop", HeaderValue::from_str(&proof).expect("ascii"));
+        let (status, _, body) = json(send(&mut service, request).await).await;
+        assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "invalid_dpop_proof");
+        assert_eq!(server.last_dpop_error(), Some(ProofError::Multiple));
+        // The same valid proof twice: the second is a replay.
+        let (status, _, _) = json(send(&mut service, dpop_request(Some(&proof))).await).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, body) = json(send(&mut service, dpop_request(Some(&proof))).await).await;
+        assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "invalid_dpop_proof");
+        assert_eq!(server.last_dpop_error(), Some(ProofError::Replay));
+        assert_eq!(server.issued(), 1);
+        assert_eq!((server.dpop_proofs(), server.dpop_rejected()), (6, 5));
+        assert_eq!(server.dpop_nonce_challenges(), 0);
+    }
+
+    #[tokio::test]
+    async fn dpop_required_off_and_misbehaving() {
+        let server = MockAuthServer::builder().require_dpop(true).build();
+        let mut service = server.service();
+        let (status, _, body) = json(send(&mut service, dpop_request(None)).await).await;
+        assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "invalid_dpop_proof");
+        assert_eq!(server.last_dpop_error(), Some(ProofError::Missing));
+        assert_eq!(server.issued(), 0);
+
+        // Misbehaving: bound, but labelled Bearer.
+        server.set_dpop_bound_as_bearer(true);
+        let key = ProofKey::ed25519();
+        let proof = key.proof("POST", TOKEN_URL, None, None);
+        let (status, _, body) = json(send(&mut service, dpop_request(Some(&proof))).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(server.last_token_jkt(), Some(key.thumbprint()));
+
+        // DPoP off: the header is ignored, even a garbage one, and the token is a bearer one.
+        server.set_dpop(false);
+        let (status, _, body) = json(send(&mut service, dpop_request(Some("garbage"))).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(server.last_token_jkt(), None);
+        assert_eq!(server.dpop_proofs(), 1);
+    }
+
+    #[tokio::test]
+    async fn dpop_nonce_challenge_and_rotation() {
+        let server = MockAuthServer::builder().dpop_nonce(true).build();
+        let mut service = server.service();
+        let key = ProofKey::rs256();
+        let nonce = server.dpop_nonce().expect("nonce mode");
+
+        let proof = key.proof("POST", TOKEN_URL, None, None);
+        let (status, headers, body) =
+            json(send(&mut service, dpop_request(Some(&proof))).await).await;
+        assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "use_dpop_nonce");
+        assert_eq!(headers["dpop-nonce"], nonce.as_str());
+
+        let proof = key.proof("POST", TOKEN_URL, None, Some(&nonce));
+        let (status, headers, body) =
+            json(send(&mut service, dpop_request(Some(&proof))).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["token_type"], "DPoP");
+        assert_eq!(headers["dpop-nonce"], nonce.as_str());
+
+        // After a rotation the old nonce is stale.
+        let fresh = server.rotate_dpop_nonce();
+        assert_ne!(fresh, nonce);
+        assert_eq!(server.dpop_nonce().as_deref(), Some(fresh.as_str()));
+        let proof = key.proof("POST", TOKEN_URL, None, Some(&nonce));
+        let (status, headers, body) =
+            json(send(&mut service, dpop_request(Some(&proof))).await).await;
+        assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "use_dpop_nonce");
+        assert_eq!(headers["dpop-nonce"], fresh.as_str());
+        assert_eq!(server.last_dpop_error(), Some(ProofError::StaleNonce));
+        // A bad proof is not a nonce challenge.
+        let proof = key.proof("GET", TOKEN_URL, None, Some(&fresh));
+        let (status, headers, body) =
+            json(send(&mut service, dpop_request(Some(&proof))).await).await;
+        assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "invalid_dpop_proof");
+        assert!(headers.get("dpop-nonce").is_none());
+        assert_eq!(server.dpop_nonce_challenges(), 2);
+        assert_eq!(server.issued(), 1);
+
+        server.set_dpop_nonce(false);
+        assert_eq!(server.dpop_nonce(), None);
+    }
+
+    #[tokio::test]
+    async fn dpop_over_a_socket_uses_the_listening_url() {
+        let server = MockAuthServer::start().await.expect("listening");
+        let key = ProofKey::es256();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        for (htu, ok) in [
+            (server.token_url(), true),
+            (format!("http://auth.test{TOKEN_PATH}"), false),
+        ] {
+            let proof = key.proof("POST", &htu, None, None);
+            let mut request = dpop_request(Some(&proof));
+            *request.uri_mut() = server.token_url().parse().expect("uri");
+            let response = client.request(request).await.expect("response");
+            assert_eq!(response.status() == StatusCode::OK, ok, "{htu}");
+        }
+        assert_eq!(server.last_dpop_error(), Some(ProofError::Url));
+    }
 
     #[tokio::test]
     async fn form_with_basic_and_awkward_secret() {

@@ -68,6 +68,7 @@
 mod api;
 mod auth_server;
 mod body;
+pub mod dpop;
 mod registry;
 mod serve;
 #[cfg(test)]

@@ -35,6 +35,11 @@ pub struct IssuedToken {
     pub expires_at: Instant,
     /// Whether the token has been revoked.
     pub revoked: bool,
+    /// The JWK thumbprint of the key the token is bound to by DPoP ([RFC 9449 §6]), also its
+    /// `cnf.jkt` claim; `None` for a bearer token.
+    ///
+    /// [RFC 9449 §6]: https://www.rfc-editor.org/rfc/rfc9449#section-6
+    pub dpop_jkt: Option<String>,
 }
 
 impl IssuedToken {
@@ -55,6 +60,7 @@ impl fmt::Debug for IssuedToken {
             .field("issued_at", &self.issued_at)
             .field("expires_at", &self.expires_at)
             .field("revoked", &self.revoked)
+            .field("dpop_jkt", &self.dpop_jkt)
             .finish()
     }
 }
@@ -70,6 +76,16 @@ pub(crate) struct Claims {
     pub(crate) jti: String,
     pub(crate) scope: String,
     pub(crate) client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim of a DPoP-bound token ([RFC 9449 §6.1]).
+///
+/// [RFC 9449 §6.1]: https://www.rfc-editor.org/rfc/rfc9449#section-6.1
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Confirmation {
+    pub(crate) jkt: String,
 }
 
 /// The tokens issued by one [`MockAuthServer`](super::MockAuthServer), with the key and issuer

@@ -103,3 +103,138 @@ pub(crate) fn assert_oauth_error(
     assert_eq!(body["error"], error, "{body}");
     assert!(body["error_description"].is_string(), "{body}");
 }
+
+/// A key that signs DPoP proofs in the unit tests, with its public JWK.
+pub(crate) struct ProofKey {
+    pub(crate) alg: &'static str,
+    algorithm: jsonwebtoken::Algorithm,
+    encoding: jsonwebtoken::EncodingKey,
+    pub(crate) jwk: Value,
+}
+
+impl ProofKey {
+    fn new(
+        alg: &'static str,
+        algorithm: jsonwebtoken::Algorithm,
+        encoding: jsonwebtoken::EncodingKey,
+    ) -> Self {
+        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, algorithm).expect("jwk");
+        Self {
+            alg,
+            algorithm,
+            encoding,
+            jwk: serde_json::to_value(jwk).expect("jwk json"),
+        }
+    }
+
+    /// P-256 (`tests/keys/p256.private.pem`).
+    pub(crate) fn es256() -> Self {
+        let pem = include_bytes!("../../tests/keys/p256.private.pem");
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(pem).expect("p256");
+        Self::new("ES256", jsonwebtoken::Algorithm::ES256, key)
+    }
+
+    /// Ed25519 (`tests/keys/ed25519.private.pem`).
+    pub(crate) fn ed25519() -> Self {
+        let pem = include_bytes!("../../tests/keys/ed25519.private.pem");
+        let key = jsonwebtoken::EncodingKey::from_ed_pem(pem).expect("ed25519");
+        Self::new("EdDSA", jsonwebtoken::Algorithm::EdDSA, key)
+    }
+
+    /// RSA 2048 (`tests/keys/rsa2048.private.pem`).
+    pub(crate) fn rs256() -> Self {
+        let pem = include_bytes!("../../tests/keys/rsa2048.private.pem");
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem).expect("rsa");
+        Self::new("RS256", jsonwebtoken::Algorithm::RS256, key)
+    }
+
+    /// Another key of the same type: the interop suite's P-256 key, a random Ed25519 key, or
+    /// (RSA) this key's JWK with another modulus.
+    pub(crate) fn other(&self) -> Self {
+        match self.algorithm {
+            jsonwebtoken::Algorithm::ES256 => {
+                let pem = include_bytes!("../../tests/interop/keys/pkjwt-client.private.pem");
+                let key = jsonwebtoken::EncodingKey::from_ec_pem(pem).expect("p256");
+                Self::new("ES256", jsonwebtoken::Algorithm::ES256, key)
+            }
+            jsonwebtoken::Algorithm::EdDSA => {
+                // PKCS#8 of an Ed25519 seed: a fixed 16-byte prefix, then the 32-byte seed.
+                let mut der = vec![
+                    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04,
+                    0x22, 0x04, 0x20,
+                ];
+                der.extend(std::iter::repeat_with(|| fastrand::u8(..)).take(32));
+                let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
+                Self::new("EdDSA", jsonwebtoken::Algorithm::EdDSA, key)
+            }
+            _ => {
+                let mut other = Self::rs256();
+                let n = other.jwk["n"].as_str().expect("n").to_owned();
+                let flipped = if n.starts_with('u') { "v" } else { "u" };
+                other.jwk["n"] = Value::String(format!("{flipped}{}", &n[1..]));
+                other
+            }
+        }
+    }
+
+    /// The private JWK file `tests/keys/{name}.private.jwk.json`.
+    pub(crate) fn private_jwk(name: &str) -> Value {
+        let text = match name {
+            "p256" => include_str!("../../tests/keys/p256.private.jwk.json"),
+            "ed25519" => include_str!("../../tests/keys/ed25519.private.jwk.json"),
+            "rsa2048" => include_str!("../../tests/keys/rsa2048.private.jwk.json"),
+            other => panic!("no key {other}"),
+        };
+        serde_json::from_str(text).expect("jwk")
+    }
+
+    /// `{"typ": "dpop+jwt", "alg": …, "jwk": …}`.
+    pub(crate) fn header(&self) -> Value {
+        serde_json::json!({"typ": "dpop+jwt", "alg": self.alg, "jwk": self.jwk})
+    }
+
+    /// The RFC 7638 thumbprint of the public key.
+    pub(crate) fn thumbprint(&self) -> String {
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(self.jwk.clone()).expect("jwk");
+        jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+            .expect("thumbprint")
+    }
+
+    /// A valid proof for `method` and `url` now, with a random `jti`, `ath` for
+    /// `access_token` and `nonce`, when given.
+    pub(crate) fn proof(
+        &self,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+        nonce: Option<&str>,
+    ) -> String {
+        let iat = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let mut claims = serde_json::json!({
+            "jti": format!("{:016x}", fastrand::u64(..)),
+            "htm": method,
+            "htu": url,
+            "iat": iat,
+        });
+        if let Some(token) = access_token {
+            claims["ath"] = Value::String(super::dpop::access_token_hash(token));
+        }
+        if let Some(nonce) = nonce {
+            claims["nonce"] = Value::String(nonce.to_owned());
+        }
+        sign_proof(self, &self.header(), &claims)
+    }
+}
+
+/// Signs `header` and `claims` with `key`, whatever they say.
+pub(crate) fn sign_proof(key: &ProofKey, header: &Value, claims: &Value) -> String {
+    let b64 =
+        |value: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
+    let message = format!("{}.{}", b64(header), b64(claims));
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &key.encoding, key.algorithm).expect("sign");
+    format!("{message}.{signature}")
+}

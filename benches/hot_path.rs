@@ -41,9 +41,9 @@ use bytes::Bytes;
 use criterion::{BatchSize, Criterion};
 use http::Request;
 use http_body_util::Full;
+use p256::ecdsa::signature::Signer;
 use std::hint::black_box;
 use tower::{Layer, Service};
-use p256::ecdsa::signature::Signer;
 use tower_client_credentials::{
     BearerAuthLayer, ClientCredentials, DpopAlgorithm, DpopKey, TokenHandle,
     test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer},
@@ -381,7 +381,10 @@ fn paired_ratios(fixture: &Fixture, rounds: usize, batch: usize) {
                     Summary::of(row(9)).median - Summary::of(row(11)).median
                 ),
             ),
-            _ => (format!("{} x row 1", ratio(n, 1)), "floor of a DPoP row".to_owned()),
+            _ => (
+                format!("{} x row 1", ratio(n, 1)),
+                "floor of a DPoP row".to_owned(),
+            ),
         };
         println!(
             "| {name} | {:.1} [{:.1}–{:.1}] | {ratio} | {target} | {} bytes |",

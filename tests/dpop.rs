@@ -1,0 +1,179 @@
+//! DPoP (RFC 9449) against the embedded servers, which verify every proof as RFC 9449 §4.3
+//! says (signature with the header's JWK, `typ`, `htm`, `htu`, `iat`, `jti` replay, `ath`,
+//! nonce, key thumbprint against the token's `cnf.jkt`). On tokio's paused clock, in memory.
+
+mod common;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use tower_client_credentials::{
+    DpopAlgorithm, DpopKey, TokenError,
+    test_util::{MockAuthServer, dpop::DecodedProof},
+};
+
+use common::builder;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn key() -> DpopKey {
+    DpopKey::generate(DpopAlgorithm::ES256).unwrap()
+}
+
+fn claim<'a>(proof: &'a DecodedProof, name: &str) -> Option<&'a str> {
+    proof.claims.get(name).and_then(|value| value.as_str())
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_requests_carry_a_proof_and_get_a_bound_token() {
+    for algorithm in [DpopAlgorithm::ES256, DpopAlgorithm::EdDSA] {
+        let auth = MockAuthServer::builder()
+            .lifetime(HOUR)
+            .require_dpop(true)
+            .build();
+        let key = DpopKey::generate(algorithm).unwrap();
+        let handle = builder(&auth)
+            .dpop(key.clone())
+            .build()
+            .unwrap()
+            .start()
+            .await
+            .unwrap();
+
+        let token = handle.current().unwrap();
+        assert_eq!(token.token_type(), "DPoP");
+        assert!(token.header_value().to_str().unwrap().starts_with("DPoP "));
+        assert_eq!(auth.dpop_proofs(), 1);
+        assert_eq!(auth.dpop_rejected(), 0);
+        let issued = auth.last_token().unwrap();
+        assert_eq!(issued.dpop_jkt.as_deref(), Some(key.thumbprint()));
+        assert_eq!(handle.dpop_key().unwrap().thumbprint(), key.thumbprint());
+
+        let proof = auth.last_dpop_proof().unwrap();
+        assert_eq!(proof.header["typ"], "dpop+jwt");
+        assert_eq!(proof.header["alg"], algorithm.as_str());
+        assert_eq!(claim(&proof, "htm"), Some("POST"));
+        assert_eq!(claim(&proof, "htu"), Some("http://127.0.0.1/oauth/token"));
+        assert_eq!(claim(&proof, "ath"), None, "no token yet, so no ath");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_token_endpoint_nonce_is_learned_once_and_followed_when_it_changes() {
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(10))
+        .require_dpop(true)
+        .dpop_nonce(true)
+        .build();
+    let handle = builder(&auth)
+        .dpop(key())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    // The first request is answered `use_dpop_nonce`; the second carries the nonce.
+    assert_eq!(auth.token_requests(), 2);
+    assert_eq!(auth.dpop_nonce_challenges(), 1);
+    assert_eq!(handle.current().unwrap().token_type(), "DPoP");
+    let nonce = auth.dpop_nonce().unwrap();
+    assert_eq!(
+        claim(&auth.last_dpop_proof().unwrap(), "nonce"),
+        Some(nonce.as_str())
+    );
+
+    // The refresh uses the remembered nonce: no new challenge.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(auth.token_requests(), 3);
+    assert_eq!(auth.dpop_nonce_challenges(), 1);
+
+    // A new nonce costs one more round trip, once.
+    let rotated = auth.rotate_dpop_nonce();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(auth.token_requests(), 5);
+    assert_eq!(auth.dpop_nonce_challenges(), 2);
+    assert_eq!(
+        claim(&auth.last_dpop_proof().unwrap(), "nonce"),
+        Some(rotated.as_str())
+    );
+    assert!(handle.current().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bearer_answer_to_a_dpop_request_is_refused() {
+    // A server that binds the token but says `Bearer`, and one without DPoP at all.
+    let misbehaving = MockAuthServer::builder()
+        .lifetime(HOUR)
+        .dpop_bound_as_bearer(true)
+        .build();
+    let without_dpop = MockAuthServer::builder().lifetime(HOUR).dpop(false).build();
+    for auth in [misbehaving, without_dpop] {
+        let error = builder(&auth)
+            .dpop(key())
+            .permanent_retry(Duration::from_secs(60))
+            .build()
+            .unwrap()
+            .start()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, TokenError::NotDpopBound { token_type } if token_type == "Bearer"),
+            "{error:?}"
+        );
+        assert!(!error.is_transient());
+        assert!(error.to_string().contains("does not do DPoP"), "{error}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dpop_token_for_a_client_without_a_key_is_refused() {
+    let auth = MockAuthServer::builder()
+        .lifetime(HOUR)
+        .token_type("DPoP")
+        .build();
+    let error = builder(&auth).build().unwrap().start().await.unwrap_err();
+    assert!(
+        matches!(&error, TokenError::UnsupportedTokenType { token_type } if token_type == "DPoP"),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("ClientCredentialsBuilder::dpop"),
+        "{error}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_requires_dpop_refuses_a_client_without_it() {
+    let auth = MockAuthServer::builder()
+        .lifetime(HOUR)
+        .require_dpop(true)
+        .build();
+    let error = builder(&auth).build().unwrap().start().await.unwrap_err();
+    // No key, so no proof: the server requires one.
+    assert_eq!(error.oauth_error(), Some("invalid_dpop_proof"), "{error:?}");
+    assert_eq!(error.status(), Some(StatusCode::BAD_REQUEST));
+    assert_eq!(auth.dpop_rejected(), 1);
+}
+
+#[test]
+fn keys_print_no_secret() {
+    let pem = std::fs::read("tests/keys/p256.private.pem").unwrap();
+    let key = DpopKey::from_pem(DpopAlgorithm::ES256, &pem).unwrap();
+    let debug = format!("{key:?}");
+    assert!(debug.contains("[redacted]") && debug.contains(key.thumbprint()));
+    let config = common::builder(&MockAuthServer::new()).dpop(key);
+    let debug = format!("{config:?}");
+    assert!(debug.contains(&key_thumbprint(&pem)), "{debug}");
+    let body: String = String::from_utf8_lossy(&pem)
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    assert!(!debug.contains(&body[..16]), "{debug}");
+}
+
+fn key_thumbprint(pem: &[u8]) -> String {
+    DpopKey::from_pem(DpopAlgorithm::ES256, pem)
+        .unwrap()
+        .thumbprint()
+        .to_owned()
+}

@@ -10,18 +10,21 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+
 use http_body::Body;
 use percent_encoding::{AsciiSet, CONTROLS};
 use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
-    BoxBody, BoxError, body, lock,
+    BoxBody, BoxError, body,
+    dpop::{self, JtiCache, ProofError},
+    lock,
     registry::TokenRegistry,
     serve::{self, Handler, ResponseFuture, Running},
 };
@@ -54,16 +57,40 @@ pub enum RejectReason {
     WrongAudience,
     /// Any token, because [`MockApi::set_reject_all`] is on.
     Forced,
+    /// A DPoP-bound token with a missing, malformed or invalid `DPoP` proof
+    /// (`invalid_dpop_proof`; [`MockApi::last_dpop_error`] says which check failed).
+    DpopProof,
+    /// A valid proof without the API's current nonce (`use_dpop_nonce`).
+    DpopNonce,
+    /// A valid proof signed by another key than the one the token is bound to.
+    DpopKeyMismatch,
+    /// A valid proof whose `jti` was seen before.
+    DpopReplay,
+    /// A DPoP-bound token sent with the `Bearer` scheme ([RFC 9449 §7.2]).
+    ///
+    /// [RFC 9449 §7.2]: https://www.rfc-editor.org/rfc/rfc9449#section-7.2
+    DpopBoundAsBearer,
+    /// A bearer (unbound) token sent with the `DPoP` scheme.
+    DpopUnbound,
+    /// A proof refused by [`MockApi::reject_next_proofs`].
+    DpopForced,
 }
 
 impl RejectReason {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 13] = [
         Self::Missing,
         Self::Invalid,
         Self::Expired,
         Self::Revoked,
         Self::WrongAudience,
         Self::Forced,
+        Self::DpopProof,
+        Self::DpopNonce,
+        Self::DpopKeyMismatch,
+        Self::DpopReplay,
+        Self::DpopBoundAsBearer,
+        Self::DpopUnbound,
+        Self::DpopForced,
     ];
 
     fn index(self) -> usize {
@@ -74,6 +101,52 @@ impl RejectReason {
             Self::Revoked => 3,
             Self::WrongAudience => 4,
             Self::Forced => 5,
+            Self::DpopProof => 6,
+            Self::DpopNonce => 7,
+            Self::DpopKeyMismatch => 8,
+            Self::DpopReplay => 9,
+            Self::DpopBoundAsBearer => 10,
+            Self::DpopUnbound => 11,
+            Self::DpopForced => 12,
+        }
+    }
+}
+
+/// The authorization scheme a request used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// Why a request is rejected: the counter, the challenge and the `DPoP-Nonce` to send.
+struct Rejection {
+    reason: RejectReason,
+    /// `None`: no token at all (a bare `Bearer realm` challenge).
+    description: Option<&'static str>,
+    scheme: Scheme,
+    error: &'static str,
+    nonce: Option<String>,
+}
+
+impl Rejection {
+    fn token(reason: RejectReason, scheme: Scheme, description: &'static str) -> Self {
+        Self {
+            reason,
+            description: Some(description),
+            scheme,
+            error: "invalid_token",
+            nonce: None,
+        }
+    }
+
+    fn proof(reason: RejectReason, error: &ProofError) -> Self {
+        Self {
+            reason,
+            description: Some(error.description()),
+            scheme: Scheme::Dpop,
+            error: error.error_code(),
+            nonce: None,
         }
     }
 }
@@ -90,7 +163,21 @@ impl RejectReason {
 ///
 /// A rejected request gets `401 Unauthorized` with
 /// `WWW-Authenticate: Bearer error="invalid_token", error_description="…"` ([RFC 6750 §3]), or
-/// `WWW-Authenticate: Bearer realm="mock"` when it had no token. In [gRPC mode](Self::grpc) it
+/// `WWW-Authenticate: Bearer realm="mock"` when it had no token.
+///
+/// DPoP ([RFC 9449 §7]): a token bound to a key ([`IssuedToken::dpop_jkt`]) must come as
+/// `Authorization: DPoP <token>` with one `DPoP` proof header that passes
+/// [`verify_proof`](super::dpop::verify_proof) for the request's method and URL (the request
+/// URI in memory; `http://127.0.0.1:PORT/path` over HTTP/1.1 on a socket) with `ath` for the
+/// token, is signed by the token's key and has a `jti` not seen before. Otherwise the answer is
+/// `401` with `WWW-Authenticate: DPoP error="invalid_token"` (a bound token as `Bearer`, an
+/// unbound token as `DPoP`, or an invalid token) or `DPoP error="invalid_dpop_proof"`, and
+/// `error_description` and `algs`. In [nonce mode](Self::dpop_nonce) a proof without the
+/// API's current nonce gets `DPoP error="use_dpop_nonce"` and the nonce in `DPoP-Nonce`.
+/// Bearer tokens work as before.
+///
+/// [`IssuedToken::dpop_jkt`]: super::IssuedToken::dpop_jkt
+/// [RFC 9449 §7]: https://www.rfc-editor.org/rfc/rfc9449#section-7 In [gRPC mode](Self::grpc) it
 /// gets `200 OK` with `grpc-status: 16` (UNAUTHENTICATED) instead, and accepted responses end
 /// with a `grpc-status: 0` trailer.
 ///
@@ -116,14 +203,37 @@ struct State {
     rejected: [AtomicU64; RejectReason::ALL.len()],
     jtis: Mutex<Vec<String>>,
     last_headers: Mutex<Option<HeaderMap>>,
+    /// `http://127.0.0.1:PORT` while listening: the origin of requests in origin-form.
+    base_url: Mutex<Option<String>>,
+    dpop_nonce: Mutex<String>,
+    dpop_jtis: Mutex<JtiCache>,
+    proof_jtis: Mutex<Vec<String>>,
+    nonce_challenges: AtomicU64,
+    reject_next_proofs: AtomicU64,
+    last_dpop_error: Mutex<Option<ProofError>>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Config {
     expected_audience: Option<String>,
     grpc: bool,
     reject_all: bool,
     delay: Option<Duration>,
+    dpop_nonce: bool,
+    dpop_iat_window: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            expected_audience: None,
+            grpc: false,
+            reject_all: false,
+            delay: None,
+            dpop_nonce: false,
+            dpop_iat_window: dpop::DEFAULT_IAT_WINDOW,
+        }
+    }
 }
 
 impl MockApi {
@@ -137,6 +247,13 @@ impl MockApi {
             rejected: Default::default(),
             jtis: Mutex::new(Vec::new()),
             last_headers: Mutex::new(None),
+            base_url: Mutex::new(None),
+            dpop_nonce: Mutex::new(dpop::new_nonce()),
+            dpop_jtis: Mutex::new(JtiCache::new()),
+            proof_jtis: Mutex::new(Vec::new()),
+            nonce_challenges: AtomicU64::new(0),
+            reject_next_proofs: AtomicU64::new(0),
+            last_dpop_error: Mutex::new(None),
         };
         Self {
             inner: Arc::new(Shared {
@@ -168,6 +285,74 @@ impl MockApi {
     pub fn delay(self, delay: Duration) -> Self {
         self.set_delay(Some(delay));
         self
+    }
+
+    /// Requires the API's own DPoP nonce in proofs ([RFC 9449 §9]), separate from the
+    /// authorization server's: a proof without the current one ([`Self::current_dpop_nonce`],
+    /// changed by [`Self::rotate_dpop_nonce`]) gets `401` with
+    /// `WWW-Authenticate: DPoP error="use_dpop_nonce"` and the nonce in `DPoP-Nonce`; accepted
+    /// DPoP requests get `DPoP-Nonce` too. Defaults to `false`.
+    ///
+    /// [RFC 9449 §9]: https://www.rfc-editor.org/rfc/rfc9449#section-9
+    pub fn dpop_nonce(self, nonce: bool) -> Self {
+        self.set_dpop_nonce(nonce);
+        self
+    }
+
+    /// How far a proof's `iat` may be from the API's (wall) clock, either way. Defaults to 60
+    /// seconds.
+    pub fn dpop_iat_window(self, window: Duration) -> Self {
+        self.set_dpop_iat_window(window);
+        self
+    }
+
+    /// Turns the DPoP nonce requirement on or off from now on.
+    pub fn set_dpop_nonce(&self, nonce: bool) {
+        lock(&self.inner.state.config).dpop_nonce = nonce;
+    }
+
+    /// Sets the `iat` window from now on.
+    pub fn set_dpop_iat_window(&self, window: Duration) {
+        lock(&self.inner.state.config).dpop_iat_window = window;
+    }
+
+    /// The API's current DPoP nonce, when nonces are required.
+    pub fn current_dpop_nonce(&self) -> Option<String> {
+        let enabled = lock(&self.inner.state.config).dpop_nonce;
+        enabled.then(|| lock(&self.inner.state.dpop_nonce).clone())
+    }
+
+    /// Replaces the API's DPoP nonce with a new one and returns it.
+    pub fn rotate_dpop_nonce(&self) -> String {
+        let nonce = dpop::new_nonce();
+        lock(&self.inner.state.dpop_nonce).clone_from(&nonce);
+        nonce
+    }
+
+    /// Answers the next `n` requests that carry a DPoP-bound token and a `DPoP` header with
+    /// `401 invalid_dpop_proof` ([`RejectReason::DpopForced`]), whatever the proof. Adds to
+    /// any still pending.
+    pub fn reject_next_proofs(&self, n: u64) {
+        self.inner
+            .state
+            .reject_next_proofs
+            .fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// How many `use_dpop_nonce` answers were sent.
+    pub fn dpop_nonce_challenges(&self) -> u64 {
+        self.inner.state.nonce_challenges.load(Ordering::SeqCst)
+    }
+
+    /// The `jti` of the DPoP proof of each accepted DPoP request, in order (the first 100 000
+    /// only).
+    pub fn seen_proof_jtis(&self) -> Vec<String> {
+        lock(&self.inner.state.proof_jtis).clone()
+    }
+
+    /// Why the last refused DPoP proof was refused.
+    pub fn last_dpop_error(&self) -> Option<ProofError> {
+        lock(&self.inner.state.last_dpop_error).clone()
     }
 
     /// Sets the expected audience (`None`: any) from now on.
@@ -215,7 +400,9 @@ impl MockApi {
         }
         let running = serve::serve(ApiHandler(self.inner.state.clone()), "api").await?;
         let mut slot = lock(&self.inner.running);
-        Ok(slot.get_or_insert(running).addr())
+        let addr = slot.get_or_insert(running).addr();
+        *lock(&self.inner.state.base_url) = Some(format!("http://{addr}"));
+        Ok(addr)
     }
 
     /// The address the API listens on, if it does.
@@ -277,7 +464,7 @@ impl MockApi {
         lock(&self.inner.state.jtis).clone()
     }
 
-    /// The headers of the last request (the `Authorization` header marked sensitive).
+    /// The headers of the last request (the `Authorization` and `DPoP` headers marked sensitive).
     pub fn last_request_headers(&self) -> Option<HeaderMap> {
         lock(&self.inner.state.last_headers).clone()
     }
@@ -358,10 +545,15 @@ impl State {
         if let Some(value) = headers.get_mut(header::AUTHORIZATION) {
             value.set_sensitive(true);
         }
+        if let http::header::Entry::Occupied(mut entry) = headers.entry(dpop::DPOP_HEADER) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
         *lock(&self.last_headers) = Some(headers);
 
         match self.check(&request, &config) {
-            Ok(jti) => {
+            Ok((jti, nonce)) => {
                 self.accepted.fetch_add(1, Ordering::SeqCst);
                 let mut jtis = lock(&self.jtis);
                 if jtis.len() < MAX_SEEN_JTIS {
@@ -369,57 +561,170 @@ impl State {
                 }
                 drop(jtis);
                 tracing::debug!(jti, "mock API accepted a request");
-                accept(request, trailers, &jti, config.grpc)
+                let mut response = accept(request, trailers, &jti, config.grpc);
+                if let Some(nonce) = nonce.and_then(|nonce| HeaderValue::from_str(&nonce).ok()) {
+                    response
+                        .headers_mut()
+                        .insert(dpop::DPOP_NONCE_HEADER, nonce);
+                }
+                response
             }
-            Err((reason, description)) => {
-                self.rejected[reason.index()].fetch_add(1, Ordering::SeqCst);
-                tracing::debug!(?reason, "mock API rejected a request");
-                reject(description, config.grpc)
+            Err(rejection) => {
+                self.rejected[rejection.reason.index()].fetch_add(1, Ordering::SeqCst);
+                tracing::debug!(reason = ?rejection.reason, "mock API rejected a request");
+                if rejection.error == "use_dpop_nonce" {
+                    self.nonce_challenges.fetch_add(1, Ordering::SeqCst);
+                }
+                reject(&rejection, config.grpc)
             }
         }
     }
 
-    /// Returns the token's `jti`, or why the request is rejected.
+    /// Returns the token's `jti` and the `DPoP-Nonce` to send, or why the request is
+    /// rejected.
     fn check(
         &self,
         request: &Request<Bytes>,
         config: &Config,
-    ) -> Result<String, (RejectReason, Option<&'static str>)> {
-        let token = request
+    ) -> Result<(String, Option<String>), Rejection> {
+        let (scheme, token) = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| {
                 let (scheme, token) = value.trim().split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then_some(token.trim())
+                if scheme.eq_ignore_ascii_case("bearer") {
+                    Some((Scheme::Bearer, token.trim()))
+                } else if scheme.eq_ignore_ascii_case("dpop") {
+                    Some((Scheme::Dpop, token.trim()))
+                } else {
+                    None
+                }
             })
-            .ok_or((RejectReason::Missing, None))?;
+            .ok_or(Rejection {
+                reason: RejectReason::Missing,
+                description: None,
+                scheme: Scheme::Bearer,
+                error: "invalid_token",
+                nonce: None,
+            })?;
         if config.reject_all {
-            return Err((RejectReason::Forced, Some("the access token was rejected")));
+            return Err(Rejection::token(
+                RejectReason::Forced,
+                scheme,
+                "the access token was rejected",
+            ));
         }
-        let invalid = (
-            RejectReason::Invalid,
-            Some("the access token is malformed, badly signed or unknown"),
-        );
-        let claims = self.registry.verify(token).map_err(|_| invalid)?;
-        let issued = self.registry.get(token).ok_or(invalid)?;
+        let invalid = || {
+            Rejection::token(
+                RejectReason::Invalid,
+                scheme,
+                "the access token is malformed, badly signed or unknown",
+            )
+        };
+        let claims = self.registry.verify(token).map_err(|_| invalid())?;
+        let issued = self.registry.get(token).ok_or_else(invalid)?;
         if issued.revoked {
-            return Err((RejectReason::Revoked, Some("the access token was revoked")));
+            return Err(Rejection::token(
+                RejectReason::Revoked,
+                scheme,
+                "the access token was revoked",
+            ));
         }
         if Instant::now() >= issued.expires_at {
-            return Err((RejectReason::Expired, Some("the access token expired")));
+            return Err(Rejection::token(
+                RejectReason::Expired,
+                scheme,
+                "the access token expired",
+            ));
         }
         if let Some(expected) = &config.expected_audience
             && &issued.audience != expected
         {
-            return Err((
+            return Err(Rejection::token(
                 RejectReason::WrongAudience,
-                Some("the access token is for another audience"),
+                scheme,
+                "the access token is for another audience",
             ));
         }
-        Ok(claims.jti)
+        match (scheme, issued.dpop_jkt) {
+            (Scheme::Bearer, None) => Ok((claims.jti, None)),
+            (Scheme::Dpop, None) => Err(Rejection::token(
+                RejectReason::DpopUnbound,
+                Scheme::Dpop,
+                "the access token is not DPoP-bound",
+            )),
+            (Scheme::Bearer, Some(_)) => Err(Rejection::token(
+                RejectReason::DpopBoundAsBearer,
+                Scheme::Dpop,
+                "the access token is DPoP-bound: send it with the DPoP scheme and a proof",
+            )),
+            (Scheme::Dpop, Some(jkt)) => {
+                let nonce = self.check_proof(request, token, &jkt, config)?;
+                Ok((claims.jti, nonce))
+            }
+        }
+    }
+
+    /// Checks the `DPoP` proof of a request with a token bound to `jkt`; returns the nonce to
+    /// send back in nonce mode.
+    fn check_proof(
+        &self,
+        request: &Request<Bytes>,
+        token: &str,
+        jkt: &str,
+        config: &Config,
+    ) -> Result<Option<String>, Rejection> {
+        let nonce = config.dpop_nonce.then(|| lock(&self.dpop_nonce).clone());
+        let refuse = |reason: RejectReason, error: ProofError| {
+            let mut rejection = Rejection::proof(reason, &error);
+            if error.is_nonce_error() {
+                rejection.nonce.clone_from(&nonce);
+            }
+            *lock(&self.last_dpop_error) = Some(error);
+            rejection
+        };
+        let proof = dpop::proof_header(request.headers())
+            .map_err(|error| refuse(RejectReason::DpopProof, error))?;
+        let forced = self
+            .reject_next_proofs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if forced {
+            return Err(refuse(RejectReason::DpopForced, ProofError::Forced));
+        }
+        let url = dpop::request_url(request.uri(), lock(&self.base_url).as_deref());
+        let verified = dpop::verify_proof(
+            proof,
+            request.method(),
+            &url,
+            Some(token),
+            nonce.as_deref(),
+            SystemTime::now(),
+            config.dpop_iat_window,
+        )
+        .map_err(|error| {
+            let reason = if error.is_nonce_error() {
+                RejectReason::DpopNonce
+            } else {
+                RejectReason::DpopProof
+            };
+            refuse(reason, error)
+        })?;
+        if verified.jkt != jkt {
+            return Err(refuse(
+                RejectReason::DpopKeyMismatch,
+                ProofError::KeyMismatch,
+            ));
+        }
+        lock(&self.dpop_jtis)
+            .insert(&verified, config.dpop_iat_window)
+            .map_err(|error| refuse(RejectReason::DpopReplay, error))?;
+        let mut jtis = lock(&self.proof_jtis);
+        if jtis.len() < MAX_SEEN_JTIS {
+            jtis.push(verified.jti);
+        }
+        Ok(nonce)
     }
 }
 
@@ -470,12 +775,18 @@ fn accept(
     response
 }
 
-fn reject(description: Option<&str>, grpc: bool) -> Response<BoxBody> {
-    let challenge = match description {
-        Some(description) => HeaderValue::from_str(&format!(
-            r#"Bearer error="invalid_token", error_description="{description}""#
+fn reject(rejection: &Rejection, grpc: bool) -> Response<BoxBody> {
+    let description = rejection.description;
+    let error = rejection.error;
+    let challenge = match (description, rejection.scheme) {
+        (Some(description), Scheme::Bearer) => HeaderValue::from_str(&format!(
+            r#"Bearer error="{error}", error_description="{description}""#
         )),
-        None => Ok(HeaderValue::from_static(r#"Bearer realm="mock""#)),
+        (Some(description), Scheme::Dpop) => HeaderValue::from_str(&format!(
+            r#"DPoP error="{error}", error_description="{description}", algs="{}""#,
+            dpop::SUPPORTED_ALGORITHMS.join(" ")
+        )),
+        (None, _) => Ok(HeaderValue::from_static(r#"Bearer realm="mock""#)),
     };
     let message = description.unwrap_or("an access token is required");
     let mut response = if grpc {
@@ -494,7 +805,7 @@ fn reject(description: Option<&str>, grpc: bool) -> Response<BoxBody> {
     } else {
         let body = description.map_or_else(String::new, |description| {
             serde_json::json!({
-                "error": "invalid_token",
+                "error": error,
                 "error_description": description,
             })
             .to_string()
@@ -514,6 +825,15 @@ fn reject(description: Option<&str>, grpc: bool) -> Response<BoxBody> {
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, challenge);
     }
+    if let Some(nonce) = rejection
+        .nonce
+        .as_deref()
+        .and_then(|nonce| HeaderValue::from_str(nonce).ok())
+    {
+        response
+            .headers_mut()
+            .insert(dpop::DPOP_NONCE_HEADER, nonce);
+    }
     response
 }
 
@@ -524,8 +844,306 @@ mod tests {
     use http_body_util::{BodyExt, Full};
     use serde_json::Value;
 
-    use super::super::{MockAuthServer, test_support::*};
+    use super::super::{MockAuthServer, dpop::DecodedProof, test_support::*};
     use super::*;
+
+    const API_URL: &str = "http://api.test/v1/echo";
+
+    /// A DPoP-bound token for `key` from `server`, in memory.
+    async fn fetch_dpop_token(server: &MockAuthServer, key: &ProofKey) -> String {
+        let mut request = form_basic(&[GRANT]);
+        let proof = key.proof("POST", "http://auth.test/oauth/token", None, None);
+        request
+            .headers_mut()
+            .insert("dpop", HeaderValue::from_str(&proof).expect("ascii"));
+        let (status, _, body) = json(send(&mut server.service(), request).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["token_type"], "DPoP");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    fn dpop_api_request(scheme: &str, token: &str, proofs: &[&str]) -> Request<Full<Bytes>> {
+        let mut builder = Request::post(API_URL)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .header(header::AUTHORIZATION, format!("{scheme} {token}"));
+        for proof in proofs {
+            builder = builder.header("dpop", *proof);
+        }
+        builder
+            .body(Full::new(Bytes::from_static(b"hi")))
+            .expect("request")
+    }
+
+    /// The status, the `WWW-Authenticate` challenge and the `DPoP-Nonce` header.
+    async fn outcome(
+        api: &MockApi,
+        request: Request<Full<Bytes>>,
+    ) -> (StatusCode, String, Option<String>) {
+        let (status, headers, _) = read(send(&mut api.service(), request).await).await;
+        let challenge = headers
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().expect("ascii").to_owned())
+            .unwrap_or_default();
+        let nonce = headers
+            .get("dpop-nonce")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        (status, challenge, nonce)
+    }
+
+    #[tokio::test]
+    async fn api_accepts_a_bound_token_with_a_valid_proof() {
+        let server = MockAuthServer::new();
+        let api = server.api();
+        let key = ProofKey::es256();
+        let token = fetch_dpop_token(&server, &key).await;
+        let proof = key.proof("POST", API_URL, Some(&token), None);
+        let (status, challenge, nonce) =
+            outcome(&api, dpop_api_request("DPoP", &token, &[&proof])).await;
+        assert_eq!(status, StatusCode::OK, "{challenge}");
+        assert_eq!(nonce, None);
+        let jti = DecodedProof::decode(&proof)
+            .expect("decoded")
+            .claim("jti")
+            .map(str::to_owned);
+        assert_eq!(api.seen_proof_jtis(), [jti.expect("jti")]);
+        assert_eq!(api.accepted(), 1);
+        let last = api.last_request_headers().expect("headers");
+        assert!(last["dpop"].is_sensitive());
+        assert!(!format!("{last:?}").contains(&proof));
+
+        // The same proof again is a replay.
+        let (status, challenge, _) =
+            outcome(&api, dpop_api_request("DPoP", &token, &[&proof])).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            challenge.starts_with(r#"DPoP error="invalid_dpop_proof""#),
+            "{challenge}"
+        );
+        assert!(
+            challenge.ends_with(r#"algs="ES256 EdDSA RS256""#),
+            "{challenge}"
+        );
+        assert_eq!(api.rejected(RejectReason::DpopReplay), 1);
+        assert_eq!(api.last_dpop_error(), Some(ProofError::Replay));
+
+        // Plain bearer tokens still work.
+        let bearer = fetch_token(&server).await;
+        let (status, _, _) = outcome(&api, api_request(Some(&bearer), "x")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(api.accepted(), 2);
+    }
+
+    #[tokio::test]
+    async fn api_dpop_rejections() {
+        let server = MockAuthServer::new();
+        let api = server.api();
+        let key = ProofKey::ed25519();
+        let token = fetch_dpop_token(&server, &key).await;
+        let invalid_proof = r#"DPoP error="invalid_dpop_proof""#;
+        let invalid_token = r#"DPoP error="invalid_token""#;
+        let cases: Vec<(Request<Full<Bytes>>, RejectReason, &str, Option<ProofError>)> = vec![
+            // A bound token as Bearer (RFC 9449 §7.2), even with a valid proof.
+            (
+                dpop_api_request(
+                    "Bearer",
+                    &token,
+                    &[&key.proof("POST", API_URL, Some(&token), None)],
+                ),
+                RejectReason::DpopBoundAsBearer,
+                invalid_token,
+                None,
+            ),
+            // No proof, two proofs.
+            (
+                dpop_api_request("DPoP", &token, &[]),
+                RejectReason::DpopProof,
+                invalid_proof,
+                Some(ProofError::Missing),
+            ),
+            (
+                dpop_api_request(
+                    "DPoP",
+                    &token,
+                    &[
+                        &key.proof("POST", API_URL, Some(&token), None),
+                        &key.proof("POST", API_URL, Some(&token), None),
+                    ],
+                ),
+                RejectReason::DpopProof,
+                invalid_proof,
+                Some(ProofError::Multiple),
+            ),
+            // No ath, another token's ath, another method, another URL.
+            (
+                dpop_api_request("DPoP", &token, &[&key.proof("POST", API_URL, None, None)]),
+                RejectReason::DpopProof,
+                invalid_proof,
+                Some(ProofError::MissingAth),
+            ),
+            (
+                dpop_api_request(
+                    "DPoP",
+                    &token,
+                    &[&key.proof("POST", API_URL, Some("other"), None)],
+                ),
+                RejectReason::DpopProof,
+                invalid_proof,
+                Some(ProofError::Ath),
+            ),
+            (
+                dpop_api_request(
+                    "DPoP",
+                    &token,
+                    &[&key.proof("GET", API_URL, Some(&token), None)],
+                ),
+                RejectReason::DpopProof,
+                invalid_proof,
+                Some(ProofError::Method),
+            ),
+            (
+                dpop_api_request(
+                    "DPoP",
+                    &token,
+                    &[&key.proof("POST", "http://api.test/v1/other", Some(&token), None)],
+                ),
+                RejectReason::DpopProof,
+                invalid_proof,
+                Some(ProofError::Url),
+            ),
+            // A valid proof by another key.
+            (
+                dpop_api_request(
+                    "DPoP",
+                    &token,
+                    &[&ProofKey::es256().proof("POST", API_URL, Some(&token), None)],
+                ),
+                RejectReason::DpopKeyMismatch,
+                invalid_proof,
+                Some(ProofError::KeyMismatch),
+            ),
+        ];
+        for (request, reason, prefix, error) in cases {
+            let (status, challenge, _) = outcome(&api, request).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{reason:?}");
+            assert!(challenge.starts_with(prefix), "{reason:?}: {challenge}");
+            if let Some(error) = error {
+                assert_eq!(api.last_dpop_error(), Some(error));
+            }
+        }
+        // A bearer token with the DPoP scheme.
+        let bearer = fetch_token(&server).await;
+        let proof = key.proof("POST", API_URL, Some(&bearer), None);
+        let (status, challenge, _) =
+            outcome(&api, dpop_api_request("DPoP", &bearer, &[&proof])).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(challenge.starts_with(invalid_token), "{challenge}");
+        // An invalid token with the DPoP scheme gets a DPoP challenge.
+        let (_, challenge, _) = outcome(&api, dpop_api_request("DPoP", "garbage", &[&proof])).await;
+        assert!(challenge.starts_with(invalid_token), "{challenge}");
+
+        assert_eq!(api.rejected(RejectReason::DpopBoundAsBearer), 1);
+        assert_eq!(api.rejected(RejectReason::DpopProof), 6);
+        assert_eq!(api.rejected(RejectReason::DpopKeyMismatch), 1);
+        assert_eq!(api.rejected(RejectReason::DpopUnbound), 1);
+        assert_eq!(api.rejected(RejectReason::Invalid), 1);
+        assert_eq!(api.accepted(), 0);
+        assert!(api.seen_proof_jtis().is_empty());
+    }
+
+    #[tokio::test]
+    async fn api_dpop_nonce_and_forced_rejections() {
+        let server = MockAuthServer::builder().dpop_nonce(true).build();
+        let api = server.api().dpop_nonce(true);
+        let key = ProofKey::rs256();
+        // The auth server's nonce is not the API's.
+        let as_nonce = server.dpop_nonce().expect("auth server nonce");
+        let mut request = form_basic(&[GRANT]);
+        let proof = key.proof(
+            "POST",
+            "http://auth.test/oauth/token",
+            None,
+            Some(&as_nonce),
+        );
+        request
+            .headers_mut()
+            .insert("dpop", HeaderValue::from_str(&proof).expect("ascii"));
+        let (status, _, body) = json(send(&mut server.service(), request).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let token = body["access_token"].as_str().expect("token").to_owned();
+        let nonce = api.current_dpop_nonce().expect("API nonce");
+        assert_ne!(nonce, as_nonce);
+
+        for proof_nonce in [None, Some(as_nonce.as_str())] {
+            let proof = key.proof("POST", API_URL, Some(&token), proof_nonce);
+            let (status, challenge, sent) =
+                outcome(&api, dpop_api_request("DPoP", &token, &[&proof])).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert!(
+                challenge.starts_with(r#"DPoP error="use_dpop_nonce""#),
+                "{challenge}"
+            );
+            assert_eq!(sent.as_deref(), Some(nonce.as_str()));
+        }
+        let proof = key.proof("POST", API_URL, Some(&token), Some(&nonce));
+        let (status, _, sent) = outcome(&api, dpop_api_request("DPoP", &token, &[&proof])).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(sent.as_deref(), Some(nonce.as_str()));
+
+        // Rotation makes the old nonce stale.
+        let fresh = api.rotate_dpop_nonce();
+        let proof = key.proof("POST", API_URL, Some(&token), Some(&nonce));
+        let (status, _, sent) = outcome(&api, dpop_api_request("DPoP", &token, &[&proof])).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(sent.as_deref(), Some(fresh.as_str()));
+        assert_eq!(api.last_dpop_error(), Some(ProofError::StaleNonce));
+        assert_eq!(api.dpop_nonce_challenges(), 3);
+        assert_eq!(api.rejected(RejectReason::DpopNonce), 3);
+
+        // Forced rejections, then back to normal.
+        api.reject_next_proofs(2);
+        for _ in 0..2 {
+            let proof = key.proof("POST", API_URL, Some(&token), Some(&fresh));
+            let (status, challenge, _) =
+                outcome(&api, dpop_api_request("DPoP", &token, &[&proof])).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert!(
+                challenge.starts_with(r#"DPoP error="invalid_dpop_proof""#),
+                "{challenge}"
+            );
+        }
+        let proof = key.proof("POST", API_URL, Some(&token), Some(&fresh));
+        let (status, _, _) = outcome(&api, dpop_api_request("DPoP", &token, &[&proof])).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(api.rejected(RejectReason::DpopForced), 2);
+        assert_eq!(api.accepted(), 2);
+    }
+
+    #[tokio::test]
+    async fn api_dpop_over_a_socket_uses_the_listening_url() {
+        let server = MockAuthServer::new();
+        let api = server.api();
+        let addr = api.serve().await.expect("listening");
+        let key = ProofKey::es256();
+        let token = fetch_dpop_token(&server, &key).await;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let url = format!("http://{addr}/v1/orders?page=2");
+        for (htu, ok) in [
+            (format!("http://{addr}/v1/orders"), true),
+            (format!("http://localhost:{}/v1/orders", addr.port()), false),
+        ] {
+            let proof = key.proof("GET", &htu, Some(&token), None);
+            let request = Request::get(&url)
+                .header(header::AUTHORIZATION, format!("DPoP {token}"))
+                .header("dpop", proof)
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let response = client.request(request).await.expect("response");
+            assert_eq!(response.status() == StatusCode::OK, ok, "{htu}");
+        }
+        assert_eq!(api.last_dpop_error(), Some(ProofError::Url));
+    }
 
     #[tokio::test]
     async fn api_accepts_and_echoes() {

@@ -75,8 +75,8 @@ pub enum ClientAuthMethod {
 
 /// A copy of a request made to the token endpoint.
 ///
-/// `Debug` redacts the `client_secret` parameter and the raw body; the `Authorization` header is
-/// marked sensitive.
+/// `Debug` redacts the `client_secret` parameter and the raw body; the `Authorization` and
+/// `DPoP` headers are marked sensitive.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct RecordedRequest {
@@ -1118,6 +1118,11 @@ impl State {
         let mut headers = request.headers().clone();
         if let Some(value) = headers.get_mut(header::AUTHORIZATION) {
             value.set_sensitive(true);
+        }
+        if let http::header::Entry::Occupied(mut entry) = headers.entry(dpop::DPOP_HEADER) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
         }
         let mut params = BTreeMap::new();
         if let Ok(list) = &parsed.params {

@@ -6,13 +6,19 @@ mod common;
 
 use std::time::Duration;
 
-use http::StatusCode;
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body_util::Full;
+use tokio::task::JoinSet;
+use tower::{Layer, ServiceExt, service_fn};
 use tower_client_credentials::{
-    DpopAlgorithm, DpopKey, TokenError,
-    test_util::{MockAuthServer, dpop::DecodedProof},
+    BearerAuthLayer, BoxError, DpopAlgorithm, DpopError, DpopKey, Origin, TokenError, TokenHandle,
+    test_util::{MockApi, MockAuthServer, RejectReason, dpop::DecodedProof},
 };
 
-use common::builder;
+use common::{builder, client, request, send};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -176,4 +182,178 @@ fn key_thumbprint(pem: &[u8]) -> String {
         .unwrap()
         .thumbprint()
         .to_owned()
+}
+
+/// An authorization server that requires DPoP, its API, and a started DPoP handle.
+async fn dpop_setup(api_nonce: bool) -> (MockAuthServer, MockApi, TokenHandle) {
+    let auth = MockAuthServer::builder()
+        .lifetime(HOUR)
+        .require_dpop(true)
+        .build();
+    let api = auth.api().dpop_nonce(api_nonce);
+    let handle = builder(&auth)
+        .dpop(key())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    (auth, api, handle)
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_api_request_carries_its_own_proof() {
+    let (auth, api, handle) = dpop_setup(false).await;
+    let service = client(&handle, &api);
+    let mut requests = JoinSet::new();
+    for _ in 0..200 {
+        let service = service.clone();
+        requests.spawn(async move { send(&service, request("payload")).await });
+    }
+    while let Some(result) = requests.join_next().await {
+        let (status, body) = result.unwrap().unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "payload");
+    }
+    assert_eq!(api.accepted(), 200);
+    assert_eq!(api.rejected_total(), 0);
+    let jtis = api.seen_proof_jtis();
+    assert_eq!(jtis.len(), 200);
+    assert_eq!(jtis.iter().collect::<HashSet<_>>().len(), 200, "unique jti");
+    assert_eq!(auth.token_requests(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_api_nonce_costs_one_retry_per_nonce() {
+    let (auth, api, handle) = dpop_setup(true).await;
+    let service = client(&handle, &api);
+
+    // The first request learns the nonce from its 401 and is sent again with it, body and all.
+    let (status, body) = send(&service, request("first")).await.unwrap();
+    assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"first"[..]));
+    assert_eq!(api.dpop_nonce_challenges(), 1);
+    assert_eq!(api.rejected(RejectReason::DpopNonce), 1);
+
+    // Later requests carry it from the start.
+    for _ in 0..50 {
+        assert_eq!(
+            send(&service, request("x")).await.unwrap().0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(api.dpop_nonce_challenges(), 1);
+
+    // A rotated nonce costs one more round trip, once; the token is kept throughout.
+    api.rotate_dpop_nonce();
+    for _ in 0..10 {
+        assert_eq!(
+            send(&service, request("x")).await.unwrap().0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(api.dpop_nonce_challenges(), 2);
+    assert_eq!(api.accepted(), 61);
+    assert_eq!(
+        auth.token_requests(),
+        1,
+        "a nonce is not a reason for a new token"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn nonces_are_learned_even_without_retries() {
+    let (_auth, api, handle) = dpop_setup(true).await;
+    let service = BearerAuthLayer::new(handle)
+        .retry_unauthorized(false)
+        .layer(api.service());
+    // Not retried: the challenge comes back, but the nonce is kept for the next request.
+    assert_eq!(
+        send(&service, request("x")).await.unwrap().0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&service, request("x")).await.unwrap().0,
+        StatusCode::OK
+    );
+    assert_eq!(api.dpop_nonce_challenges(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_proof_is_retried_once_with_a_new_proof_and_the_same_token() {
+    let (auth, api, handle) = dpop_setup(false).await;
+    let service = client(&handle, &api);
+
+    api.reject_next_proofs(1);
+    let (status, body) = send(&service, request("payload")).await.unwrap();
+    assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"payload"[..]));
+    assert_eq!(api.rejected(RejectReason::DpopForced), 1);
+    assert_eq!(auth.token_requests(), 1, "the token was fine");
+
+    // Refused twice: sent twice, and the second 401 is the answer.
+    api.reject_next_proofs(2);
+    let (status, _) = send(&service, request("payload")).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.rejected(RejectReason::DpopForced), 3);
+    assert_eq!(api.accepted(), 1);
+    assert_eq!(auth.token_requests(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revoked_token_is_replaced_and_the_retry_gets_a_proof_for_the_new_one() {
+    let (auth, api, handle) = dpop_setup(false).await;
+    let service = client(&handle, &api);
+    assert_eq!(
+        send(&service, request("x")).await.unwrap().0,
+        StatusCode::OK
+    );
+    auth.revoke_all();
+
+    let mut requests = JoinSet::new();
+    for _ in 0..100 {
+        let service = service.clone();
+        requests.spawn(async move { send(&service, request("payload")).await });
+    }
+    while let Some(result) = requests.join_next().await {
+        assert_eq!(result.unwrap().unwrap().0, StatusCode::OK);
+    }
+    assert_eq!(auth.token_requests(), 2, "one new token for all");
+    assert_eq!(api.accepted(), 101);
+    assert_eq!(api.rejected(RejectReason::DpopProof), 0);
+    assert_eq!(handle.current().unwrap().token_type(), "DPoP");
+}
+
+#[tokio::test(start_paused = true)]
+async fn relative_uris_need_the_dpop_origin() {
+    let (_auth, api, handle) = dpop_setup(false).await;
+    let relative = || {
+        Request::post("/api/orders")
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .unwrap()
+    };
+
+    // Without it the request fails before it is sent, saying why.
+    let service = client(&handle, &api);
+    let error: BoxError = service.oneshot(relative()).await.unwrap_err();
+    assert_eq!(
+        error.downcast_ref::<DpopError>(),
+        Some(&DpopError::RelativeUri)
+    );
+    assert_eq!(api.requests(), 0);
+
+    // With it, the proof names the origin that a channel below the layer adds (as tonic's
+    // does).
+    let api_service = api.service();
+    let add_origin = service_fn(move |mut request: Request<Full<Bytes>>| {
+        let uri: Uri = format!("http://127.0.0.1{}", request.uri().path())
+            .parse()
+            .unwrap();
+        *request.uri_mut() = uri;
+        api_service.clone().oneshot(request)
+    });
+    let service = BearerAuthLayer::new(handle)
+        .dpop_origin("http://127.0.0.1".parse::<Origin>().unwrap())
+        .layer(add_origin);
+    let response = service.oneshot(relative()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(api.accepted(), 1);
 }

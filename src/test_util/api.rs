@@ -941,7 +941,13 @@ mod tests {
         let token = fetch_dpop_token(&server, &key).await;
         let invalid_proof = r#"DPoP error="invalid_dpop_proof""#;
         let invalid_token = r#"DPoP error="invalid_token""#;
-        let cases: Vec<(Request<Full<Bytes>>, RejectReason, &str, Option<ProofError>)> = vec![
+        type Case<'a> = (
+            Request<Full<Bytes>>,
+            RejectReason,
+            &'a str,
+            Option<ProofError>,
+        );
+        let cases: Vec<Case<'_>> = vec![
             // A bound token as Bearer (RFC 9449 §7.2), even with a valid proof.
             (
                 dpop_api_request(

@@ -267,9 +267,24 @@ impl AuthServer {
         basic: Option<(&str, &str)>,
         form: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, Bytes) {
+        self.send_with_headers(method, path, basic, form, &[]).await
+    }
+
+    /// [`send`](Self::send) with extra request headers (such as `DPoP`).
+    pub(crate) async fn send_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Bytes) {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.issuer));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some((id, secret)) = basic {
             request = request.header(header::AUTHORIZATION, basic_authorization(id, secret));
         }

@@ -11,6 +11,16 @@
 //!
 //! Anything else gets 401 with `WWW-Authenticate: Bearer error="invalid_token"` (just
 //! `Bearer` when there is no token at all, RFC 6750 §3.1).
+//!
+//! DPoP (RFC 9449): a token bound to a key (`cnf.jkt` in the JWT, or in the introspection
+//! answer) must come as `Authorization: DPoP <token>` with one `DPoP` proof that passes the
+//! crate's fixture verifier (`test_util::dpop::verify_proof`: `typ`, asymmetric `alg`, public
+//! `jwk`, signature, `htm`, `htu` = `http://127.0.0.1:PORT/path`, `iat` within 60 s, `ath`),
+//! whose key thumbprint is `cnf.jkt` and whose `jti` was not seen before. A bound token as
+//! `Bearer`, or an unbound one as `DPoP`, is refused with `DPoP error="invalid_token"`; a bad
+//! proof with `DPoP error="invalid_dpop_proof"`. With
+//! [`require_dpop_nonce`](ResourceServer::require_dpop_nonce), proofs must also carry the
+//! resource server's own nonce (`DPoP error="use_dpop_nonce"` and `DPoP-Nonce` otherwise).
 
 use std::{
     collections::HashSet,
@@ -23,13 +33,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use serde::Deserialize;
 use tokio::{net::TcpListener, task::JoinHandle};
+use tower_client_credentials::test_util::dpop::{self, JtiCache, ProofError};
 
 use super::authorization_server::{AuthServer, HttpClient, basic_authorization, http_client};
 
@@ -46,6 +57,14 @@ pub(crate) struct Claims {
     pub(crate) iat: u64,
     pub(crate) exp: u64,
     pub(crate) scope: Option<String>,
+    /// `cnf.jkt` of a DPoP-bound token.
+    pub(crate) cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim (RFC 9449 §6.1).
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Confirmation {
+    pub(crate) jkt: String,
 }
 
 enum Check {
@@ -70,6 +89,41 @@ struct Inner {
     claims: Mutex<Vec<Claims>>,
     /// The distinct tokens accepted (jti for JWTs, the token itself for opaque ones).
     tokens: Mutex<HashSet<String>>,
+    /// `http://127.0.0.1:PORT`, the origin of the `htu` of proofs.
+    base_url: String,
+    /// The nonce proofs must carry, when one is required.
+    dpop_nonce: Mutex<Option<String>>,
+    dpop_jtis: Mutex<JtiCache>,
+    dpop_accepted: AtomicU64,
+    nonce_challenges: AtomicU64,
+}
+
+/// A refusal: the reason recorded, the challenge, and the `DPoP-Nonce` to send.
+struct Refusal {
+    reason: String,
+    challenge: String,
+    nonce: Option<String>,
+}
+
+impl Refusal {
+    fn bearer(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            challenge: r#"Bearer error="invalid_token""#.to_owned(),
+            nonce: None,
+        }
+    }
+
+    fn dpop(reason: impl Into<String>, error: &str) -> Self {
+        Self {
+            reason: reason.into(),
+            challenge: format!(
+                r#"DPoP error="{error}", algs="{}""#,
+                dpop::SUPPORTED_ALGORITHMS.join(" ")
+            ),
+            nonce: None,
+        }
+    }
 }
 
 /// A running resource server; stops when dropped.
@@ -126,6 +180,11 @@ impl ResourceServer {
             reasons: Mutex::default(),
             claims: Mutex::default(),
             tokens: Mutex::default(),
+            base_url: format!("http://{addr}"),
+            dpop_nonce: Mutex::default(),
+            dpop_jtis: Mutex::default(),
+            dpop_accepted: AtomicU64::new(0),
+            nonce_challenges: AtomicU64::new(0),
         });
         let state = Arc::clone(&inner);
         let task = tokio::spawn(async move {
@@ -176,6 +235,24 @@ impl ResourceServer {
     pub(crate) fn distinct_tokens(&self) -> usize {
         lock(&self.inner.tokens).len()
     }
+
+    /// How many accepted requests used a DPoP-bound token with a valid proof.
+    pub(crate) fn dpop_accepted(&self) -> u64 {
+        self.inner.dpop_accepted.load(Ordering::SeqCst)
+    }
+
+    /// How many `use_dpop_nonce` answers were sent.
+    pub(crate) fn nonce_challenges(&self) -> u64 {
+        self.inner.nonce_challenges.load(Ordering::SeqCst)
+    }
+
+    /// Requires a resource-server nonce in DPoP proofs from now on, a new one at each call;
+    /// returns it.
+    pub(crate) fn require_dpop_nonce(&self) -> String {
+        let nonce = dpop::new_nonce();
+        *lock(&self.inner.dpop_nonce) = Some(nonce.clone());
+        nonce
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -184,47 +261,125 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Inner {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        let token = request
+        let authorization = request
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
-        let Some(token) = token else {
-            return self.reject("no bearer token", "Bearer");
+            .and_then(|v| v.to_str().ok());
+        let (dpop_scheme, token) = match authorization {
+            Some(value) if value.starts_with("Bearer ") => (false, value[7..].to_owned()),
+            Some(value) if value.starts_with("DPoP ") => (true, value[5..].to_owned()),
+            _ => {
+                return self.reject(Refusal {
+                    reason: "no bearer token".to_owned(),
+                    challenge: "Bearer".to_owned(),
+                    nonce: None,
+                });
+            }
+        };
+        let invalid = |reason: String| {
+            if dpop_scheme {
+                Refusal::dpop(reason, "invalid_token")
+            } else {
+                Refusal::bearer(reason)
+            }
         };
         let verdict = match &self.check {
-            Check::Jwt { keys, validation } => validate_jwt(&token, keys, validation).map(|c| {
-                let jti = c.jti.clone();
-                lock(&self.claims).push(c);
-                jti
-            }),
+            Check::Jwt { keys, validation } => validate_jwt(&token, keys, validation)
+                .map(|c| {
+                    let jkt = c.cnf.as_ref().map(|cnf| cnf.jkt.clone());
+                    (Some(c), jkt)
+                })
+                .map_err(invalid),
             Check::Introspect {
                 url,
                 authorization,
                 client,
             } => introspect(&token, url, authorization, client)
                 .await
-                .map(|()| token),
+                .map_err(invalid),
         };
+        let verdict = verdict.and_then(|(claims, jkt)| {
+            let dpop_bound = jkt.is_some();
+            match (dpop_scheme, jkt) {
+                (false, None) => {}
+                (false, Some(_)) => {
+                    return Err(Refusal::dpop("DPoP-bound token as Bearer", "invalid_token"));
+                }
+                (true, None) => {
+                    return Err(Refusal::dpop("token not DPoP-bound", "invalid_token"));
+                }
+                (true, Some(jkt)) => self.check_proof(&request, &token, &jkt)?,
+            }
+            Ok((claims, dpop_bound))
+        });
         match verdict {
-            Ok(id) => {
+            Ok((claims, dpop_bound)) => {
+                let id = claims.as_ref().map_or(token, |c| c.jti.clone());
+                if let Some(claims) = claims {
+                    lock(&self.claims).push(claims);
+                }
                 lock(&self.tokens).insert(id);
                 self.accepted.fetch_add(1, Ordering::SeqCst);
+                if dpop_bound {
+                    self.dpop_accepted.fetch_add(1, Ordering::SeqCst);
+                }
                 Response::new(Full::new(Bytes::from_static(b"ok")))
             }
-            Err(reason) => self.reject(&reason, r#"Bearer error="invalid_token""#),
+            Err(refusal) => self.reject(refusal),
         }
     }
 
-    fn reject(&self, reason: &str, challenge: &'static str) -> Response<Full<Bytes>> {
-        lock(&self.reasons).push(reason.to_owned());
+    /// The DPoP proof checks for a token bound to `jkt` (RFC 9449 §7.1).
+    fn check_proof(
+        &self,
+        request: &Request<Incoming>,
+        token: &str,
+        jkt: &str,
+    ) -> Result<(), Refusal> {
+        let nonce = lock(&self.dpop_nonce).clone();
+        let refuse = |error: ProofError| {
+            let mut refusal = Refusal::dpop(format!("dpop: {error}"), error.error_code());
+            if error.is_nonce_error() {
+                refusal.nonce.clone_from(&nonce);
+            }
+            refusal
+        };
+        let proof = dpop::proof_header(request.headers()).map_err(refuse)?;
+        let url = format!("{}{}", self.base_url, request.uri().path());
+        let verified = dpop::verify_proof(
+            proof,
+            request.method(),
+            &url,
+            Some(token),
+            nonce.as_deref(),
+            std::time::SystemTime::now(),
+            dpop::DEFAULT_IAT_WINDOW,
+        )
+        .map_err(refuse)?;
+        if verified.jkt != jkt {
+            return Err(refuse(ProofError::KeyMismatch));
+        }
+        lock(&self.dpop_jtis)
+            .insert(&verified, dpop::DEFAULT_IAT_WINDOW)
+            .map_err(refuse)
+    }
+
+    fn reject(&self, refusal: Refusal) -> Response<Full<Bytes>> {
+        lock(&self.reasons).push(refusal.reason);
         self.rejected.fetch_add(1, Ordering::SeqCst);
-        Response::builder()
+        let mut response = Response::builder()
             .status(StatusCode::UNAUTHORIZED)
-            .header(header::WWW_AUTHENTICATE, challenge)
+            .header(header::WWW_AUTHENTICATE, refusal.challenge)
             .body(Full::new(Bytes::new()))
-            .expect("response")
+            .expect("response");
+        if let Some(nonce) = refusal.nonce {
+            self.nonce_challenges.fetch_add(1, Ordering::SeqCst);
+            response.headers_mut().insert(
+                dpop::DPOP_NONCE_HEADER,
+                HeaderValue::from_str(&nonce).expect("nonce"),
+            );
+        }
+        response
     }
 }
 
@@ -246,7 +401,7 @@ async fn introspect(
     url: &str,
     authorization: &str,
     client: &HttpClient,
-) -> Result<(), String> {
+) -> Result<(Option<Claims>, Option<String>), String> {
     let form = serde_urlencoded::to_string([("token", token)]).expect("form");
     let request = Request::post(url)
         .header(header::AUTHORIZATION, authorization)
@@ -280,5 +435,6 @@ async fn introspect(
     if !audience_ok {
         return Err(format!("audience {}", answer["aud"]));
     }
-    Ok(())
+    let jkt = answer["cnf"]["jkt"].as_str().map(str::to_owned);
+    Ok((None, jkt))
 }

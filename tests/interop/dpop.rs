@@ -10,7 +10,10 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk};
 use serde_json::{Value, json};
-use tower_client_credentials::test_util::dpop::access_token_hash;
+use tower::{Layer, ServiceExt};
+use tower_client_credentials::{
+    BearerAuthLayer, ClientCredentials, DpopAlgorithm, DpopKey, test_util::dpop::access_token_hash,
+};
 
 use super::authorization_server::{AuthServer, http_client};
 use super::resource_server::ResourceServer;
@@ -245,4 +248,112 @@ async fn provider_requires_its_dpop_nonce() {
     let (status, _, body) = token_request(&auth, Some(&proof)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["token_type"], "DPoP");
+}
+
+/// The crate's own DPoP client against oidc-provider and the DPoP-checking resource server:
+/// ES256 and EdDSA keys, with and without the provider's nonce, and with the resource server's
+/// own nonce switched on halfway (and rotated).
+#[tokio::test]
+async fn the_client_gets_bound_tokens_and_its_proofs_are_accepted() {
+    for (nonce_mode, algorithm) in [
+        ("0", DpopAlgorithm::ES256),
+        ("1", DpopAlgorithm::ES256),
+        ("1", DpopAlgorithm::EdDSA),
+    ] {
+        let test = format!(
+            "the_client_gets_bound_tokens_and_its_proofs_are_accepted ({algorithm}, DPOP_NONCE={nonce_mode})"
+        );
+        let auth = match AuthServer::start(
+            &test,
+            &[("DPOP_NONCE", nonce_mode), ("TOKEN_TTL", "60")],
+        )
+        .await
+        {
+            Some(auth) => auth,
+            None => return,
+        };
+        let rs = ResourceServer::jwt(&auth).await;
+        let key = DpopKey::generate(algorithm).expect("key");
+        let handle = ClientCredentials::builder(auth.token_url(), DPOP.0, DPOP.1)
+            .dpop(key.clone())
+            .build()
+            .expect("configuration")
+            .start()
+            .await
+            .unwrap_or_else(|error| panic!("{test}: {error}"));
+        let token = handle.current().expect("a token");
+        assert_eq!(token.token_type(), "DPoP", "{test}");
+        // The provider bound the token to our key.
+        let claims = jwt_claims(token.access_token());
+        assert_eq!(claims["cnf"]["jkt"], key.thumbprint(), "{test}");
+
+        let api = BearerAuthLayer::new(handle.clone()).layer(http_client());
+        let send = |url: String| {
+            let api = api.clone();
+            async move {
+                let request = Request::post(url)
+                    .body(Full::new(Bytes::from_static(b"{\"n\":1}")))
+                    .expect("request");
+                let response = api.oneshot(request).await.expect("sent");
+                response.status()
+            }
+        };
+        for i in 0..20 {
+            assert_eq!(
+                send(rs.url(&format!("/orders/{i}?q=1"))).await,
+                StatusCode::OK
+            );
+        }
+        // The resource server's nonce: one challenge, answered by one retry; then rotated.
+        rs.require_dpop_nonce();
+        for _ in 0..10 {
+            assert_eq!(send(rs.url("/orders")).await, StatusCode::OK, "{test}");
+        }
+        rs.require_dpop_nonce();
+        for _ in 0..10 {
+            assert_eq!(send(rs.url("/orders")).await, StatusCode::OK, "{test}");
+        }
+        assert_eq!(rs.nonce_challenges(), 2, "{test}: {:?}", rs.reasons());
+        assert_eq!(rs.dpop_accepted(), 40, "{test}");
+        assert_eq!(rs.rejected(), 2, "{test}: {:?}", rs.reasons());
+        // One token for all of it.
+        assert_eq!(auth.tokens_issued().await, 1, "{test}");
+    }
+}
+
+/// `dpop-client` (registered with `dpop_bound_access_tokens`) without a DPoP key is refused by
+/// the provider with a typed OAuth error; a client registered without it may still ask for,
+/// and gets, a bound token.
+#[tokio::test]
+async fn dpop_is_required_by_a_dpop_registration_and_optional_for_others() {
+    let test = "dpop_is_required_by_a_dpop_registration_and_optional_for_others";
+    let auth = match AuthServer::start(test, &[]).await {
+        Some(auth) => auth,
+        None => return,
+    };
+    let error = ClientCredentials::builder(auth.token_url(), DPOP.0, DPOP.1)
+        .build()
+        .expect("configuration")
+        .start()
+        .await
+        .expect_err("dpop-client without a proof");
+    assert_eq!(error.oauth_error(), Some("invalid_grant"), "{error}");
+
+    // `basic-client` has no `dpop_bound_access_tokens`; oidc-provider still binds a token
+    // requested with a proof, so this succeeds with a DPoP token.
+    let handle =
+        ClientCredentials::builder(auth.token_url(), "basic-client", "basic-secret-0123456789")
+            .dpop(DpopKey::generate(DpopAlgorithm::EdDSA).expect("key"))
+            .build()
+            .expect("configuration")
+            .start()
+            .await
+            .expect("a token");
+    assert_eq!(handle.current().expect("token").token_type(), "DPoP");
+}
+
+/// The claims of a JWT, without checks.
+fn jwt_claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
 }

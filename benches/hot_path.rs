@@ -39,9 +39,9 @@ use std::{
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion};
+use ed25519_dalek::Signer;
 use http::Request;
 use http_body_util::Full;
-use p256::ecdsa::signature::Signer;
 use std::hint::black_box;
 use tower::{Layer, Service};
 use tower_client_credentials::{
@@ -205,10 +205,21 @@ macro_rules! with_row {
                 $body
             }
             10 => {
-                let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+                // The signer DPoP uses for ES256: ring's.
+                let rng = ring::rand::SystemRandom::new();
+                let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+                    &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &rng,
+                )
+                .expect("a key");
+                let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+                    &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    pkcs8.as_ref(),
+                    &rng,
+                )
+                .expect("a key");
                 let mut $svc = SignThen::new(inner(), move |message: &[u8]| {
-                    let signature: p256::ecdsa::Signature = key.sign(message);
-                    black_box(signature);
+                    black_box(key.sign(&rng, message).expect("signature"));
                 });
                 let $template = Template::new();
                 $body

@@ -182,14 +182,18 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// Whether retrying soon may succeed: network errors, timeouts, 5xx, 408 and 429.
+    /// Whether retrying soon may succeed: network errors, timeouts, 5xx, 408 and 429, and
+    /// `temporarily_unavailable` and `use_dpop_nonce` errors.
     ///
     /// Permanent errors (bad credentials, bad scope, a malformed response) are retried too,
     /// but slowly, since credentials get rotated and fixed.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::OAuth { status, error, .. } => {
-                status_is_transient(*status) || error == "temporarily_unavailable"
+                // `use_dpop_nonce`: the next attempt carries the nonce (RFC 9449 §8).
+                status_is_transient(*status)
+                    || error == "temporarily_unavailable"
+                    || error == "use_dpop_nonce"
             }
             Self::Http { status, .. } => status_is_transient(*status),
             Self::Timeout { .. } | Self::Transport { .. } => true,
@@ -445,6 +449,8 @@ mod tests {
         assert!(!oauth(400, "invalid_scope").is_transient());
         assert!(oauth(503, "temporarily_unavailable").is_transient());
         assert!(oauth(400, "temporarily_unavailable").is_transient());
+        assert!(oauth(400, "use_dpop_nonce").is_transient());
+        assert!(!oauth(400, "invalid_dpop_proof").is_transient());
         assert!(oauth(429, "slow_down").is_transient());
         assert!(
             TokenError::Timeout {

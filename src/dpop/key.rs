@@ -45,8 +45,9 @@ impl fmt::Display for DpopAlgorithm {
 /// Its public half goes, as a JWK, in the header of every proof; the authorization server binds
 /// the tokens it issues to that key's [thumbprint](Self::thumbprint) (`cnf.jkt`). Cheap to
 /// clone (the key is shared, not copied). Its `Debug` output shows the algorithm and the
-/// thumbprint, never the private key, which is wiped from memory when the last clone is
-/// dropped.
+/// thumbprint, never the private key. The key is held by the RustCrypto crates (`p256`,
+/// `ed25519-dalek`, `rsa`), which wipe it when the last clone is dropped; ES256 proofs are
+/// signed by `ring`, which keeps its own copy and does not promise to wipe it.
 ///
 /// ```
 /// use tower_client_credentials::{DpopAlgorithm, DpopKey};
@@ -75,7 +76,13 @@ struct KeyInner {
 }
 
 enum SigningKey {
-    Es256(p256::ecdsa::SigningKey),
+    Es256 {
+        /// Signs (ring's P-256 is several times faster than p256's).
+        signer: ring::signature::EcdsaKeyPair,
+        rng: ring::rand::SystemRandom,
+        /// Kept for the JWK; the private half is zeroed when dropped.
+        key: p256::ecdsa::SigningKey,
+    },
     EdDsa(ed25519_dalek::SigningKey),
     Rs256(Box<rsa::pkcs1v15::SigningKey<Sha256>>),
 }
@@ -89,7 +96,7 @@ impl DpopKey {
     /// fails.
     pub fn generate(algorithm: DpopAlgorithm) -> Result<Self, ConfigError> {
         let signer = match algorithm {
-            DpopAlgorithm::ES256 => SigningKey::Es256(p256::ecdsa::SigningKey::random(&mut OsRng)),
+            DpopAlgorithm::ES256 => SigningKey::es256(p256::ecdsa::SigningKey::random(&mut OsRng))?,
             DpopAlgorithm::EdDSA => {
                 let mut seed = zeroize::Zeroizing::new([0_u8; 32]);
                 rand_core::RngCore::try_fill_bytes(&mut OsRng, &mut *seed)
@@ -125,7 +132,7 @@ impl DpopKey {
                 } else {
                     p256::ecdsa::SigningKey::from_pkcs8_pem(text).map_err(|_| wrong("PKCS#8"))?
                 };
-                SigningKey::Es256(key)
+                SigningKey::es256(key)?
             }
             DpopAlgorithm::EdDSA => SigningKey::EdDsa(
                 ed25519_dalek::SigningKey::from_pkcs8_pem(text).map_err(|_| wrong("PKCS#8"))?,
@@ -192,10 +199,14 @@ impl DpopKey {
     /// Signs `message` (`header.claims`), returning the raw JWS signature.
     pub(crate) fn sign(&self, message: &[u8]) -> Vec<u8> {
         match &self.inner.signer {
-            SigningKey::Es256(key) => {
-                let signature: p256::ecdsa::Signature = key.sign(message);
-                signature.to_vec()
-            }
+            SigningKey::Es256 { signer, rng, key } => match signer.sign(rng, message) {
+                Ok(signature) => signature.as_ref().to_vec(),
+                // ring fails only when the system's random source does; p256 needs none.
+                Err(_) => {
+                    let signature: p256::ecdsa::Signature = key.sign(message);
+                    signature.to_vec()
+                }
+            },
             SigningKey::EdDsa(key) => key.sign(message).to_vec(),
             SigningKey::Rs256(key) => key.sign(message).to_vec(),
         }
@@ -203,9 +214,23 @@ impl DpopKey {
 }
 
 impl SigningKey {
+    fn es256(key: p256::ecdsa::SigningKey) -> Result<Self, ConfigError> {
+        let rng = ring::rand::SystemRandom::new();
+        let private = zeroize::Zeroizing::new(key.to_bytes());
+        let public = key.verifying_key().to_encoded_point(false);
+        let signer = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &private,
+            public.as_bytes(),
+            &rng,
+        )
+        .map_err(|error| invalid(format!("P-256 key rejected: {error}")))?;
+        Ok(Self::Es256 { signer, rng, key })
+    }
+
     fn algorithm(&self) -> DpopAlgorithm {
         match self {
-            Self::Es256(_) => DpopAlgorithm::ES256,
+            Self::Es256 { .. } => DpopAlgorithm::ES256,
             Self::EdDsa(_) => DpopAlgorithm::EdDSA,
             Self::Rs256(_) => DpopAlgorithm::RS256,
         }
@@ -216,7 +241,7 @@ impl SigningKey {
     /// escaping is needed.
     fn public_jwk(&self) -> String {
         match self {
-            Self::Es256(key) => {
+            Self::Es256 { key, .. } => {
                 let point = key.verifying_key().to_encoded_point(false);
                 let (x, y) = (point.x(), point.y());
                 format!(

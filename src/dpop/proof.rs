@@ -133,17 +133,16 @@ impl Prover {
     }
 
     /// Keeps the authorization server's nonce from a token response's `DPoP-Nonce` header.
-    /// Returns whether the nonce changed.
+    /// Returns whether the response carried one.
     pub(crate) fn learn_server_nonce(&self, headers: &HeaderMap) -> bool {
         let Some(nonce) = nonce_of(headers) else {
             return false;
         };
         let mut current = lock(&self.server_nonce);
-        if current.as_deref() == Some(&*nonce) {
-            return false;
+        if current.as_deref() != Some(&*nonce) {
+            tracing::debug!("authorization server sent a new DPoP nonce");
+            *current = Some(nonce);
         }
-        tracing::debug!("authorization server sent a new DPoP nonce");
-        *current = Some(nonce);
         true
     }
 
@@ -436,6 +435,7 @@ mod tests {
         assert_eq!(prover.api_nonce(&a, None).as_deref(), Some("n-a2"));
         // The authorization server's nonce is separate.
         assert!(prover.learn_server_nonce(&headers(&[("dpop-nonce", "n-as")])));
+        assert!(!prover.learn_server_nonce(&headers(&[])));
         assert_eq!(prover.api_nonce(&a, None).as_deref(), Some("n-a2"));
         assert_eq!(lock(&prover.server_nonce).as_deref(), Some("n-as"));
     }

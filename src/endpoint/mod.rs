@@ -84,7 +84,7 @@ impl TokenEndpoint {
                 .await
                 .map_err(TokenError::transport)?;
             let (parts, body) = response.into_parts();
-            let new_nonce = self
+            let got_nonce = self
                 .dpop
                 .as_ref()
                 .is_some_and(|(prover, _)| prover.learn_server_nonce(&parts.headers));
@@ -93,7 +93,7 @@ impl TokenEndpoint {
                 // RFC 9449 §8: send the request again with the nonce just received, once.
                 Err(error)
                     if error.oauth_error() == Some("use_dpop_nonce")
-                        && new_nonce
+                        && got_nonce
                         && !nonce_retry =>
                 {
                     tracing::debug!("token endpoint asked for a DPoP nonce; sending again");

@@ -14,6 +14,8 @@
 //! - [`TokenSet`] and [`TokenSetLayer`] are the same for a client of several APIs, each with
 //!   its own audience, resources or scopes: one token per [`TokenKey`], chosen per request by
 //!   the request's origin; see [`token_set`].
+//! - [`dpop`]: sender-constrained tokens (RFC 9449). With a [`DpopKey`] the tokens are bound to
+//!   the client's key and every request carries a proof signed with it.
 //!
 //! # Example
 //!

@@ -15,14 +15,14 @@ use std::{
     time::Duration,
 };
 
-use base64::Engine;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_client_credentials::{
-    BearerAuthLayer, ClientCredentials,
+    BearerAuthLayer, ClientCredentials, DpopAlgorithm, DpopKey,
     test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer},
 };
 
@@ -167,6 +167,54 @@ async fn no_secret_or_token_reaches_logs_or_errors() {
         "TraceLayer logged the headers"
     );
 
+    // DPoP: bound tokens and a proof on every request, through the same TraceLayer.
+    let dpop_auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(1))
+        .require_dpop(true)
+        .dpop_nonce(true)
+        .start()
+        .await
+        .unwrap();
+    let dpop_api = dpop_auth.api().dpop_nonce(true);
+    dpop_api.serve().await.unwrap();
+    let dpop_tokens = ClientCredentials::builder(
+        dpop_auth.token_url(),
+        DEFAULT_CLIENT_ID,
+        DEFAULT_CLIENT_SECRET,
+    )
+    .dpop(DpopKey::generate(DpopAlgorithm::ES256).unwrap())
+    .build()
+    .unwrap()
+    .start()
+    .await
+    .unwrap();
+    let dpop_service = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(dpop_tokens.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(
+                DefaultMakeSpan::new()
+                    .level(Level::INFO)
+                    .include_headers(true),
+            ),
+        )
+        .service(http_client());
+    for i in 0..10 {
+        let response = dpop_service
+            .clone()
+            .oneshot(get(&format!("{}/orders/{i}", dpop_api.url())))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().collect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(dpop_api.dpop_nonce_challenges() >= 1);
+    errors.push_str(&format!("{dpop_tokens:?} {:?}", dpop_tokens.status()));
+    assert!(
+        captured.text().contains("dpop"),
+        "TraceLayer logged the DPoP header"
+    );
+
     // The fault matrix's error rows, each through `start()`.
     let leaky_token = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.leaky-token-value";
     let rows: Vec<Fault> = vec![
@@ -222,6 +270,9 @@ async fn no_secret_or_token_reaches_logs_or_errors() {
 
     let mut needles = secret_forms();
     needles.extend(auth.tokens().into_iter().map(|t| t.access_token));
+    needles.extend(dpop_auth.tokens().into_iter().map(|t| t.access_token));
+    // Every proof starts with the base64url of `{"typ":"dpop+jwt","alg":`.
+    needles.push(URL_SAFE_NO_PAD.encode(r#"{"typ":"dpop+jwt","#));
     needles.push(leaky_token.to_owned());
     needles.push("leaky-token-value".to_owned());
     needles.push("wrong-secret-value".to_owned());

@@ -14,7 +14,8 @@ use http_body_util::Full;
 use tokio::task::JoinSet;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_client_credentials::{
-    BearerAuthLayer, BoxError, DpopAlgorithm, DpopError, DpopKey, Origin, TokenError, TokenHandle,
+    BearerAuthLayer, BoxError, ClientCredentials, DpopAlgorithm, DpopError, DpopKey, Origin,
+    TokenError, TokenHandle,
     test_util::{MockApi, MockAuthServer, RejectReason, dpop::DecodedProof},
 };
 
@@ -356,4 +357,55 @@ async fn relative_uris_need_the_dpop_origin() {
     let response = service.oneshot(relative()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(api.accepted(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_set_binds_every_key_to_the_one_dpop_key() {
+    use tower_client_credentials::{TokenKey, TokenSetLayer};
+
+    let auth = MockAuthServer::builder()
+        .lifetime(HOUR)
+        .require_dpop(true)
+        .start()
+        .await
+        .unwrap();
+    let (a, b) = (auth.api(), auth.api().dpop_nonce(true));
+    a.serve().await.unwrap();
+    b.serve().await.unwrap();
+    let key = key();
+    let set = ClientCredentials::builder(
+        auth.token_url(),
+        tower_client_credentials::test_util::DEFAULT_CLIENT_ID,
+        tower_client_credentials::test_util::DEFAULT_CLIENT_SECRET,
+    )
+    .dpop(key.clone())
+    .build_set()
+    .unwrap()
+    .route(a.url().parse().unwrap(), TokenKey::new().audience("api-a"))
+    .unwrap()
+    .route(b.url().parse().unwrap(), TokenKey::new().audience("api-b"))
+    .unwrap()
+    .start()
+    .await
+    .unwrap();
+    let client = TokenSetLayer::new(set).layer(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<Bytes>>(),
+    );
+    for api in [&a, &b, &a, &b] {
+        let request = Request::get(format!("{}/orders", api.url()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!((a.accepted(), b.accepted()), (2, 2));
+    assert_eq!(b.dpop_nonce_challenges(), 1, "b's nonce learned once");
+    let tokens = auth.tokens();
+    assert_eq!(tokens.len(), 2);
+    assert!(
+        tokens
+            .iter()
+            .all(|token| token.dpop_jkt.as_deref() == Some(key.thumbprint()))
+    );
 }

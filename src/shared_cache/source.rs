@@ -1,0 +1,312 @@
+//! One refresh through the shared cache, for one refresher: adopt the shared token, or take the
+//! lease and fetch it for everyone, or wait for the replica that has the lease; fall back to a
+//! token request of our own when Redis is away.
+
+use std::{
+    sync::Mutex,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use aes_gcm::aead::{OsRng, rand_core::RngCore};
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use super::{
+    RedisCache,
+    connection::{Failure, SharedConnection, fingerprint},
+    key::KeyMaterial,
+    value::{Codec, StoredToken},
+};
+use crate::{
+    endpoint::{Fetched, TokenEndpoint, TokenResponse},
+    error::{ConfigError, TokenError},
+    metrics,
+    refresh::{Obtained, RefreshPolicy},
+    token::expiry_margin,
+};
+
+/// The scheme of the tokens this crate stores and adopts.
+const SCHEME: &str = "Bearer";
+
+/// The shared cache as one refresher uses it: one Redis key.
+pub(crate) struct SharedSource {
+    connection: SharedConnection,
+    codec: Codec,
+    key: String,
+    lease_key: String,
+    lease_timeout: Duration,
+    poll_interval: Duration,
+    policy: RefreshPolicy,
+    /// The fingerprint of the stored value of the token this replica holds, if it came through
+    /// Redis: what a 401 compares before deleting.
+    held: Mutex<Option<String>>,
+}
+
+/// How the wait for the lease or a shared token ended.
+enum Acquired {
+    /// A shared token valid for long enough.
+    Token(Obtained),
+    /// The lease: fetch the token for everyone. Holds the lease's random token.
+    Lease(String),
+}
+
+/// Why a refresh did not go through Redis.
+enum Bypass {
+    /// Redis failed or timed out.
+    Failed(Failure, &'static str),
+    /// The replica with the lease published nothing for too long.
+    NothingPublished(Duration),
+}
+
+impl SharedSource {
+    pub(crate) fn new(
+        cache: &RedisCache,
+        material: &KeyMaterial,
+        policy: RefreshPolicy,
+    ) -> Result<Self, ConfigError> {
+        let connection = cache.prepare()?;
+        let key = material.redis_key(&cache.prefix);
+        Ok(Self {
+            connection,
+            codec: cache.codec.clone(),
+            lease_key: format!("{key}:lease"),
+            key,
+            lease_timeout: cache.lease_timeout,
+            poll_interval: cache.poll_interval,
+            policy,
+            held: Mutex::new(None),
+        })
+    }
+
+    /// A token for the refresher: the shared one, or one this replica fetched. `refused`: the
+    /// token this replica holds was refused by an API (a 401), so it is deleted from Redis
+    /// first, if Redis still holds that very token.
+    pub(crate) async fn obtain(
+        &self,
+        endpoint: &TokenEndpoint,
+        refused: bool,
+    ) -> Result<Obtained, TokenError> {
+        let held = if refused { self.held().take() } else { None };
+        if !self.connection.available() {
+            tracing::debug!("shared token cache bypassed after a recent failure");
+            return self.fetch_alone(endpoint).await;
+        }
+        if refused && let Some(fingerprint) = held {
+            match self
+                .connection
+                .compare_and_delete(&self.key, &fingerprint)
+                .await
+            {
+                Ok(deleted) => {
+                    metrics::shared_cache_invalidation(deleted);
+                    tracing::debug!(
+                        deleted,
+                        "refused token {} the shared cache",
+                        if deleted {
+                            "deleted from"
+                        } else {
+                            "already replaced in"
+                        }
+                    );
+                }
+                Err(failure) => {
+                    return self
+                        .bypass(endpoint, Bypass::Failed(failure, "invalidate"))
+                        .await;
+                }
+            }
+        }
+        match self.acquire().await {
+            Ok(Acquired::Token(obtained)) => Ok(obtained),
+            Ok(Acquired::Lease(lease)) => self.fetch_for_all(endpoint, lease).await,
+            Err(bypass) => self.bypass(endpoint, bypass).await,
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adopts a shared token valid for long enough, or takes the lease, or waits for the
+    /// replica that has it.
+    async fn acquire(&self) -> Result<Acquired, Bypass> {
+        let started = Instant::now();
+        let give_up = started + self.lease_timeout * 2;
+        let mut waited = false;
+        loop {
+            let read = self
+                .connection
+                .get_with_ttl(&self.key)
+                .await
+                .map_err(|failure| Bypass::Failed(failure, "read"))?;
+            if let Some((value, ttl)) = read
+                && let Some(obtained) = self.adopt(&value, ttl)
+            {
+                let outcome = if waited {
+                    metrics::SharedCacheOutcome::Waited
+                } else {
+                    metrics::SharedCacheOutcome::Hit
+                };
+                metrics::shared_cache(outcome);
+                tracing::debug!(
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "adopted the shared access token"
+                );
+                return Ok(Acquired::Token(obtained));
+            }
+            let lease = lease_token();
+            if self
+                .connection
+                .set_if_absent(&self.lease_key, &lease, self.lease_timeout)
+                .await
+                .map_err(|failure| Bypass::Failed(failure, "lease"))?
+            {
+                metrics::shared_cache(metrics::SharedCacheOutcome::LeaseWon);
+                tracing::debug!("took the shared token lease; fetching for all replicas");
+                return Ok(Acquired::Lease(lease));
+            }
+            if Instant::now() >= give_up {
+                return Err(Bypass::NothingPublished(started.elapsed()));
+            }
+            if !waited {
+                tracing::debug!("another replica holds the shared token lease; waiting");
+            }
+            waited = true;
+            tokio::time::sleep(self.poll_interval).await;
+        }
+    }
+
+    /// The stored token, if it decodes and stays valid for longer than any refresh margin:
+    /// adopting a token this replica would refresh at once would only loop.
+    fn adopt(&self, value: &[u8], ttl: Option<Duration>) -> Option<Obtained> {
+        let token = match self.codec.decode(&self.key, value) {
+            Ok(token) => token,
+            Err(error) => {
+                metrics::shared_cache_invalid_value();
+                tracing::warn!(
+                    error = %error,
+                    "unusable value in the shared token cache; treating it as a miss"
+                );
+                return None;
+            }
+        };
+        if !token.token_type.eq_ignore_ascii_case(SCHEME) {
+            metrics::shared_cache_invalid_value();
+            tracing::warn!(
+                token_type = %token.token_type,
+                "shared token of another type; treating it as a miss"
+            );
+            return None;
+        }
+        // Every key is written with a TTL; one without (set by hand) is not trusted.
+        let remaining = ttl?.min(token.lifetime);
+        let lifetime = token.lifetime;
+        let floor = self.policy.latest_margin(lifetime) + expiry_margin(lifetime);
+        if remaining <= floor {
+            return None;
+        }
+        // The token's lifetime started when the replica that fetched it asked for it.
+        let now = Instant::now();
+        let (lifetime, issued_at) = match now.checked_sub(lifetime - remaining) {
+            Some(issued_at) => (lifetime, issued_at),
+            None => (remaining, now),
+        };
+        *self.held() = Some(fingerprint(value));
+        Some(Obtained {
+            fetched: Fetched {
+                response: TokenResponse {
+                    access_token: token.access_token,
+                    expires_in: Some(lifetime),
+                    scope: token.scope,
+                },
+                lifetime,
+            },
+            issued_at: Some(issued_at),
+            requested: false,
+        })
+    }
+
+    /// With the lease: fetches the token, publishes it with a TTL of its remaining lifetime,
+    /// and releases the lease.
+    async fn fetch_for_all(
+        &self,
+        endpoint: &TokenEndpoint,
+        lease: String,
+    ) -> Result<Obtained, TokenError> {
+        let started = Instant::now();
+        let result = endpoint.fetch().await;
+        if let Ok(fetched) = &result {
+            *self.held() = None;
+            let remaining = fetched.lifetime.saturating_sub(started.elapsed());
+            if !remaining.is_zero() {
+                let stored = StoredToken {
+                    access_token: Zeroizing::new(fetched.response.access_token.as_str().to_owned()),
+                    token_type: SCHEME.to_owned(),
+                    lifetime: fetched.lifetime,
+                    expires_at_ms: unix_ms(SystemTime::now() + remaining),
+                    scope: fetched.response.scope.clone(),
+                };
+                let value = self.codec.encode(&self.key, &stored);
+                match self.connection.set(&self.key, &value, remaining).await {
+                    Ok(()) => {
+                        *self.held() = Some(fingerprint(&value));
+                        tracing::debug!(
+                            ttl_ms = remaining.as_millis() as u64,
+                            "published the access token to the shared cache"
+                        );
+                    }
+                    Err(failure) => self.connection.mark_down(&failure, "publish"),
+                }
+            }
+        }
+        // Released on failure too, so that another replica may try at once.
+        if self.connection.available()
+            && let Err(failure) = self.connection.release(&self.lease_key, &lease).await
+        {
+            self.connection.mark_down(&failure, "release");
+        }
+        result.map(|fetched| Obtained {
+            fetched,
+            issued_at: None,
+            requested: true,
+        })
+    }
+
+    async fn bypass(
+        &self,
+        endpoint: &TokenEndpoint,
+        bypass: Bypass,
+    ) -> Result<Obtained, TokenError> {
+        match bypass {
+            Bypass::Failed(failure, during) => self.connection.mark_down(&failure, during),
+            Bypass::NothingPublished(waited) => tracing::warn!(
+                waited_ms = waited.as_millis() as u64,
+                "no replica published a shared token in time; fetching without the shared cache"
+            ),
+        }
+        self.fetch_alone(endpoint).await
+    }
+
+    async fn fetch_alone(&self, endpoint: &TokenEndpoint) -> Result<Obtained, TokenError> {
+        metrics::shared_cache(metrics::SharedCacheOutcome::Fallback);
+        let fetched = endpoint.fetch().await?;
+        *self.held() = None;
+        Ok(Obtained {
+            fetched,
+            issued_at: None,
+            requested: true,
+        })
+    }
+}
+
+/// 128 random bits in hex: only the lease holder knows them, so only it can release the lease.
+fn lease_token() -> String {
+    let mut bytes = [0_u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -134,25 +134,8 @@ impl SharedSource {
         let give_up = started + self.lease_timeout * 2;
         let mut waited = false;
         loop {
-            let read = self
-                .connection
-                .get_with_ttl(&self.key)
-                .await
-                .map_err(|failure| Bypass::Failed(failure, "read"))?;
-            if let Some((value, ttl)) = read
-                && let Some(obtained) = self.adopt(&value, ttl)
-            {
-                let outcome = if waited {
-                    metrics::SharedCacheOutcome::Waited
-                } else {
-                    metrics::SharedCacheOutcome::Hit
-                };
-                metrics::shared_cache(outcome);
-                tracing::debug!(
-                    waited_ms = started.elapsed().as_millis() as u64,
-                    "adopted the shared access token"
-                );
-                return Ok(Acquired::Token(obtained));
+            if let Some(obtained) = self.read().await? {
+                return Ok(Acquired::Token(self.adopted(obtained, waited, started)));
             }
             let lease = lease_token();
             if self
@@ -161,6 +144,12 @@ impl SharedSource {
                 .await
                 .map_err(|failure| Bypass::Failed(failure, "lease"))?
             {
+                // Between our read and the lease, the previous holder may have published and
+                // released: look again before fetching.
+                if let Some(obtained) = self.read().await? {
+                    self.release(&lease).await;
+                    return Ok(Acquired::Token(self.adopted(obtained, waited, started)));
+                }
                 metrics::shared_cache(metrics::SharedCacheOutcome::LeaseWon);
                 tracing::debug!("took the shared token lease; fetching for all replicas");
                 return Ok(Acquired::Lease(lease));
@@ -173,6 +162,37 @@ impl SharedSource {
             }
             waited = true;
             tokio::time::sleep(self.poll_interval).await;
+        }
+    }
+
+    /// The shared token, if there is one worth adopting.
+    async fn read(&self) -> Result<Option<Obtained>, Bypass> {
+        let read = self
+            .connection
+            .get_with_ttl(&self.key)
+            .await
+            .map_err(|failure| Bypass::Failed(failure, "read"))?;
+        Ok(read.and_then(|(value, ttl)| self.adopt(&value, ttl)))
+    }
+
+    fn adopted(&self, obtained: Obtained, waited: bool, started: Instant) -> Obtained {
+        let outcome = if waited {
+            metrics::SharedCacheOutcome::Waited
+        } else {
+            metrics::SharedCacheOutcome::Hit
+        };
+        metrics::shared_cache(outcome);
+        tracing::debug!(
+            waited_ms = started.elapsed().as_millis() as u64,
+            "adopted the shared access token"
+        );
+        obtained
+    }
+
+    /// Releases the lease; a failure only marks Redis down (the lease then expires by itself).
+    async fn release(&self, lease: &str) {
+        if let Err(failure) = self.connection.release(&self.lease_key, lease).await {
+            self.connection.mark_down(&failure, "release");
         }
     }
 
@@ -260,10 +280,8 @@ impl SharedSource {
             }
         }
         // Released on failure too, so that another replica may try at once.
-        if self.connection.available()
-            && let Err(failure) = self.connection.release(&self.lease_key, &lease).await
-        {
-            self.connection.mark_down(&failure, "release");
+        if self.connection.available() {
+            self.release(&lease).await;
         }
         result.map(|fetched| Obtained {
             fetched,

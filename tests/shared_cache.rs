@@ -752,3 +752,90 @@ async fn metrics_count_hits_leases_and_fallbacks() {
     assert_eq!(counter("fallback"), 1);
     assert_eq!(counter("waited"), 0);
 }
+
+/// Everything a `tracing` subscriber writes, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A TRACE capture of the shared cache's paths (adoption, lease, 401 compare-and-delete, an
+/// unusable value, an unreachable Redis) holds no token and no secret. One thread, so that the
+/// thread's subscriber sees every task.
+#[tokio::test(flavor = "current_thread")]
+async fn logs_hold_no_token_and_no_secret() {
+    let redis = redis!("logs_hold_no_token_and_no_secret");
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let api = auth.api();
+    let prefix = prefix("logs");
+    let handles: Vec<_> = (0..3)
+        .map(|_| replica(&auth, cache(&redis.url, &prefix)))
+        .collect();
+    for handle in &handles {
+        handle.token().await.unwrap();
+    }
+    auth.revoke_all();
+    for service in services(&handles, &api) {
+        let (status, _) = common::send(&service, common::request("x")).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let mut connection = inspect(&redis.url).await;
+    let keys = token_keys(&mut connection, &prefix).await;
+    let _: () = redis::cmd("SET")
+        .arg(&keys[0])
+        .arg(b"\x01{\"access_token\":not-json".as_slice())
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    replica(&auth, cache(&redis.url, &prefix))
+        .token()
+        .await
+        .unwrap();
+    let dead = format!("redis://:hunter2-redis-password@127.0.0.1:{}/", free_port());
+    replica(&auth, cache(&dead, &prefix)).token().await.unwrap();
+
+    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    for expected in [
+        "took the shared token lease",
+        "adopted the shared access token",
+        "refused token deleted from the shared cache",
+        "unusable value in the shared token cache",
+        "shared token cache unavailable",
+    ] {
+        assert!(text.contains(expected), "no `{expected}` in the capture");
+    }
+    let tokens = auth.tokens();
+    assert_eq!(tokens.len(), 4);
+    for token in tokens {
+        assert!(!text.contains(&token.access_token), "a token in the logs");
+        // Not even its signature, the part no two tokens share.
+        let signature = token.access_token.rsplit('.').next().unwrap();
+        assert!(!text.contains(signature), "a token signature in the logs");
+    }
+    assert!(!text.contains(DEFAULT_CLIENT_SECRET));
+    assert!(!text.contains("hunter2-redis-password"));
+    assert!(!text.contains("not-json"));
+}

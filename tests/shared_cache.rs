@@ -839,3 +839,53 @@ async fn logs_hold_no_token_and_no_secret() {
     assert!(!text.contains("hunter2-redis-password"));
     assert!(!text.contains("not-json"));
 }
+
+/// Each key of a token set has its own shared token: two replicas of a set with two keys make
+/// two token requests, one per key, not four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_set_keys_are_shared_one_by_one() {
+    use tower_client_credentials::TokenKey;
+
+    let redis = redis!("token_set_keys_are_shared_one_by_one");
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let prefix = prefix("set");
+    let set = || {
+        builder(&auth)
+            .shared_cache(cache(&redis.url, &prefix))
+            .build_set()
+            .unwrap()
+            .route(
+                "http://127.0.0.1:1".parse().unwrap(),
+                TokenKey::new().audience("https://orders.example"),
+            )
+            .unwrap()
+            .route(
+                "http://127.0.0.1:2".parse().unwrap(),
+                TokenKey::new().audience("https://billing.example"),
+            )
+            .unwrap()
+            .start()
+    };
+    let first = set().await.unwrap();
+    let second = set().await.unwrap();
+    assert_eq!(auth.token_requests(), 2);
+    let mut audiences: Vec<_> = auth.tokens().into_iter().map(|t| t.audience).collect();
+    audiences.sort();
+    assert_eq!(
+        audiences,
+        ["https://billing.example", "https://orders.example"]
+    );
+    let mut connection = inspect(&redis.url).await;
+    assert_eq!(token_keys(&mut connection, &prefix).await.len(), 2);
+    assert!(
+        first
+            .status()
+            .iter()
+            .chain(&second.status())
+            .all(|(_, s)| s.valid)
+    );
+}

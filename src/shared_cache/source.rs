@@ -218,6 +218,14 @@ impl SharedSource {
             );
             return None;
         }
+        // The token this replica is replacing is never taken back: a refresh is due only when
+        // it has less left than any replica adopts, so finding it again means that a request
+        // reported it refused while this refresh was under way.
+        let fingerprint = fingerprint(value);
+        if self.held().as_deref() == Some(fingerprint.as_str()) {
+            tracing::debug!("the shared token is the one being replaced; treating it as a miss");
+            return None;
+        }
         // Every key is written with a TTL; one without (set by hand) is not trusted.
         let remaining = ttl?.min(token.lifetime);
         let lifetime = token.lifetime;
@@ -231,7 +239,7 @@ impl SharedSource {
             Some(issued_at) => (lifetime, issued_at),
             None => (remaining, now),
         };
-        *self.held() = Some(fingerprint(value));
+        *self.held() = Some(fingerprint);
         Some(Obtained {
             fetched: Fetched {
                 response: TokenResponse {
@@ -327,4 +335,118 @@ fn lease_token() -> String {
 fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::{AuthMethod, Parameters};
+
+    const KEY_URL: &str = "http://127.0.0.1/oauth/token";
+
+    fn source() -> SharedSource {
+        // Nothing is connected: `adopt` only decodes and decides.
+        let cache = RedisCache::new("redis://127.0.0.1:1/").unwrap();
+        let material = KeyMaterial::new(
+            &KEY_URL.parse().unwrap(),
+            "client",
+            AuthMethod::ClientSecretBasic,
+            &Parameters::default(),
+        );
+        SharedSource::new(&cache, &material, RefreshPolicy::default()).unwrap()
+    }
+
+    fn value(source: &SharedSource, token_type: &str, lifetime: Duration) -> Zeroizing<Vec<u8>> {
+        source.codec.encode(
+            &source.key,
+            &StoredToken {
+                access_token: Zeroizing::new("shared-token".into()),
+                token_type: token_type.into(),
+                lifetime,
+                expires_at_ms: 0,
+                scope: Some("orders:read".into()),
+            },
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_with_time_left_is_adopted_with_its_remaining_lifetime() {
+        let source = source();
+        let lifetime = Duration::from_secs(2);
+        let stored = value(&source, "Bearer", lifetime);
+        let ttl = Duration::from_millis(1_900);
+        let obtained = source.adopt(&stored, Some(ttl)).expect("adopted");
+        assert!(!obtained.requested);
+        assert_eq!(obtained.fetched.lifetime, lifetime);
+        assert_eq!(
+            obtained.fetched.response.access_token.as_str(),
+            "shared-token"
+        );
+        assert_eq!(
+            obtained.fetched.response.scope.as_deref(),
+            Some("orders:read")
+        );
+        // Its lifetime started 100 ms ago, when another replica asked for it.
+        assert_eq!(
+            obtained.issued_at,
+            Some(Instant::now() - Duration::from_millis(100))
+        );
+        assert_eq!(source.held().clone(), Some(fingerprint(&stored)));
+        // The token being replaced is not taken back.
+        assert!(source.adopt(&stored, Some(ttl)).is_none());
+        // `bearer` in any case.
+        assert!(
+            source
+                .adopt(&value(&source, "bearer", lifetime), Some(ttl))
+                .is_some()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_due_for_refresh_is_a_miss() {
+        let source = source();
+        let lifetime = Duration::from_secs(2);
+        let stored = value(&source, "Bearer", lifetime);
+        // The latest refresh margin of a 2-second token is 0.44 s (20 % of the lifetime, 10 %
+        // jitter), and the expiry margin 0.2 s: with 0.64 s or less left, every replica would
+        // refresh at once.
+        let floor = Duration::from_millis(640);
+        assert!(source.adopt(&stored, Some(floor)).is_none());
+        assert!(
+            source
+                .adopt(&stored, Some(floor + Duration::from_millis(5)))
+                .is_some()
+        );
+        // A key without a TTL was not written by a replica.
+        assert!(source.adopt(&stored, None).is_none());
+        // A TTL longer than the lifetime counts as the lifetime.
+        *source.held() = None;
+        let obtained = source
+            .adopt(&stored, Some(Duration::from_secs(3600)))
+            .unwrap();
+        assert_eq!(obtained.issued_at, Some(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unusable_values_are_misses() {
+        let source = source();
+        let ttl = Some(Duration::from_secs(50));
+        let dpop = value(&source, "DPoP", Duration::from_secs(60));
+        assert!(source.adopt(&dpop, ttl).is_none());
+        assert!(source.adopt(b"garbage", ttl).is_none());
+        assert!(source.adopt(b"", ttl).is_none());
+        assert_eq!(source.held().clone(), None);
+    }
+
+    #[test]
+    fn lease_tokens_are_random_and_fingerprints_match_lua() {
+        let a = lease_token();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, lease_token());
+        // `redis.sha1hex("abc")`.
+        assert_eq!(
+            fingerprint(b"abc"),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+    }
 }

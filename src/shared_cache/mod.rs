@@ -57,7 +57,13 @@
 //! only if Redis still holds that very token: a Lua script compares the SHA-1 of the stored
 //! value with that of the value the replica adopted or published. A replica with a stale view
 //! therefore never deletes a token another replica has just fetched; it adopts that one. All
-//! replicas that saw the 401 end up with the one new token.
+//! replicas that saw the 401 end up with the one new token. A refresh never adopts the token it
+//! is replacing (a refresh is due only when that token has less left than any replica adopts,
+//! so meeting it again means a 401 raced with the refresh): it fetches a new one instead.
+//!
+//! The refresher learns which token was refused without the request path changing: a 401
+//! withdraws the token's generation as before, and the refresher, seeing that its latest token
+//! was withdrawn, hands the shared cache the fingerprint of the value that token came from.
 //!
 //! # The key
 //!

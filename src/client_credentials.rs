@@ -29,6 +29,8 @@ pub struct ClientCredentials {
     endpoint: TokenEndpoint,
     policy: RefreshPolicy,
     max_wait: Duration,
+    #[cfg(feature = "redis")]
+    shared_cache: Option<crate::shared_cache::SharedSource>,
 }
 
 impl ClientCredentials {
@@ -188,6 +190,8 @@ impl ClientCredentials {
                 .map(|(prover, _)| Arc::clone(prover)),
         ));
         let refresher = Refresher::new(Arc::clone(&shared), self.endpoint, self.policy);
+        #[cfg(feature = "redis")]
+        let refresher = refresher.with_shared_cache(self.shared_cache);
         (TokenHandle::new(shared), refresher)
     }
 }
@@ -222,6 +226,8 @@ pub struct ClientCredentialsBuilder {
     max_wait: Duration,
     policy: RefreshPolicy,
     dpop: Option<DpopKey>,
+    #[cfg(feature = "redis")]
+    shared_cache: Option<crate::RedisCache>,
 }
 
 impl fmt::Debug for ClientCredentialsBuilder {
@@ -265,6 +271,8 @@ impl ClientCredentialsBuilder {
             max_wait: Duration::from_secs(30),
             policy: RefreshPolicy::default(),
             dpop: None,
+            #[cfg(feature = "redis")]
+            shared_cache: None,
         }
     }
 
@@ -421,6 +429,16 @@ impl ClientCredentialsBuilder {
         self
     }
 
+    /// Shares the token with the other replicas of the service through Redis: a refresh adopts
+    /// the token another replica fetched, or fetches it for all of them. Requests still read
+    /// the token locally. Default: none, each handle fetches its own. See
+    /// [`shared_cache`](crate::shared_cache).
+    #[cfg(feature = "redis")]
+    pub fn shared_cache(mut self, cache: crate::RedisCache) -> Self {
+        self.shared_cache = Some(cache);
+        self
+    }
+
     /// Fetches the issuer's metadata (RFC 8414, OpenID Connect Discovery 1.0) and takes the
     /// token endpoint from it, and, unless [`auth_method`](Self::auth_method) was set, an
     /// authentication method that the server supports and the credentials allow. For builders
@@ -496,6 +514,8 @@ impl ClientCredentialsBuilder {
     pub fn build(self) -> Result<ClientCredentials, ConfigError> {
         let (template, request) = self.into_template()?;
         Ok(ClientCredentials {
+            #[cfg(feature = "redis")]
+            shared_cache: template.shared_source(&template.params)?,
             endpoint: template.endpoint_with(request),
             policy: template.policy,
             max_wait: template.max_wait,
@@ -590,9 +610,20 @@ impl ClientCredentialsBuilder {
                 policy: self.policy,
                 max_wait: self.max_wait,
                 dpop,
+                #[cfg(feature = "redis")]
+                shared_cache: self.shared_cache,
             },
             request,
         ))
+    }
+
+    /// The shared-cache key material of this configuration, for tests.
+    #[cfg(all(test, feature = "redis"))]
+    pub(crate) fn shared_cache_key_material(
+        self,
+    ) -> Result<crate::shared_cache::KeyMaterial, ConfigError> {
+        let (template, _) = self.into_template()?;
+        Ok(template.key_material(&template.params))
     }
 }
 
@@ -616,9 +647,42 @@ pub(crate) struct EndpointTemplate {
     pub(crate) policy: RefreshPolicy,
     pub(crate) max_wait: Duration,
     dpop: Option<(Arc<Prover>, Arc<str>)>,
+    #[cfg(feature = "redis")]
+    shared_cache: Option<crate::RedisCache>,
 }
 
 impl EndpointTemplate {
+    /// What tells the tokens for `params` apart from others in a shared cache.
+    #[cfg(feature = "redis")]
+    pub(crate) fn key_material(&self, params: &Parameters) -> crate::shared_cache::KeyMaterial {
+        let material =
+            crate::shared_cache::KeyMaterial::new(&self.uri, &self.client_id, self.auth, params);
+        // DPoP-bound tokens are only of use to replicas holding the same key.
+        match &self.dpop {
+            Some((prover, _)) => material.bind("dpop_jkt", prover.key().thumbprint()),
+            None => material,
+        }
+    }
+
+    /// The shared cache for the tokens of `params`, if one is configured.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared_source(
+        &self,
+        params: &Parameters,
+    ) -> Result<Option<crate::shared_cache::SharedSource>, ConfigError> {
+        self.shared_cache
+            .as_ref()
+            .map(|cache| {
+                crate::shared_cache::SharedSource::new(
+                    cache,
+                    &self.key_material(params),
+                    self.policy.clone(),
+                    self.dpop.is_some(),
+                )
+            })
+            .transpose()
+    }
+
     /// The token endpoint client for `params`, sharing this template's HTTP client.
     pub(crate) fn endpoint(&self, params: &Parameters) -> Result<TokenEndpoint, ConfigError> {
         let request = PreparedRequest::new(

@@ -69,6 +69,8 @@
 //! - `metrics`: counters, histograms and a gauge through the `metrics` facade: token fetches
 //!   by outcome and their duration, time requests spent waiting for a token, retries after
 //!   401, and seconds until the current token expires. Names are listed in the README.
+//! - `redis`: [`RedisCache`], a token cache shared by the replicas of a service through Redis,
+//!   so that the fleet makes one token request per token lifetime; see [`shared_cache`].
 //! - `test-util`: [`test_util`], an embedded authorization server and protected API for tests
 //!   and demos.
 
@@ -83,6 +85,9 @@ mod metrics;
 mod refresh;
 mod token;
 pub mod token_set;
+
+#[cfg(feature = "redis")]
+pub mod shared_cache;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;
@@ -101,6 +106,9 @@ pub use crate::{
     token::{ExpirySource, Token},
     token_set::{TokenKey, TokenSet, TokenSetAuth, TokenSetBuilder, TokenSetLayer},
 };
+
+#[cfg(feature = "redis")]
+pub use crate::shared_cache::RedisCache;
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

@@ -34,6 +34,8 @@ use tokio::{
 };
 
 pub(crate) use self::policy::RefreshPolicy;
+#[cfg(feature = "redis")]
+pub(crate) use self::refresher::Obtained;
 pub use self::{
     handle::{TokenHandle, TokenStatus},
     refresher::Refresher,

@@ -55,6 +55,13 @@ impl RefreshPolicy {
         lifetime.saturating_sub(margin)
     }
 
+    /// The largest refresh margin a token of `lifetime` gets, jitter included: a token with
+    /// less left than this is due for refresh on every replica.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn latest_margin(&self, lifetime: Duration) -> Duration {
+        lifetime.saturating_sub(self.refresh_after(lifetime, 1.0))
+    }
+
     /// The delay before the next attempt after `failures` consecutive failures, the last being
     /// `error`. `draw` is uniform in `[0, 1)`.
     pub(crate) fn retry_delay(&self, failures: u32, error: &TokenError, draw: f64) -> Duration {

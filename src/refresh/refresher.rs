@@ -12,7 +12,8 @@ use tracing::Instrument;
 
 use super::{Outcome, RefreshPolicy, Shared};
 use crate::{
-    endpoint::TokenEndpoint,
+    endpoint::{Fetched, TokenEndpoint},
+    error::TokenError,
     metrics,
     token::{self, Token},
 };
@@ -40,6 +41,19 @@ struct Task {
     shared: Arc<Shared>,
     endpoint: TokenEndpoint,
     policy: RefreshPolicy,
+    /// Refreshes go through this shared cache, when there is one.
+    #[cfg(feature = "redis")]
+    shared_cache: Option<crate::shared_cache::SharedSource>,
+}
+
+/// A token for the refresher to publish.
+pub(crate) struct Obtained {
+    pub(crate) fetched: Fetched,
+    /// When the token's lifetime started, if not when this refresh began: a token adopted from
+    /// the shared cache was requested earlier, by another replica.
+    pub(crate) issued_at: Option<Instant>,
+    /// Whether this refresh made a token request (not so for a token from the shared cache).
+    pub(crate) requested: bool,
 }
 
 impl Refresher {
@@ -49,8 +63,22 @@ impl Refresher {
                 shared,
                 endpoint,
                 policy,
+                #[cfg(feature = "redis")]
+                shared_cache: None,
             }),
         }
+    }
+
+    /// Makes the refreshes go through a shared cache.
+    #[cfg(feature = "redis")]
+    pub(crate) fn with_shared_cache(
+        mut self,
+        source: Option<crate::shared_cache::SharedSource>,
+    ) -> Self {
+        if let Some(task) = &mut self.task {
+            task.shared_cache = source;
+        }
+        self
     }
 }
 
@@ -127,7 +155,12 @@ impl Task {
             };
 
             if next_fetch <= now {
-                shared.state().fetching = true;
+                // The token last obtained was refused by an API: a shared cache must learn it.
+                let refused = {
+                    let mut state = shared.state();
+                    state.fetching = true;
+                    generation > 0 && state.invalidated >= generation
+                };
                 let started = Instant::now();
                 let span = tracing::info_span!(
                     "token_fetch",
@@ -136,7 +169,7 @@ impl Task {
                     duration_ms = tracing::field::Empty,
                 );
                 span.in_scope(|| tracing::debug!("fetching access token"));
-                let mut fetch = pin!(self.endpoint.fetch().instrument(span.clone()));
+                let mut fetch = pin!(self.obtain(refused).instrument(span.clone()));
                 let result = loop {
                     // A slow fetch must not keep a token past its time in the store.
                     let withdraw_at = self
@@ -153,7 +186,12 @@ impl Task {
                 let elapsed = now.duration_since(started);
                 span.record("duration_ms", elapsed.as_millis() as u64);
                 let _entered = span.enter();
-                match result.and_then(|fetched| {
+                let mut requested = true;
+                let mut issued_at = started;
+                match result.and_then(|obtained| {
+                    let fetched = obtained.fetched;
+                    requested = obtained.requested;
+                    issued_at = obtained.issued_at.unwrap_or(started);
                     generation += 1;
                     Token::new(
                         if fetched.response.is_dpop() {
@@ -165,7 +203,7 @@ impl Task {
                         generation,
                         fetched.lifetime,
                         fetched.response.scope.clone(),
-                        started,
+                        issued_at,
                     )
                     .map_err(|_| {
                         // The parser only admits visible ASCII, which is always a valid header.
@@ -180,16 +218,19 @@ impl Task {
                     Ok(token) => {
                         let lifetime = token.lifetime;
                         refresh_at =
-                            Some(started + self.policy.refresh_after(lifetime, fastrand::f64()));
+                            Some(issued_at + self.policy.refresh_after(lifetime, fastrand::f64()));
                         failures = 0;
                         backoff_until = None;
                         span.record("outcome", "success");
-                        metrics::fetch(metrics::Outcome::Success, elapsed);
-                        metrics::expires_in(lifetime);
+                        if requested {
+                            metrics::fetch(metrics::Outcome::Success, elapsed);
+                        }
+                        metrics::expires_in(token.expires_at.saturating_duration_since(now));
                         tracing::info!(
                             generation,
                             lifetime_secs = lifetime.as_secs_f64(),
                             scope = token.scope().unwrap_or(""),
+                            shared = !requested,
                             "access token obtained"
                         );
                         shared.current.store(Some(Arc::new(token)));
@@ -262,6 +303,20 @@ impl Task {
                 () = tokio::time::sleep_until(wake_at) => {}
             }
         }
+    }
+
+    /// Asks the shared cache for a token when there is one, else the token endpoint.
+    async fn obtain(&self, refused: bool) -> Result<Obtained, TokenError> {
+        #[cfg(feature = "redis")]
+        if let Some(cache) = &self.shared_cache {
+            return cache.obtain(&self.endpoint, refused).await;
+        }
+        let _ = refused;
+        self.endpoint.fetch().await.map(|fetched| Obtained {
+            fetched,
+            issued_at: None,
+            requested: true,
+        })
     }
 
     /// The current token, after withdrawing it if it has expired or a request reported it

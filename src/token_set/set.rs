@@ -253,9 +253,8 @@ impl Inner {
             entry.used.store(true, Ordering::Relaxed);
             return Ok((entry.handle.clone(), None));
         }
-        let endpoint = self
-            .template
-            .endpoint(&key.parameters(&self.template.params))?;
+        let params = key.parameters(&self.template.params);
+        let endpoint = self.template.endpoint(&params)?;
         let policy = self.template.policy.clone();
         let shared = Arc::new(Shared::new(
             self.template.max_wait,
@@ -264,6 +263,8 @@ impl Inner {
         ));
         let outcomes = shared.outcomes();
         let refresher = Refresher::new(Arc::clone(&shared), endpoint, policy);
+        #[cfg(feature = "redis")]
+        let refresher = refresher.with_shared_cache(self.template.shared_source(&params)?);
         let handle = TokenHandle::new(shared);
         let mut updated = HashMap::clone(&keys);
         updated.insert(

@@ -1,0 +1,177 @@
+use std::{fmt, sync::Arc, time::Duration};
+
+use zeroize::Zeroizing;
+
+use super::{
+    connection::{Connection, SharedConnection},
+    value::{Codec, Sealing},
+};
+use crate::error::ConfigError;
+
+/// The default key prefix.
+const DEFAULT_PREFIX: &str = "tower-client-credentials:";
+
+/// A token cache in Redis, shared by every replica configured with the same Redis and prefix.
+/// Give it to [`ClientCredentialsBuilder::shared_cache`](crate::ClientCredentialsBuilder::shared_cache).
+///
+/// Cloning is cheap: clones share one connection (a `redis` connection manager, which
+/// reconnects by itself), made on first use. See the [module documentation](super) for what
+/// happens on a refresh, and the security note.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_client_credentials::{ClientCredentials, RedisCache};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let cache = RedisCache::new("redis://127.0.0.1:6379/0")?
+///     .prefix("orders-service:tokens:")
+///     .encryption_key(1, [0x42; 32]); // load a real key from your secret store
+/// let tokens = ClientCredentials::builder("https://auth.example.com/oauth/token", "id", "secret")
+///     .shared_cache(cache)
+///     .build()?
+///     .start()
+///     .await?;
+/// # let _ = tokens;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisCache {
+    client: redis::Client,
+    pub(super) prefix: String,
+    pub(super) lease_timeout: Duration,
+    pub(super) poll_interval: Duration,
+    timeout: Duration,
+    outage_backoff: Duration,
+    pub(super) codec: Codec,
+    /// Not connected until first used. Replaced by the options it depends on.
+    connection: SharedConnection,
+}
+
+impl RedisCache {
+    /// A cache in the Redis server at `url` (`redis://[:password@]host[:port][/db]`, or
+    /// `redis+unix:///path`). Nothing is connected until the first refresh.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidParameter`] (named `redis_url`) when the URL cannot be parsed.
+    /// The message never repeats the URL, which may hold a password.
+    pub fn new(url: &str) -> Result<Self, ConfigError> {
+        let client = redis::Client::open(url).map_err(|error| ConfigError::InvalidParameter {
+            name: "redis_url".into(),
+            reason: format!("not a usable Redis URL ({:?})", error.kind()),
+        })?;
+        let timeout = Duration::from_millis(500);
+        let outage_backoff = Duration::from_secs(5);
+        Ok(Self {
+            connection: Arc::new(Connection::new(client.clone(), timeout, outage_backoff)),
+            client,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            lease_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(50),
+            timeout,
+            outage_backoff,
+            codec: Codec { sealing: None },
+        })
+    }
+
+    fn reconnect(mut self) -> Self {
+        self.connection = Arc::new(Connection::new(
+            self.client.clone(),
+            self.timeout,
+            self.outage_backoff,
+        ));
+        self
+    }
+
+    /// Prepended to every key this cache writes: the token keys (`{prefix}{sha256 hex}`) and
+    /// their leases (`…:lease`). Give each service, or each environment sharing a Redis, its
+    /// own. Default: `tower-client-credentials:`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Seals stored tokens with AES-256-GCM under this 256-bit key (a random nonce per value;
+    /// the key's `id` is stored with each value). Every replica must have the same key and
+    /// id; a value sealed with another key, or stored in clear, is treated as a miss. Default:
+    /// none: tokens are stored in clear.
+    ///
+    /// To rotate the key, give the new key a new id: replicas with the new key ignore the old
+    /// values (one extra token request) and overwrite them.
+    pub fn encryption_key(mut self, id: u8, key: [u8; 32]) -> Self {
+        let key = Zeroizing::new(key);
+        self.codec = Codec {
+            sealing: Some(Sealing::new(id, &key)),
+        };
+        self
+    }
+
+    /// The longest a replica may hold the lease to fetch the token for all. If it crashes,
+    /// another replica fetches once this has passed. Should be longer than a token request
+    /// usually takes. Default: 10 s.
+    pub fn lease_timeout(mut self, timeout: Duration) -> Self {
+        self.lease_timeout = timeout;
+        self
+    }
+
+    /// How often a replica that did not get the lease looks for the token published by the
+    /// one that did. It waits at most twice the lease timeout, then fetches on its own.
+    /// Default: 50 ms.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// The longest one Redis command (or connecting) may take. After that the replica fetches
+    /// its token on its own. Default: 500 ms.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self.reconnect()
+    }
+
+    /// After Redis failed or timed out, refreshes skip it for this long, then try again.
+    /// Default: 5 s.
+    pub fn outage_backoff(mut self, backoff: Duration) -> Self {
+        self.outage_backoff = backoff;
+        self.reconnect()
+    }
+
+    /// Checks the options; the connection of this cache, shared by its clones.
+    pub(crate) fn prepare(&self) -> Result<SharedConnection, ConfigError> {
+        let invalid = |name, reason: &str| {
+            Err(ConfigError::InvalidTiming {
+                name,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.lease_timeout.is_zero() {
+            return invalid("shared_cache.lease_timeout", "must be greater than zero");
+        }
+        if self.poll_interval.is_zero() {
+            return invalid("shared_cache.poll_interval", "must be greater than zero");
+        }
+        if self.timeout.is_zero() {
+            return invalid("shared_cache.timeout", "must be greater than zero");
+        }
+        Ok(Arc::clone(&self.connection))
+    }
+}
+
+impl fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the URL: it may hold a password.
+        f.debug_struct("RedisCache")
+            .field("prefix", &self.prefix)
+            .field("encrypted", &self.codec.sealing.is_some())
+            .field(
+                "key_id",
+                &self.codec.sealing.as_ref().map(|sealing| sealing.id()),
+            )
+            .field("lease_timeout", &self.lease_timeout)
+            .field("poll_interval", &self.poll_interval)
+            .field("timeout", &self.timeout)
+            .field("outage_backoff", &self.outage_backoff)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,276 @@
+//! The connection to Redis and the few commands the shared cache sends, each bounded by a
+//! timeout. A failure marks Redis unavailable for a while: refreshes then go straight to the
+//! authorization server, and the next refresh after that time tries Redis again.
+
+use std::{
+    fmt,
+    future::Future,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use redis::{
+    Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+use tokio::time::Instant;
+
+/// Deletes the lease only if it still holds the caller's random token.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Deletes the shared token only if the stored value is still the one whose SHA-1 the caller
+/// holds, so that a replica with a stale view never deletes a newer token.
+const COMPARE_AND_DELETE: &str = r"
+local value = redis.call('GET', KEYS[1])
+if value and redis.sha1hex(value) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Why a Redis operation failed. Never holds a value read from Redis.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    /// No answer within the configured timeout.
+    Timeout(Duration),
+    /// The client or the server reported an error.
+    Redis {
+        /// The error's kind and class, without its details (which may quote values).
+        kind: String,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(after) => write!(f, "no answer within {} ms", after.as_millis()),
+            Self::Redis { kind } => f.write_str(kind),
+        }
+    }
+}
+
+impl From<redis::RedisError> for Failure {
+    fn from(error: redis::RedisError) -> Self {
+        let class = if error.is_timeout() {
+            "timeout"
+        } else if error.is_connection_refusal() {
+            "connection refused"
+        } else if error.is_connection_dropped() {
+            "connection dropped"
+        } else if error.is_io_error() {
+            "i/o error"
+        } else {
+            "error"
+        };
+        Self::Redis {
+            kind: format!("{class} ({:?})", error.kind()),
+        }
+    }
+}
+
+/// The connection shared by every handle that uses one [`RedisCache`](super::RedisCache).
+pub(crate) struct Connection {
+    client: redis::Client,
+    /// Made on first use, from within the runtime (the manager spawns tasks); it connects
+    /// lazily and reconnects by itself.
+    manager: OnceLock<ConnectionManager>,
+    pub(crate) timeout: Duration,
+    outage_backoff: Duration,
+    /// Until when Redis is bypassed after a failure.
+    down_until: Mutex<Option<Instant>>,
+    release: Script,
+    compare_and_delete: Script,
+}
+
+impl Connection {
+    pub(crate) fn new(client: redis::Client, timeout: Duration, outage_backoff: Duration) -> Self {
+        Self {
+            client,
+            manager: OnceLock::new(),
+            timeout,
+            outage_backoff,
+            down_until: Mutex::new(None),
+            release: Script::new(RELEASE),
+            compare_and_delete: Script::new(COMPARE_AND_DELETE),
+        }
+    }
+
+    /// Whether Redis is worth asking: it did not fail within the outage backoff.
+    pub(crate) fn available(&self) -> bool {
+        self.down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// Bypasses Redis for the outage backoff. Logs the first failure of an outage at `warn`.
+    pub(crate) fn mark_down(&self, failure: &Failure, during: &'static str) {
+        let mut down = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        let first = down.is_none();
+        *down = Some(Instant::now() + self.outage_backoff);
+        drop(down);
+        if first {
+            tracing::warn!(
+                error = %failure,
+                during,
+                retry_in_ms = self.outage_backoff.as_millis() as u64,
+                "shared token cache unavailable; fetching tokens without it"
+            );
+        } else {
+            tracing::debug!(error = %failure, during, "shared token cache still unavailable");
+        }
+    }
+
+    fn mark_up(&self) {
+        let mut down = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        if down.take().is_some() {
+            tracing::info!("shared token cache reachable again");
+        }
+    }
+
+    fn manager(&self) -> Result<ConnectionManager, Failure> {
+        if let Some(manager) = self.manager.get() {
+            return Ok(manager.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            // Our own outage backoff decides when to try again; the manager reconnects on the
+            // next command after a failure.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(self.timeout);
+        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        Ok(self.manager.get_or_init(|| manager).clone())
+    }
+
+    /// Runs `operation` on the connection within the timeout, and records whether Redis
+    /// answered.
+    async fn run<T, F, Fut>(&self, operation: F) -> Result<T, Failure>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let manager = self.manager()?;
+        match tokio::time::timeout(self.timeout, operation(manager)).await {
+            Ok(Ok(value)) => {
+                self.mark_up();
+                Ok(value)
+            }
+            Ok(Err(error)) => Err(error.into()),
+            Err(_) => Err(Failure::Timeout(self.timeout)),
+        }
+    }
+
+    /// The value under `key` and its remaining time to live (`None` without a TTL), read
+    /// atomically.
+    pub(crate) async fn get_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, Option<Duration>)>, Failure> {
+        let (value, pttl): (Option<Vec<u8>>, i64) = self
+            .run(|mut connection| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("GET")
+                    .arg(key)
+                    .cmd("PTTL")
+                    .arg(key)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        // PTTL: -1 no expiry, -2 no key.
+        let ttl = u64::try_from(pttl).ok().map(Duration::from_millis);
+        Ok(value.map(|value| (value, ttl)))
+    }
+
+    /// `SET key value NX PX ttl`: whether the key was set.
+    pub(crate) async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, Failure> {
+        let reply: Option<String> = self
+            .run(|mut connection| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(reply.is_some())
+    }
+
+    /// `SET key value PX ttl`.
+    pub(crate) async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Failure> {
+        self.run(|mut connection| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    /// Deletes the lease `key` if it still holds `token`. Whether it did.
+    pub(crate) async fn release(&self, key: &str, token: &str) -> Result<bool, Failure> {
+        let script = &self.release;
+        let deleted: i64 = self
+            .run(|mut connection| async move {
+                script
+                    .key(key)
+                    .arg(token)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    /// Deletes `key` if the SHA-1 of its value is `fingerprint`. Whether it did.
+    pub(crate) async fn compare_and_delete(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<bool, Failure> {
+        let script = &self.compare_and_delete;
+        let deleted: i64 = self
+            .run(|mut connection| async move {
+                script
+                    .key(key)
+                    .arg(fingerprint)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(deleted == 1)
+    }
+}
+
+/// A TTL in whole milliseconds, at least one (Redis refuses `PX 0`).
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The fingerprint `COMPARE_AND_DELETE` compares: the SHA-1 of a stored value, in hex, as Lua's
+/// `redis.sha1hex` computes it. It identifies a value; it protects nothing.
+pub(crate) fn fingerprint(value: &[u8]) -> String {
+    sha1_smol::Sha1::from(value).digest().to_string()
+}
+
+/// Shared by the handles of one cache.
+pub(crate) type SharedConnection = Arc<Connection>;

@@ -1,0 +1,101 @@
+//! One token for the whole fleet: a token cache shared through Redis by the replicas of a
+//! service (feature `redis`).
+//!
+//! When a service runs as 50 replicas and each fetches its own token, the authorization server
+//! sees 50 times the token requests, and providers meter them (Auth0 bills and throttles
+//! machine-to-machine tokens; others answer 429). With a [`RedisCache`], the replicas share one
+//! token:
+//!
+//! ```no_run
+//! use tower_client_credentials::{ClientCredentials, RedisCache};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let tokens = ClientCredentials::builder("https://auth.example.com/oauth/token", "id", "secret")
+//!     .scopes(["orders:read"])
+//!     .shared_cache(RedisCache::new("redis://127.0.0.1:6379")?.prefix("orders-service:"))
+//!     .build()?
+//!     .start()
+//!     .await?;
+//! # let _ = tokens;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What changes, and what does not
+//!
+//! Requests do not touch Redis. Each replica still serves every request from its own token
+//! store (an `ArcSwap`, no lock), exactly as without the cache. Only a refresh, which happens
+//! once per token lifetime, goes through Redis:
+//!
+//! 1. **Read** the shared token and its remaining time to live (`GET` and `PTTL`, atomically).
+//!    If it stays valid for longer than the refresh margin, **adopt** it with its remaining
+//!    lifetime: its expiry counts from when the replica that fetched it asked for it, and the
+//!    remaining time is the key's TTL, so no clock skew between replicas matters.
+//! 2. Otherwise take a short **lease** (`SET {key}:lease <random> NX PX <lease_timeout>`). The
+//!    replica that gets it requests a token from the authorization server, **publishes** it
+//!    (`SET {key} <value> PX <remaining lifetime>`), and releases the lease with a Lua script
+//!    that deletes it only if it still holds the replica's random value.
+//! 3. Replicas that did not get the lease **wait** for the publication (they poll the key
+//!    every [`poll_interval`](RedisCache::poll_interval)) instead of requesting a token. If the
+//!    lease holder crashes, its lease expires after the lease timeout and another replica takes
+//!    it. A replica that sees nothing published within twice the lease timeout requests its own.
+//!
+//! So 20 replicas starting at once make one token request, and 20 replicas running for an
+//! hour make about one token request per token lifetime instead of twenty (BENCHMARKS.md).
+//!
+//! # When Redis is down or slow
+//!
+//! Every Redis command is bounded by [`timeout`](RedisCache::timeout) (500 ms). When one fails
+//! or times out, the replica logs a `warn` (once per outage; no values, no URL), requests its
+//! token on its own, and skips Redis for [`outage_backoff`](RedisCache::outage_backoff) (5 s).
+//! The refresh after that tries Redis again; the connection reconnects by itself. Requests
+//! never wait for Redis.
+//!
+//! # A token refused with 401
+//!
+//! When an API refuses a shared token, the replica that saw the 401 deletes it from Redis, but
+//! only if Redis still holds that very token: a Lua script compares the SHA-1 of the stored
+//! value with that of the value the replica adopted or published. A replica with a stale view
+//! therefore never deletes a token another replica has just fetched; it adopts that one. All
+//! replicas that saw the 401 end up with the one new token. A refresh never adopts the token it
+//! is replacing (a refresh is due only when that token has less left than any replica adopts,
+//! so meeting it again means a 401 raced with the refresh): it fetches a new one instead.
+//!
+//! The refresher learns which token was refused without the request path changing: a 401
+//! withdraws the token's generation as before, and the refresher, seeing that its latest token
+//! was withdrawn, hands the shared cache the fingerprint of the value that token came from.
+//!
+//! # The key
+//!
+//! The key is the [prefix](RedisCache::prefix) followed by the SHA-256, in hex, of everything
+//! that makes one token different from another: the token endpoint, client id, authentication
+//! method, scopes, audience, resources and extra parameters. Never the client secret or key.
+//! Clients configured alike share one token; any difference gives another key. Each key of a
+//! [`TokenSet`](crate::TokenSet) has its own.
+//!
+//! # Security
+//!
+//! **Whoever can read the Redis key can use the token** until it expires: it is a bearer
+//! token. Only the access token is stored, with its type, lifetime, expiry and scope; never a
+//! client secret or key. Restrict access to Redis (ACLs, a private network, TLS where it
+//! leaves the host) as you would the tokens themselves. For defence in depth, set an
+//! [`encryption_key`](RedisCache::encryption_key): values are then sealed with AES-256-GCM (a
+//! random nonce per value, the key name as associated data), and a reader of Redis without the
+//! key learns nothing. A value sealed with another key, tampered with, or malformed is a miss
+//! with a `warn`, never a panic; the replica then fetches a token and overwrites it.
+//!
+//! # Observability
+//!
+//! `debug` events tell each adoption, lease and wait; a `warn` tells each outage and each
+//! unusable value. With the `metrics` feature, `tower_client_credentials_shared_cache_refreshes_total`
+//! counts refreshes by `outcome` (`hit`, `waited`, `lease_won`, `fallback`), and two more
+//! counters the invalidations and the unusable values (see the README).
+
+mod cache;
+mod connection;
+mod key;
+mod source;
+mod value;
+
+pub use self::cache::RedisCache;
+pub(crate) use self::{key::KeyMaterial, source::SharedSource};

@@ -1,0 +1,460 @@
+//! One refresh through the shared cache, for one refresher: adopt the shared token, or take the
+//! lease and fetch it for everyone, or wait for the replica that has the lease; fall back to a
+//! token request of our own when Redis is away.
+
+use std::{
+    sync::Mutex,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use aes_gcm::aead::{OsRng, rand_core::RngCore};
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use super::{
+    RedisCache,
+    connection::{Failure, SharedConnection, fingerprint},
+    key::KeyMaterial,
+    value::{Codec, StoredToken},
+};
+use crate::{
+    endpoint::{Fetched, TokenEndpoint, TokenResponse},
+    error::{ConfigError, TokenError},
+    metrics,
+    refresh::{Obtained, RefreshPolicy},
+    token::{self, expiry_margin},
+};
+
+/// The shared cache as one refresher uses it: one Redis key.
+pub(crate) struct SharedSource {
+    connection: SharedConnection,
+    codec: Codec,
+    key: String,
+    lease_key: String,
+    lease_timeout: Duration,
+    poll_interval: Duration,
+    policy: RefreshPolicy,
+    /// The token type this replica's token requests get, `Bearer` or `DPoP`: a shared token of
+    /// the other type is not adopted.
+    scheme: &'static str,
+    /// The fingerprint of the stored value of the token this replica holds, if it came through
+    /// Redis: what a 401 compares before deleting.
+    held: Mutex<Option<String>>,
+}
+
+/// How the wait for the lease or a shared token ended.
+enum Acquired {
+    /// A shared token valid for long enough.
+    Token(Obtained),
+    /// The lease: fetch the token for everyone. Holds the lease's random token.
+    Lease(String),
+}
+
+/// Why a refresh did not go through Redis.
+enum Bypass {
+    /// Redis failed or timed out.
+    Failed(Failure, &'static str),
+    /// The replica with the lease published nothing for too long.
+    NothingPublished(Duration),
+}
+
+impl SharedSource {
+    pub(crate) fn new(
+        cache: &RedisCache,
+        material: &KeyMaterial,
+        policy: RefreshPolicy,
+        dpop: bool,
+    ) -> Result<Self, ConfigError> {
+        let connection = cache.prepare()?;
+        let key = material.redis_key(&cache.prefix);
+        Ok(Self {
+            connection,
+            codec: cache.codec.clone(),
+            lease_key: format!("{key}:lease"),
+            key,
+            lease_timeout: cache.lease_timeout,
+            poll_interval: cache.poll_interval,
+            policy,
+            scheme: if dpop { token::DPOP } else { token::BEARER },
+            held: Mutex::new(None),
+        })
+    }
+
+    /// A token for the refresher: the shared one, or one this replica fetched. `refused`: the
+    /// token this replica holds was refused by an API (a 401), so it is deleted from Redis
+    /// first, if Redis still holds that very token.
+    pub(crate) async fn obtain(
+        &self,
+        endpoint: &TokenEndpoint,
+        refused: bool,
+    ) -> Result<Obtained, TokenError> {
+        let held = if refused { self.held().take() } else { None };
+        if !self.connection.available() {
+            tracing::debug!("shared token cache bypassed after a recent failure");
+            return self.fetch_alone(endpoint).await;
+        }
+        if refused && let Some(fingerprint) = held {
+            match self
+                .connection
+                .compare_and_delete(&self.key, &fingerprint)
+                .await
+            {
+                Ok(deleted) => {
+                    metrics::shared_cache_invalidation(deleted);
+                    tracing::debug!(
+                        deleted,
+                        "refused token {} the shared cache",
+                        if deleted {
+                            "deleted from"
+                        } else {
+                            "already replaced in"
+                        }
+                    );
+                }
+                Err(failure) => {
+                    return self
+                        .bypass(endpoint, Bypass::Failed(failure, "invalidate"))
+                        .await;
+                }
+            }
+        }
+        match self.acquire().await {
+            Ok(Acquired::Token(obtained)) => Ok(obtained),
+            Ok(Acquired::Lease(lease)) => self.fetch_for_all(endpoint, lease).await,
+            Err(bypass) => self.bypass(endpoint, bypass).await,
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adopts a shared token valid for long enough, or takes the lease, or waits for the
+    /// replica that has it.
+    async fn acquire(&self) -> Result<Acquired, Bypass> {
+        let started = Instant::now();
+        let give_up = started + self.lease_timeout * 2;
+        let mut waited = false;
+        loop {
+            if let Some(obtained) = self.read().await? {
+                return Ok(Acquired::Token(self.adopted(obtained, waited, started)));
+            }
+            let lease = lease_token();
+            if self
+                .connection
+                .set_if_absent(&self.lease_key, &lease, self.lease_timeout)
+                .await
+                .map_err(|failure| Bypass::Failed(failure, "lease"))?
+            {
+                // Between our read and the lease, the previous holder may have published and
+                // released: look again before fetching.
+                if let Some(obtained) = self.read().await? {
+                    self.release(&lease).await;
+                    return Ok(Acquired::Token(self.adopted(obtained, waited, started)));
+                }
+                metrics::shared_cache(metrics::SharedCacheOutcome::LeaseWon);
+                tracing::debug!("took the shared token lease; fetching for all replicas");
+                return Ok(Acquired::Lease(lease));
+            }
+            if Instant::now() >= give_up {
+                return Err(Bypass::NothingPublished(started.elapsed()));
+            }
+            if !waited {
+                tracing::debug!("another replica holds the shared token lease; waiting");
+            }
+            waited = true;
+            tokio::time::sleep(self.poll_interval).await;
+        }
+    }
+
+    /// The shared token, if there is one worth adopting.
+    async fn read(&self) -> Result<Option<Obtained>, Bypass> {
+        let read = self
+            .connection
+            .get_with_ttl(&self.key)
+            .await
+            .map_err(|failure| Bypass::Failed(failure, "read"))?;
+        Ok(read.and_then(|(value, ttl)| self.adopt(&value, ttl)))
+    }
+
+    fn adopted(&self, obtained: Obtained, waited: bool, started: Instant) -> Obtained {
+        let outcome = if waited {
+            metrics::SharedCacheOutcome::Waited
+        } else {
+            metrics::SharedCacheOutcome::Hit
+        };
+        metrics::shared_cache(outcome);
+        tracing::debug!(
+            waited_ms = started.elapsed().as_millis() as u64,
+            "adopted the shared access token"
+        );
+        obtained
+    }
+
+    /// Releases the lease; a failure only marks Redis down (the lease then expires by itself).
+    async fn release(&self, lease: &str) {
+        if let Err(failure) = self.connection.release(&self.lease_key, lease).await {
+            self.connection.mark_down(&failure, "release");
+        }
+    }
+
+    /// The stored token, if it decodes and stays valid for longer than any refresh margin:
+    /// adopting a token this replica would refresh at once would only loop.
+    fn adopt(&self, value: &[u8], ttl: Option<Duration>) -> Option<Obtained> {
+        let token = match self.codec.decode(&self.key, value) {
+            Ok(token) => token,
+            Err(error) => {
+                metrics::shared_cache_invalid_value();
+                tracing::warn!(
+                    error = %error,
+                    "unusable value in the shared token cache; treating it as a miss"
+                );
+                return None;
+            }
+        };
+        if !token.token_type.eq_ignore_ascii_case(self.scheme) {
+            metrics::shared_cache_invalid_value();
+            tracing::warn!(
+                token_type = %token.token_type,
+                "shared token of another type; treating it as a miss"
+            );
+            return None;
+        }
+        // The token this replica is replacing is never taken back: a refresh is due only when
+        // it has less left than any replica adopts, so finding it again means that a request
+        // reported it refused while this refresh was under way.
+        let fingerprint = fingerprint(value);
+        if self.held().as_deref() == Some(fingerprint.as_str()) {
+            tracing::debug!("the shared token is the one being replaced; treating it as a miss");
+            return None;
+        }
+        // Every key is written with a TTL; one without (set by hand) is not trusted.
+        let remaining = ttl?.min(token.lifetime);
+        let lifetime = token.lifetime;
+        let floor = self.policy.latest_margin(lifetime) + expiry_margin(lifetime);
+        if remaining <= floor {
+            return None;
+        }
+        // The token's lifetime started when the replica that fetched it asked for it.
+        let now = Instant::now();
+        let (lifetime, issued_at) = match now.checked_sub(lifetime - remaining) {
+            Some(issued_at) => (lifetime, issued_at),
+            None => (remaining, now),
+        };
+        *self.held() = Some(fingerprint);
+        Some(Obtained {
+            fetched: Fetched {
+                response: TokenResponse {
+                    access_token: token.access_token,
+                    expires_in: Some(lifetime),
+                    scope: token.scope,
+                    token_type: Some(token.token_type),
+                },
+                lifetime,
+            },
+            issued_at: Some(issued_at),
+            requested: false,
+        })
+    }
+
+    /// With the lease: fetches the token, publishes it with a TTL of its remaining lifetime,
+    /// and releases the lease.
+    async fn fetch_for_all(
+        &self,
+        endpoint: &TokenEndpoint,
+        lease: String,
+    ) -> Result<Obtained, TokenError> {
+        let started = Instant::now();
+        let result = endpoint.fetch().await;
+        if let Ok(fetched) = &result {
+            *self.held() = None;
+            let remaining = fetched.lifetime.saturating_sub(started.elapsed());
+            if !remaining.is_zero() {
+                let stored = StoredToken {
+                    access_token: Zeroizing::new(fetched.response.access_token.as_str().to_owned()),
+                    token_type: if fetched.response.is_dpop() {
+                        token::DPOP
+                    } else {
+                        token::BEARER
+                    }
+                    .to_owned(),
+                    lifetime: fetched.lifetime,
+                    expires_at_ms: unix_ms(SystemTime::now() + remaining),
+                    scope: fetched.response.scope.clone(),
+                };
+                let value = self.codec.encode(&self.key, &stored);
+                match self.connection.set(&self.key, &value, remaining).await {
+                    Ok(()) => {
+                        *self.held() = Some(fingerprint(&value));
+                        tracing::debug!(
+                            ttl_ms = remaining.as_millis() as u64,
+                            "published the access token to the shared cache"
+                        );
+                    }
+                    Err(failure) => self.connection.mark_down(&failure, "publish"),
+                }
+            }
+        }
+        // Released on failure too, so that another replica may try at once.
+        if self.connection.available() {
+            self.release(&lease).await;
+        }
+        result.map(|fetched| Obtained {
+            fetched,
+            issued_at: None,
+            requested: true,
+        })
+    }
+
+    async fn bypass(
+        &self,
+        endpoint: &TokenEndpoint,
+        bypass: Bypass,
+    ) -> Result<Obtained, TokenError> {
+        match bypass {
+            Bypass::Failed(failure, during) => self.connection.mark_down(&failure, during),
+            Bypass::NothingPublished(waited) => tracing::warn!(
+                waited_ms = waited.as_millis() as u64,
+                "no replica published a shared token in time; fetching without the shared cache"
+            ),
+        }
+        self.fetch_alone(endpoint).await
+    }
+
+    async fn fetch_alone(&self, endpoint: &TokenEndpoint) -> Result<Obtained, TokenError> {
+        metrics::shared_cache(metrics::SharedCacheOutcome::Fallback);
+        let fetched = endpoint.fetch().await?;
+        *self.held() = None;
+        Ok(Obtained {
+            fetched,
+            issued_at: None,
+            requested: true,
+        })
+    }
+}
+
+/// 128 random bits in hex: only the lease holder knows them, so only it can release the lease.
+fn lease_token() -> String {
+    let mut bytes = [0_u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::{AuthMethod, Parameters};
+
+    const KEY_URL: &str = "http://127.0.0.1/oauth/token";
+
+    fn source() -> SharedSource {
+        // Nothing is connected: `adopt` only decodes and decides.
+        let cache = RedisCache::new("redis://127.0.0.1:1/").unwrap();
+        let material = KeyMaterial::new(
+            &KEY_URL.parse().unwrap(),
+            "client",
+            AuthMethod::ClientSecretBasic,
+            &Parameters::default(),
+        );
+        SharedSource::new(&cache, &material, RefreshPolicy::default(), false).unwrap()
+    }
+
+    fn value(source: &SharedSource, token_type: &str, lifetime: Duration) -> Zeroizing<Vec<u8>> {
+        source.codec.encode(
+            &source.key,
+            &StoredToken {
+                access_token: Zeroizing::new("shared-token".into()),
+                token_type: token_type.into(),
+                lifetime,
+                expires_at_ms: 0,
+                scope: Some("orders:read".into()),
+            },
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_with_time_left_is_adopted_with_its_remaining_lifetime() {
+        let source = source();
+        let lifetime = Duration::from_secs(2);
+        let stored = value(&source, "Bearer", lifetime);
+        let ttl = Duration::from_millis(1_900);
+        let obtained = source.adopt(&stored, Some(ttl)).expect("adopted");
+        assert!(!obtained.requested);
+        assert_eq!(obtained.fetched.lifetime, lifetime);
+        assert_eq!(
+            obtained.fetched.response.access_token.as_str(),
+            "shared-token"
+        );
+        assert_eq!(
+            obtained.fetched.response.scope.as_deref(),
+            Some("orders:read")
+        );
+        // Its lifetime started 100 ms ago, when another replica asked for it.
+        assert_eq!(
+            obtained.issued_at,
+            Some(Instant::now() - Duration::from_millis(100))
+        );
+        assert_eq!(source.held().clone(), Some(fingerprint(&stored)));
+        // The token being replaced is not taken back.
+        assert!(source.adopt(&stored, Some(ttl)).is_none());
+        // `bearer` in any case.
+        assert!(
+            source
+                .adopt(&value(&source, "bearer", lifetime), Some(ttl))
+                .is_some()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_due_for_refresh_is_a_miss() {
+        let source = source();
+        let lifetime = Duration::from_secs(2);
+        let stored = value(&source, "Bearer", lifetime);
+        // The latest refresh margin of a 2-second token is 0.44 s (20 % of the lifetime, 10 %
+        // jitter), and the expiry margin 0.2 s: with 0.64 s or less left, every replica would
+        // refresh at once.
+        let floor = Duration::from_millis(640);
+        assert!(source.adopt(&stored, Some(floor)).is_none());
+        assert!(
+            source
+                .adopt(&stored, Some(floor + Duration::from_millis(5)))
+                .is_some()
+        );
+        // A key without a TTL was not written by a replica.
+        assert!(source.adopt(&stored, None).is_none());
+        // A TTL longer than the lifetime counts as the lifetime.
+        *source.held() = None;
+        let obtained = source
+            .adopt(&stored, Some(Duration::from_secs(3600)))
+            .unwrap();
+        assert_eq!(obtained.issued_at, Some(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unusable_values_are_misses() {
+        let source = source();
+        let ttl = Some(Duration::from_secs(50));
+        let dpop = value(&source, "DPoP", Duration::from_secs(60));
+        assert!(source.adopt(&dpop, ttl).is_none());
+        assert!(source.adopt(b"garbage", ttl).is_none());
+        assert!(source.adopt(b"", ttl).is_none());
+        assert_eq!(source.held().clone(), None);
+    }
+
+    #[test]
+    fn lease_tokens_are_random_and_fingerprints_match_lua() {
+        let a = lease_token();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, lease_token());
+        // `redis.sha1hex("abc")`.
+        assert_eq!(
+            fingerprint(b"abc"),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+    }
+}

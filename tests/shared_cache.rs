@@ -1,0 +1,945 @@
+//! The shared token cache against a real Redis (`redis-server`), with the embedded
+//! authorization server over 127.0.0.1 sockets. Each "replica" is its own `ClientCredentials`
+//! handle with its own store, refresher and Redis connection, as separate processes would be.
+//!
+//! The tests use the Redis at `REDIS_URL` (each with its own key prefix) or start their own
+//! `redis-server` on a free loopback port; the ones that stop and restart Redis always start
+//! their own. Without `redis-server` (and without `REDIS_URL`), they print `SKIPPED: …` and
+//! pass, except when `CI` is set, where they fail. Redis is another process, so these tests
+//! run in real time; they assert counts, never durations.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use std::future::IntoFuture;
+
+use http::StatusCode;
+use tokio::{task::JoinSet, time::Instant};
+use tower_client_credentials::{
+    BearerAuth, ClientCredentials, ClientCredentialsBuilder, RedisCache, TokenHandle,
+    test_util::{
+        DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockApi, MockApiService, MockAuthServer,
+    },
+};
+
+const LIFETIME: Duration = Duration::from_secs(2);
+
+// ---------------------------------------------------------------------------------------------
+// Redis for the tests
+
+/// Whether this is a CI run (`CI` set and non-empty), where a missing Redis fails.
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Writes past libtest's capture, so the line shows for a passing test too.
+fn announce(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Skips the test (or fails it in CI) for `reason`.
+fn skip(test: &str, reason: &str) {
+    if in_ci() {
+        panic!("{test}: {reason} (CI is set, so this fails instead of skipping)");
+    }
+    announce(&format!("SKIPPED: {test}: {reason}"));
+}
+
+/// A `redis-server` process on a loopback port, without persistence. Killed on drop.
+struct RedisProcess {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisProcess {
+    /// Starts `redis-server` on a free port; `None` when it is not installed.
+    fn start() -> Option<Self> {
+        let port = free_port();
+        let mut redis = Self { child: None, port };
+        redis.restart().ok()?;
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server again on the same port (empty: no persistence).
+    fn restart(&mut self) -> std::io::Result<()> {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--protected-mode", "yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if ping(self.port) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop();
+        Err(std::io::Error::other("redis-server did not answer PING"))
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0_u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+/// The Redis a test uses: `REDIS_URL`, or a server of its own.
+struct Redis {
+    url: String,
+    _own: Option<RedisProcess>,
+}
+
+impl Redis {
+    /// `REDIS_URL` if set, else a new `redis-server`; `None` (after `skip`) without either.
+    fn get(test: &str) -> Option<Self> {
+        if let Ok(url) = std::env::var("REDIS_URL")
+            && !url.is_empty()
+        {
+            return Some(Self { url, _own: None });
+        }
+        Self::own(test).map(|process| Self {
+            url: process.url(),
+            _own: Some(process),
+        })
+    }
+
+    /// A `redis-server` of the test's own, which it may stop and restart.
+    fn own(test: &str) -> Option<RedisProcess> {
+        let process = RedisProcess::start();
+        if process.is_none() {
+            skip(
+                test,
+                "cannot start `redis-server` (install it: apt-get install -y redis-server)",
+            );
+        }
+        process
+    }
+}
+
+/// Starts Redis for the test, or returns from it when skipped.
+macro_rules! redis {
+    ($test:expr) => {
+        match Redis::get($test) {
+            Some(redis) => redis,
+            None => return,
+        }
+    };
+}
+
+/// A key prefix no other test (or run) uses.
+fn prefix(test: &str) -> String {
+    format!("tcc-test:{test}:{:016x}:", fastrand::u64(..))
+}
+
+/// A plain connection for looking at (and spoiling) what the replicas stored.
+async fn inspect(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The token keys under `prefix` (not the leases).
+async fn token_keys(
+    connection: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> Vec<String> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(connection)
+        .await
+        .unwrap();
+    keys.into_iter()
+        .filter(|k| !k.ends_with(":lease"))
+        .collect()
+}
+
+async fn get_value(
+    connection: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> Option<Vec<u8>> {
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(connection)
+        .await
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replicas
+
+async fn auth_server() -> MockAuthServer {
+    MockAuthServer::builder()
+        .lifetime(LIFETIME)
+        .start()
+        .await
+        .unwrap()
+}
+
+fn builder(auth: &MockAuthServer) -> ClientCredentialsBuilder {
+    ClientCredentials::builder(auth.token_url(), DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
+        .scopes(["orders:read"])
+}
+
+/// The cache options of the tests: generous Redis timeouts for a loaded machine.
+fn cache(url: &str, prefix: &str) -> RedisCache {
+    RedisCache::new(url)
+        .unwrap()
+        .prefix(prefix)
+        .timeout(Duration::from_secs(2))
+        .lease_timeout(Duration::from_secs(5))
+        .poll_interval(Duration::from_millis(20))
+}
+
+fn replica(auth: &MockAuthServer, cache: RedisCache) -> TokenHandle {
+    builder(auth).shared_cache(cache).build().unwrap().spawn()
+}
+
+fn access_token(handle: &TokenHandle) -> Option<String> {
+    handle.current().map(|t| t.access_token().to_owned())
+}
+
+/// Waits (up to 10 s) until `condition` holds.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Requests through every replica, one every 50 ms each, until stopped. Counts successes and
+/// failures (errors and non-200 answers).
+struct Traffic {
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    tasks: JoinSet<()>,
+}
+
+impl Traffic {
+    fn start(services: Vec<BearerAuth<MockApiService>>) -> Self {
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let mut tasks = JoinSet::new();
+        for service in services {
+            let (ok, failed) = (Arc::clone(&ok), Arc::clone(&failed));
+            tasks.spawn(async move {
+                loop {
+                    match common::send(&service, common::request("x")).await {
+                        Ok((StatusCode::OK, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                        Ok((status, _)) => {
+                            eprintln!("request answered {status}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(error) => {
+                            eprintln!("request failed: {error}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
+        Self { ok, failed, tasks }
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    async fn stop(mut self) -> (u64, u64) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        (self.ok(), self.failed())
+    }
+}
+
+fn services(handles: &[TokenHandle], api: &MockApi) -> Vec<BearerAuth<MockApiService>> {
+    handles.iter().map(|h| common::client(h, api)).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+/// 20 replicas, 2-second tokens, 20 s of requests: with the shared cache about one token
+/// request per lifetime; without it (a second fleet, same run) about twenty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_replicas_make_about_one_token_request_per_lifetime() {
+    let redis = redis!("twenty_replicas_make_about_one_token_request_per_lifetime");
+    const REPLICAS: usize = 20;
+    let run = Duration::from_secs(20);
+    let lifetimes = run.as_secs_f64() / LIFETIME.as_secs_f64();
+
+    let shared_auth = auth_server().await;
+    let alone_auth = auth_server().await;
+    let prefix = prefix("fleet");
+    let shared: Vec<_> = (0..REPLICAS)
+        .map(|_| replica(&shared_auth, cache(&redis.url, &prefix)))
+        .collect();
+    let alone: Vec<_> = (0..REPLICAS)
+        .map(|_| builder(&alone_auth).build().unwrap().spawn())
+        .collect();
+    let shared_api = shared_auth.api();
+    let alone_api = alone_auth.api();
+    let shared_traffic = Traffic::start(services(&shared, &shared_api));
+    let alone_traffic = Traffic::start(services(&alone, &alone_api));
+    tokio::time::sleep(run).await;
+    let (shared_ok, shared_failed) = shared_traffic.stop().await;
+    let (alone_ok, alone_failed) = alone_traffic.stop().await;
+
+    let with_cache = shared_auth.token_requests();
+    let without = alone_auth.token_requests();
+    announce(&format!(
+        "shared cache, {REPLICAS} replicas, {}-second tokens, {} s: {with_cache} token requests \
+         with the cache ({:.2} per lifetime), {without} without ({:.2} per lifetime); \
+         {shared_ok} and {alone_ok} requests served",
+        LIFETIME.as_secs(),
+        run.as_secs(),
+        with_cache as f64 / lifetimes,
+        without as f64 / lifetimes,
+    ));
+    assert_eq!((shared_failed, alone_failed), (0, 0));
+    assert_eq!(shared_api.rejected_total(), 0);
+    assert_eq!(alone_api.rejected_total(), 0);
+    assert!(
+        shared_ok > 1000 && alone_ok > 1000,
+        "{shared_ok} {alone_ok}"
+    );
+    // A refresh at 80 % of the lifetime makes 1.25 per lifetime; allow for a few extra.
+    assert!(
+        (with_cache as f64) <= 2.0 * lifetimes + 1.0,
+        "{with_cache} token requests in {lifetimes} lifetimes"
+    );
+    // Each replica on its own refreshes at least once per lifetime.
+    assert!(
+        (without as f64) >= REPLICAS as f64 * lifetimes,
+        "{without} token requests without the cache"
+    );
+}
+
+/// 20 replicas starting at once make exactly one token request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_of_twenty_replicas_makes_one_token_request() {
+    let redis = redis!("cold_start_of_twenty_replicas_makes_one_token_request");
+    let auth = auth_server().await;
+    // A slow token endpoint, so that the others really wait for the lease holder.
+    auth.set_fault_plan(|_| Some(Fault::delay(Duration::from_millis(200))));
+    let prefix = prefix("cold");
+    let configs: Vec<_> = (0..20)
+        .map(|_| {
+            builder(&auth)
+                .shared_cache(cache(&redis.url, &prefix))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut starting = JoinSet::new();
+    for config in configs {
+        starting.spawn(config.start());
+    }
+    let mut handles = Vec::new();
+    while let Some(started) = starting.join_next().await {
+        handles.push(started.unwrap().expect("every replica gets a token"));
+    }
+    assert_eq!(auth.token_requests(), 1);
+    let first = access_token(&handles[0]).unwrap();
+    assert!(
+        handles
+            .iter()
+            .all(|h| access_token(h).as_ref() == Some(&first))
+    );
+    // The token is used: the API accepts it from every replica.
+    let api = auth.api();
+    for service in services(&handles, &api) {
+        let (status, _) = common::send(&service, common::request("x")).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
+/// The lease holder dies while its token request hangs: after the lease timeout another
+/// replica takes the lease and fetches for all; no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_lease_holder_is_taken_over_after_the_lease_timeout() {
+    let redis = redis!("a_crashed_lease_holder_is_taken_over_after_the_lease_timeout");
+    let auth = auth_server().await;
+    auth.fail_next(1, Fault::hang());
+    let prefix = prefix("crash");
+    let cache = || cache(&redis.url, &prefix).lease_timeout(Duration::from_secs(1));
+
+    let (doomed, refresher) = builder(&auth)
+        .shared_cache(cache())
+        .build()
+        .unwrap()
+        .into_parts();
+    let doomed_task = tokio::spawn(refresher.into_future());
+    eventually("the lease holder's token request", || {
+        auth.token_requests() == 1
+    })
+    .await;
+
+    // The others find the lease taken and wait; their requests wait for a token.
+    let others: Vec<_> = (0..5).map(|_| replica(&auth, cache())).collect();
+    let api = auth.api();
+    let mut requests = JoinSet::new();
+    for service in services(&others, &api) {
+        requests.spawn(async move { common::send(&service, common::request("x")).await });
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        auth.token_requests(),
+        1,
+        "nobody else fetched while the lease was held"
+    );
+    doomed_task.abort();
+    assert!(doomed_task.await.unwrap_err().is_cancelled());
+    drop(doomed);
+
+    while let Some(result) = requests.join_next().await {
+        let (status, _) = result.unwrap().expect("no request fails");
+        assert_eq!(status, StatusCode::OK);
+    }
+    // The hung request, and one more by whichever replica took over.
+    assert_eq!(auth.token_requests(), 2);
+    assert_eq!(auth.issued(), 1);
+    let token = access_token(&others[0]).unwrap();
+    assert!(
+        others
+            .iter()
+            .all(|h| access_token(h).as_ref() == Some(&token))
+    );
+}
+
+/// Redis stops while requests flow, then comes back on the same port: no request fails, the
+/// replicas fetch on their own while it is away and share again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_and_coming_back_fails_no_request() {
+    const TEST: &str = "redis_going_away_and_coming_back_fails_no_request";
+    let Some(mut redis) = Redis::own(TEST) else {
+        return;
+    };
+    const REPLICAS: u64 = 10;
+    let auth = auth_server().await;
+    let prefix = prefix("outage");
+    let handles: Vec<_> = (0..REPLICAS)
+        .map(|_| {
+            replica(
+                &auth,
+                cache(&redis.url(), &prefix)
+                    .timeout(Duration::from_millis(500))
+                    .outage_backoff(Duration::from_millis(500)),
+            )
+        })
+        .collect();
+    let api = auth.api();
+    let traffic = Traffic::start(services(&handles, &api));
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = auth.token_requests();
+
+    redis.stop();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let during = auth.token_requests() - before;
+
+    redis.restart().unwrap();
+    // One lifetime for the replicas to meet the shared token again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let resumed = auth.token_requests();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = auth.token_requests() - resumed;
+    let (ok, failed) = traffic.stop().await;
+
+    announce(&format!(
+        "redis outage, {REPLICAS} replicas: {before} token requests in the first 3 s, {during} \
+         in 5 s without Redis, {after} in 6 s after it came back; {ok} requests served"
+    ));
+    assert_eq!(failed, 0);
+    assert_eq!(api.rejected_total(), 0);
+    assert!(ok > 500, "{ok}");
+    // Without Redis each replica refreshes its own token (at least twice in 5 s).
+    assert!(
+        during >= 2 * REPLICAS,
+        "{during} token requests during the outage"
+    );
+    // After it, about one per lifetime again (3 lifetimes; each replica alone would make 30).
+    assert!(after <= 7, "{after} token requests after Redis came back");
+}
+
+/// An API refuses the shared token: one token request brings a new token to every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_shared_token_is_replaced_once_for_all() {
+    let redis = redis!("a_revoked_shared_token_is_replaced_once_for_all");
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let prefix = prefix("revoke");
+    let handles: Vec<_> = (0..10)
+        .map(|_| replica(&auth, cache(&redis.url, &prefix)))
+        .collect();
+    let mut first = None;
+    for handle in &handles {
+        let token = handle.token().await.unwrap().access_token().to_owned();
+        assert_eq!(first.get_or_insert_with(|| token.clone()), &token);
+    }
+    assert_eq!(auth.token_requests(), 1);
+
+    assert!(auth.revoke(first.as_ref().unwrap()));
+    let api = auth.api();
+    let mut requests = JoinSet::new();
+    for service in services(&handles, &api) {
+        requests.spawn(async move { common::send(&service, common::request("x")).await });
+    }
+    while let Some(result) = requests.join_next().await {
+        let (status, _) = result.unwrap().unwrap();
+        assert_eq!(status, StatusCode::OK, "retried with the new token");
+    }
+    assert_eq!(auth.token_requests(), 2, "one new token for all replicas");
+    let new = access_token(&handles[0]).unwrap();
+    assert_ne!(Some(&new), first.as_ref());
+    assert!(
+        handles
+            .iter()
+            .all(|h| access_token(h).as_ref() == Some(&new))
+    );
+}
+
+/// A replica that learns late that a token was refused does not delete the newer token
+/// another replica already put in its place; it adopts that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_invalidation_does_not_delete_a_newer_token() {
+    let redis = redis!("a_stale_invalidation_does_not_delete_a_newer_token");
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let prefix = prefix("cad");
+    let a = replica(&auth, cache(&redis.url, &prefix));
+    let old = a.token().await.unwrap();
+    let b = replica(&auth, cache(&redis.url, &prefix));
+    let b_old = b.token().await.unwrap();
+    assert_eq!(old.access_token(), b_old.access_token());
+    assert_eq!(auth.token_requests(), 1);
+
+    // A's token is refused: A deletes it from Redis (it is still the stored one) and fetches.
+    assert!(a.invalidate(&old));
+    eventually("a new token on A", || {
+        access_token(&a).is_some_and(|t| t != old.access_token())
+    })
+    .await;
+    assert_eq!(auth.token_requests(), 2);
+    let new = access_token(&a).unwrap();
+    let mut connection = inspect(&redis.url).await;
+    let keys = token_keys(&mut connection, &prefix).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let stored = get_value(&mut connection, &keys[0]).await.unwrap();
+    assert!(String::from_utf8_lossy(&stored).contains(&new));
+
+    // B reports the old token refused later: Redis no longer holds it, so nothing is deleted,
+    // and B adopts A's new token without a token request.
+    assert!(b.invalidate(&b_old));
+    eventually("the new token on B", || {
+        access_token(&b).as_ref() == Some(&new)
+    })
+    .await;
+    assert_eq!(auth.token_requests(), 2);
+    assert_eq!(
+        get_value(&mut connection, &keys[0]).await.as_ref(),
+        Some(&stored)
+    );
+}
+
+/// With an encryption key, Redis holds no plaintext token; a replica with the wrong key, or
+/// garbage under the key, is a miss: that replica fetches, and nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_values_wrong_keys_and_garbage() {
+    let redis = redis!("encrypted_values_wrong_keys_and_garbage");
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let api = auth.api();
+    let prefix = prefix("sealed");
+    let sealed = |key: u8| cache(&redis.url, &prefix).encryption_key(1, [key; 32]);
+
+    let handles: Vec<_> = (0..3).map(|_| replica(&auth, sealed(0x11))).collect();
+    for handle in &handles {
+        handle.token().await.unwrap();
+    }
+    assert_eq!(auth.token_requests(), 1);
+    let token = access_token(&handles[0]).unwrap();
+    let mut connection = inspect(&redis.url).await;
+    let keys = token_keys(&mut connection, &prefix).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let stored = get_value(&mut connection, &keys[0]).await.unwrap();
+    assert_eq!(&stored[..2], &[0x02, 1]);
+    assert!(
+        !stored.windows(token.len()).any(|w| w == token.as_bytes()),
+        "the stored value holds the plaintext token"
+    );
+    assert!(!String::from_utf8_lossy(&stored).contains("orders:read"));
+
+    // The same key id with other key bytes: a miss; that replica fetches its own token.
+    let wrong = replica(&auth, sealed(0x22));
+    let wrong_token = wrong.token().await.unwrap();
+    assert_ne!(wrong_token.access_token(), token);
+    assert_eq!(auth.token_requests(), 2);
+    let service = common::client(&wrong, &api);
+    let (status, _) = common::send(&service, common::request("x")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+
+    // Garbage under the key (with a TTL, as the replicas write): a miss with a warning.
+    let _: () = redis::cmd("SET")
+        .arg(&keys[0])
+        .arg(b"\x02\x01garbage that is not a sealed token".as_slice())
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let after_garbage = replica(&auth, sealed(0x11));
+    after_garbage.token().await.unwrap();
+    assert_eq!(auth.token_requests(), 3);
+    let _: () = redis::cmd("SET")
+        .arg(&keys[0])
+        .arg("plain garbage")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let plain = replica(&auth, cache(&redis.url, &prefix));
+    plain.token().await.unwrap();
+    assert_eq!(auth.token_requests(), 4);
+    let service = common::client(&plain, &api);
+    let (status, _) = common::send(&service, common::request("x")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Nothing listens at the Redis address: each replica fetches its own token, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_redis_means_each_replica_fetches_its_own() {
+    let auth = auth_server().await;
+    let url = format!("redis://127.0.0.1:{}/", free_port());
+    let handles: Vec<_> = (0..3)
+        .map(|_| replica(&auth, cache(&url, "unreachable:")))
+        .collect();
+    for handle in &handles {
+        handle.token().await.unwrap();
+    }
+    assert_eq!(auth.token_requests(), 3);
+}
+
+/// A Redis that accepts connections and never answers: after the timeout the replica fetches
+/// its own token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_redis_times_out_and_the_replica_fetches_alone() {
+    let auth = auth_server().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = silent.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let handle = builder(&auth)
+        .shared_cache(
+            RedisCache::new(&format!("redis://{addr}/"))
+                .unwrap()
+                .timeout(Duration::from_millis(200)),
+        )
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    assert!(handle.current().is_some());
+    assert_eq!(auth.token_requests(), 1);
+    accepting.abort();
+}
+
+/// The metrics tell hits, waits, leases won and fallbacks apart.
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "current_thread")]
+async fn metrics_count_hits_leases_and_fallbacks() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let redis = redis!("metrics_count_hits_leases_and_fallbacks");
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+
+    let auth = auth_server().await;
+    let prefix = prefix("metrics");
+    let first = replica(&auth, cache(&redis.url, &prefix));
+    first.token().await.unwrap();
+    let second = replica(&auth, cache(&redis.url, &prefix));
+    second.token().await.unwrap();
+    let dead = format!("redis://127.0.0.1:{}/", free_port());
+    let alone = replica(&auth, cache(&dead, &prefix));
+    alone.token().await.unwrap();
+    assert_eq!(auth.token_requests(), 2);
+
+    let snapshot = snapshotter.snapshot().into_vec();
+    let counter = |outcome: &str| {
+        snapshot
+            .iter()
+            .filter(|(key, ..)| {
+                key.key().name() == "tower_client_credentials_shared_cache_refreshes_total"
+                    && key.key().labels().any(|l| l.value() == outcome)
+            })
+            .map(|(.., value)| match value {
+                DebugValue::Counter(n) => *n,
+                other => panic!("{other:?}"),
+            })
+            .sum::<u64>()
+    };
+    assert_eq!(counter("lease_won"), 1);
+    assert_eq!(counter("hit"), 1);
+    assert_eq!(counter("fallback"), 1);
+    assert_eq!(counter("waited"), 0);
+}
+
+/// Everything a `tracing` subscriber writes, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A TRACE capture of the shared cache's paths (adoption, lease, 401 compare-and-delete, an
+/// unusable value, an unreachable Redis) holds no token and no secret. One thread, so that the
+/// thread's subscriber sees every task.
+#[tokio::test(flavor = "current_thread")]
+async fn logs_hold_no_token_and_no_secret() {
+    let redis = redis!("logs_hold_no_token_and_no_secret");
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let api = auth.api();
+    let prefix = prefix("logs");
+    let handles: Vec<_> = (0..3)
+        .map(|_| replica(&auth, cache(&redis.url, &prefix)))
+        .collect();
+    for handle in &handles {
+        handle.token().await.unwrap();
+    }
+    auth.revoke_all();
+    for service in services(&handles, &api) {
+        let (status, _) = common::send(&service, common::request("x")).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let mut connection = inspect(&redis.url).await;
+    let keys = token_keys(&mut connection, &prefix).await;
+    let _: () = redis::cmd("SET")
+        .arg(&keys[0])
+        .arg(b"\x01{\"access_token\":not-json".as_slice())
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    replica(&auth, cache(&redis.url, &prefix))
+        .token()
+        .await
+        .unwrap();
+    let dead = format!("redis://:hunter2-redis-password@127.0.0.1:{}/", free_port());
+    replica(&auth, cache(&dead, &prefix)).token().await.unwrap();
+
+    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    for expected in [
+        "took the shared token lease",
+        "adopted the shared access token",
+        "refused token deleted from the shared cache",
+        "unusable value in the shared token cache",
+        "shared token cache unavailable",
+    ] {
+        assert!(text.contains(expected), "no `{expected}` in the capture");
+    }
+    let tokens = auth.tokens();
+    assert_eq!(tokens.len(), 4);
+    for token in tokens {
+        assert!(!text.contains(&token.access_token), "a token in the logs");
+        // Not even its signature, the part no two tokens share.
+        let signature = token.access_token.rsplit('.').next().unwrap();
+        assert!(!text.contains(signature), "a token signature in the logs");
+    }
+    assert!(!text.contains(DEFAULT_CLIENT_SECRET));
+    assert!(!text.contains("hunter2-redis-password"));
+    assert!(!text.contains("not-json"));
+}
+
+/// Each key of a token set has its own shared token: two replicas of a set with two keys make
+/// two token requests, one per key, not four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_set_keys_are_shared_one_by_one() {
+    use tower_client_credentials::TokenKey;
+
+    let redis = redis!("token_set_keys_are_shared_one_by_one");
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let prefix = prefix("set");
+    let set = || {
+        builder(&auth)
+            .shared_cache(cache(&redis.url, &prefix))
+            .build_set()
+            .unwrap()
+            .route(
+                "http://127.0.0.1:1".parse().unwrap(),
+                TokenKey::new().audience("https://orders.example"),
+            )
+            .unwrap()
+            .route(
+                "http://127.0.0.1:2".parse().unwrap(),
+                TokenKey::new().audience("https://billing.example"),
+            )
+            .unwrap()
+            .start()
+    };
+    let first = set().await.unwrap();
+    let second = set().await.unwrap();
+    assert_eq!(auth.token_requests(), 2);
+    let mut audiences: Vec<_> = auth.tokens().into_iter().map(|t| t.audience).collect();
+    audiences.sort();
+    assert_eq!(
+        audiences,
+        ["https://billing.example", "https://orders.example"]
+    );
+    let mut connection = inspect(&redis.url).await;
+    assert_eq!(token_keys(&mut connection, &prefix).await.len(), 2);
+    assert!(
+        first
+            .status()
+            .iter()
+            .chain(&second.status())
+            .all(|(_, s)| s.valid)
+    );
+}
+
+/// DPoP-bound tokens are shared only between replicas that hold the same DPoP key: those
+/// share one token (and each sends its own proofs with it), a replica with another key gets a
+/// token of its own under another Redis key, and a bearer replica never adopts a DPoP token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_tokens_are_shared_only_with_the_same_key() {
+    use tower_client_credentials::{DpopAlgorithm, DpopKey};
+
+    let redis = redis!("dpop_tokens_are_shared_only_with_the_same_key");
+    let auth = auth_server().await;
+    let prefix = prefix("dpop");
+    let pem = std::fs::read("tests/keys/p256.private.pem").unwrap();
+    let shared_key = DpopKey::from_pem(DpopAlgorithm::ES256, &pem).unwrap();
+    let dpop_replica = |key: &DpopKey| {
+        builder(&auth)
+            .dpop(key.clone())
+            .shared_cache(cache(&redis.url, &prefix))
+            .build()
+            .unwrap()
+    };
+    let a = dpop_replica(&shared_key).start().await.unwrap();
+    let b = dpop_replica(&shared_key).start().await.unwrap();
+    assert_eq!(auth.token_requests(), 1, "same key: one token");
+    assert_eq!(access_token(&a), access_token(&b));
+    assert_eq!(a.current().unwrap().token_type(), "DPoP");
+
+    let other_key = DpopKey::generate(DpopAlgorithm::EdDSA).unwrap();
+    let c = dpop_replica(&other_key).start().await.unwrap();
+    let bearer = builder(&auth)
+        .shared_cache(cache(&redis.url, &prefix))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        auth.token_requests(),
+        3,
+        "another key and bearer: a token each"
+    );
+    assert_ne!(access_token(&c), access_token(&a));
+    assert_eq!(bearer.current().unwrap().token_type(), "Bearer");
+    let mut connection = inspect(&redis.url).await;
+    assert_eq!(token_keys(&mut connection, &prefix).await.len(), 3);
+
+    // Every replica's requests are accepted with its own proofs.
+    let api = auth.api();
+    for service in services(&[a, b, c, bearer], &api) {
+        let (status, _) = common::send(&service, common::request("x")).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(api.accepted(), 4);
+    assert_eq!(api.seen_proof_jtis().len(), 3);
+}

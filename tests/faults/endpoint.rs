@@ -475,7 +475,7 @@ fn rows() -> Vec<Row> {
         row_err(
             "token_type DPoP",
             body(r#"{"access_token":"opaque-token-0123456789abcdef","token_type":"DPoP","expires_in":60}"#),
-            fails("unsupported_token_type", false, &["`DPoP`"]),
+            fails("unsupported_token_type", false, &["DPoP-bound token", "ClientCredentialsBuilder::dpop"]),
         )
         .hiding("opaque-token-0123456789abcdef"),
         row_err(

@@ -174,12 +174,12 @@ impl Rejection {
 /// unbound token as `DPoP`, or an invalid token) or `DPoP error="invalid_dpop_proof"`, and
 /// `error_description` and `algs`. In [nonce mode](Self::dpop_nonce) a proof without the
 /// API's current nonce gets `DPoP error="use_dpop_nonce"` and the nonce in `DPoP-Nonce`.
-/// Bearer tokens work as before.
+/// Bearer tokens work as before. In [gRPC mode](Self::grpc) a refused request gets `200 OK`
+/// with `grpc-status: 16` (UNAUTHENTICATED) instead, and accepted responses end with a
+/// `grpc-status: 0` trailer.
 ///
 /// [`IssuedToken::dpop_jkt`]: super::IssuedToken::dpop_jkt
-/// [RFC 9449 §7]: https://www.rfc-editor.org/rfc/rfc9449#section-7 In [gRPC mode](Self::grpc) it
-/// gets `200 OK` with `grpc-status: 16` (UNAUTHENTICATED) instead, and accepted responses end
-/// with a `grpc-status: 0` trailer.
+/// [RFC 9449 §7]: https://www.rfc-editor.org/rfc/rfc9449#section-7
 ///
 /// Cloning is cheap and every clone is the same server. The listening task started by
 /// [`serve`](Self::serve) stops on [`shutdown`](Self::shutdown) or when the last clone is

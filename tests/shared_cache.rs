@@ -245,6 +245,15 @@ fn access_token(handle: &TokenHandle) -> Option<String> {
     handle.current().map(|t| t.access_token().to_owned())
 }
 
+/// The token every one of `handles` holds; fails unless they all hold the same one.
+fn shared_token(handles: &[TokenHandle]) -> String {
+    let token = access_token(&handles[0]).expect("a token");
+    for (i, handle) in handles.iter().enumerate() {
+        assert_eq!(access_token(handle).as_ref(), Some(&token), "replica {i}");
+    }
+    token
+}
+
 /// Waits (up to 10 s) until `condition` holds.
 async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -392,12 +401,7 @@ async fn cold_start_of_twenty_replicas_makes_one_token_request() {
         handles.push(started.unwrap().expect("every replica gets a token"));
     }
     assert_eq!(auth.token_requests(), 1);
-    let first = access_token(&handles[0]).unwrap();
-    assert!(
-        handles
-            .iter()
-            .all(|h| access_token(h).as_ref() == Some(&first))
-    );
+    shared_token(&handles);
     // The token is used: the API accepts it from every replica.
     let api = auth.api();
     for service in services(&handles, &api) {
@@ -451,12 +455,7 @@ async fn a_crashed_lease_holder_is_taken_over_after_the_lease_timeout() {
     // The hung request, and one more by whichever replica took over.
     assert_eq!(auth.token_requests(), 2);
     assert_eq!(auth.issued(), 1);
-    let token = access_token(&others[0]).unwrap();
-    assert!(
-        others
-            .iter()
-            .all(|h| access_token(h).as_ref() == Some(&token))
-    );
+    shared_token(&others);
 }
 
 /// Redis stops while requests flow, then comes back on the same port: no request fails, the
@@ -545,13 +544,8 @@ async fn a_revoked_shared_token_is_replaced_once_for_all() {
         assert_eq!(status, StatusCode::OK, "retried with the new token");
     }
     assert_eq!(auth.token_requests(), 2, "one new token for all replicas");
-    let new = access_token(&handles[0]).unwrap();
+    let new = shared_token(&handles);
     assert_ne!(Some(&new), first.as_ref());
-    assert!(
-        handles
-            .iter()
-            .all(|h| access_token(h).as_ref() == Some(&new))
-    );
 }
 
 /// A replica that learns late that a token was refused does not delete the newer token

@@ -1,10 +1,10 @@
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use http::{HeaderMap, StatusCode};
 use tower_layer::Layer;
 
 use super::{TokenSet, TokenSetAuth};
-use crate::layer::Config;
+use crate::layer::{Config, Origin};
 
 /// Applies [`TokenSetAuth`] to a service: each request gets the token of the
 /// [`TokenKey`](super::TokenKey) its route picks, or none. See the
@@ -13,13 +13,25 @@ use crate::layer::Config;
 pub struct TokenSetLayer {
     set: TokenSet,
     config: Config,
+    dpop_origin: Option<Arc<Origin>>,
 }
 
 impl TokenSetLayer {
     /// A layer that authorizes requests with the tokens of `set`.
     pub fn new(set: TokenSet) -> Self {
         let config = Config::with_max_wait(set.max_wait());
-        Self { set, config }
+        Self {
+            set,
+            config,
+            dpop_origin: None,
+        }
+    }
+
+    /// The origin in the `htu` of DPoP proofs for requests with a relative URI. Default: none.
+    /// See [`BearerAuthLayer::dpop_origin`](crate::BearerAuthLayer::dpop_origin).
+    pub fn dpop_origin(mut self, origin: Origin) -> Self {
+        self.dpop_origin = Some(Arc::new(origin));
+        self
     }
 
     /// Whether an unauthorized response is retried once with a new token of the same key.
@@ -56,6 +68,11 @@ impl<S> Layer<S> for TokenSetLayer {
     type Service = TokenSetAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TokenSetAuth::from_parts(inner, self.set.clone(), self.config)
+        TokenSetAuth::from_parts(
+            inner,
+            self.set.clone(),
+            self.config,
+            self.dpop_origin.clone(),
+        )
     }
 }

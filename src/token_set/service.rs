@@ -1,5 +1,6 @@
 use std::{
     fmt,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -23,13 +24,14 @@ pub struct TokenSetAuth<S> {
     inner: S,
     set: TokenSet,
     config: Config,
+    dpop_origin: Option<Arc<Origin>>,
 }
 
 impl<S> TokenSetAuth<S> {
     /// Wraps `inner`, authorizing its requests with the tokens of `set`.
     pub fn new(inner: S, set: TokenSet) -> Self {
         let config = Config::with_max_wait(set.max_wait());
-        Self::from_parts(inner, set, config)
+        Self::from_parts(inner, set, config, None)
     }
 
     /// A [`TokenSetLayer`](super::TokenSetLayer) for this middleware.
@@ -37,8 +39,24 @@ impl<S> TokenSetAuth<S> {
         super::TokenSetLayer::new(set)
     }
 
-    pub(crate) fn from_parts(inner: S, set: TokenSet, config: Config) -> Self {
-        Self { inner, set, config }
+    pub(crate) fn from_parts(
+        inner: S,
+        set: TokenSet,
+        config: Config,
+        dpop_origin: Option<Arc<Origin>>,
+    ) -> Self {
+        Self {
+            inner,
+            set,
+            config,
+            dpop_origin,
+        }
+    }
+
+    /// See [`TokenSetLayer::dpop_origin`](super::TokenSetLayer::dpop_origin).
+    pub fn dpop_origin(mut self, origin: Origin) -> Self {
+        self.dpop_origin = Some(Arc::new(origin));
+        self
     }
 
     /// See [`TokenSetLayer::retry_unauthorized`](super::TokenSetLayer::retry_unauthorized).
@@ -92,6 +110,7 @@ impl<S: fmt::Debug> fmt::Debug for TokenSetAuth<S> {
             .field("inner", &self.inner)
             .field("set", &self.set)
             .field("config", &self.config)
+            .field("dpop_origin", &self.dpop_origin)
             .finish()
     }
 }
@@ -129,6 +148,7 @@ where
         // The service driven to readiness goes to the key's `BearerAuth`; a clone stays.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        BearerAuth::from_parts(inner, handle, self.config, None, None).call(request)
+        BearerAuth::from_parts(inner, handle, self.config, None, self.dpop_origin.clone())
+            .call(request)
     }
 }

@@ -747,27 +747,13 @@ async fn metrics_count_hits_leases_and_fallbacks() {
     assert_eq!(counter("waited"), 0);
 }
 
-/// Everything a `tracing` subscriber writes, as text.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A TRACE capture of the shared cache's paths (adoption, lease, 401 compare-and-delete, an
 /// unusable value, an unreachable Redis) holds no token and no secret. One thread, so that the
 /// thread's subscriber sees every task.
 #[tokio::test(flavor = "current_thread")]
 async fn logs_hold_no_token_and_no_secret() {
     let redis = redis!("logs_hold_no_token_and_no_secret");
-    let captured = Captured::default();
+    let captured = common::Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -811,7 +797,7 @@ async fn logs_hold_no_token_and_no_secret() {
     let dead = format!("redis://:hunter2-redis-password@127.0.0.1:{}/", free_port());
     replica(&auth, cache(&dead, &prefix)).token().await.unwrap();
 
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let text = captured.text();
     for expected in [
         "took the shared token lease",
         "adopted the shared access token",

@@ -79,6 +79,14 @@ where
         }
     }
 
+    /// A request that fails before it is sent.
+    pub(crate) fn failed(error: impl Into<BoxError>) -> Self
+    where
+        S::Response: Send + 'static,
+    {
+        Self::boxed(Box::pin(std::future::ready(Err(error.into()))))
+    }
+
     pub(crate) fn boxed(future: BoxFuture<Result<S::Response, BoxError>>) -> Self {
         Self {
             state: State::Boxed { future },

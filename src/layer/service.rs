@@ -247,11 +247,7 @@ where
                 Ok(proof) => {
                     request.headers_mut().insert(dpop::DPOP, proof);
                 }
-                Err(error) => {
-                    return ResponseFuture::boxed(Box::pin(std::future::ready(Err(
-                        BoxError::from(error),
-                    ))));
-                }
+                Err(error) => return ResponseFuture::failed(error),
             }
         }
 

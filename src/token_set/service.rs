@@ -135,7 +135,7 @@ where
         let handle = match self.set.handle_for(&request) {
             Some(Ok(handle)) => handle,
             Some(Err(error)) => {
-                return ResponseFuture::boxed(Box::pin(std::future::ready(Err(error.into()))));
+                return ResponseFuture::failed(error);
             }
             None => {
                 tracing::debug!(

@@ -1,5 +1,5 @@
 use std::{
-    fmt,
+    fmt::{self, Write as _},
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -262,8 +262,8 @@ pub(crate) fn htu(uri: &Uri, base: Option<&Origin>) -> Result<String, DpopError>
     htu.make_ascii_lowercase();
     match uri.port_u16() {
         Some(port) if Some(port) != default_port => {
-            htu.push(':');
-            htu.push_str(&port.to_string());
+            // Writing to a `String` cannot fail.
+            let _ = write!(htu, ":{port}");
         }
         _ => {}
     }

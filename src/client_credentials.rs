@@ -183,7 +183,7 @@ impl ClientCredentials {
     pub fn into_parts(self) -> (TokenHandle, Refresher) {
         let shared = Arc::new(Shared::new(
             self.max_wait,
-            self.policy.invalidation_cooldown,
+            &self.policy,
             self.endpoint
                 .dpop
                 .as_ref()
@@ -416,10 +416,17 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// After a 401 made the handle discard a token, further 401s within this time do not
-    /// discard the new one: the API is then refusing fresh tokens too. Default: 5 s.
-    pub fn invalidation_cooldown(mut self, cooldown: Duration) -> Self {
-        self.policy.invalidation_cooldown = cooldown;
+    /// How the handle answers an API that refuses the fresh tokens it brings: the first delay
+    /// and the cap of the refusal backoff. Default: 5 s doubling to 5 minutes.
+    ///
+    /// A token that an API accepted before and now refuses has expired or been revoked: it is
+    /// replaced at once, always. A fresh token refused before any request succeeded with it is
+    /// replaced at once the first time; each further one in a row waits `first`, then twice
+    /// that, up to `max`, while the 401s go back to the callers. The first accepted request
+    /// ends the backoff. See [`TokenStatus::refused_in_a_row`](crate::TokenStatus).
+    pub fn refused_token_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.policy.refusal_backoff = first;
+        self.policy.refusal_backoff_max = max;
         self
     }
 
@@ -774,6 +781,12 @@ fn check_timing(builder: &ClientCredentialsBuilder) -> Result<(), ConfigError> {
     }
     if policy.permanent_retry.is_zero() {
         return invalid("permanent_retry", "must be greater than zero");
+    }
+    if policy.refusal_backoff.is_zero() || policy.refusal_backoff > policy.refusal_backoff_max {
+        return invalid(
+            "refused_token_backoff",
+            "the first delay must be non-zero and at most the maximum",
+        );
     }
     Ok(())
 }

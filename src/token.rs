@@ -183,27 +183,68 @@ pub(crate) fn expiry_margin(lifetime: Duration) -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ExpirySource {
-    /// `expires_in` from the token response; the JWT's `exp` only when `expires_in` is absent.
+    /// `expires_in` from the token response, cut short by the JWT's `exp` read with the local
+    /// clock when the token is a JWT and the two agree (within 5 s of clock skew plus a second
+    /// of rounding, and `exp` leaving at least half of `expires_in`); the JWT's `exp` alone
+    /// only when `expires_in` is absent. When they disagree, `expires_in` holds and a warning
+    /// is logged once.
     #[default]
     ExpiresIn,
-    /// The JWT's `exp` claim; `expires_in` only when the token is not a JWT with `exp`.
+    /// The JWT's `exp` claim (`exp - iat`); `expires_in` only when the token is not a JWT
+    /// with `exp`.
     JwtExp,
     /// The earlier of the two, when both are present.
     Earliest,
 }
 
+/// How far the local clock may be off the authorization server's before a JWT's `exp`, read
+/// with the local clock, is no longer believed over `expires_in`.
+pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+/// Whole-second rounding: servers write `iat` and `exp` in whole seconds (flooring the time of
+/// issue), and `expires_in` as a whole number, so the two may differ by up to a second.
+const ROUNDING: f64 = 1.0;
+
+/// Differences between `exp` and `expires_in` smaller than this are measurement noise (the
+/// time between the server's clock read and ours), not worth a shorter lifetime: the expiry
+/// margin before a token's end covers them.
+const NOISE: f64 = 0.05;
+
+/// The lifetime worked out for a token, counted from when its request was sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Lifetime {
+    pub(crate) duration: Duration,
+    /// The JWT's `exp` disagreed with `expires_in` by more than the skew bound (and was not
+    /// believed): `exp - (now + expires_in)` at receipt, in seconds.
+    pub(crate) skew: Option<f64>,
+}
+
 /// Works out a token's lifetime from what the server said.
 ///
-/// `Err` carries a description of why the token cannot be used (it is already expired).
+/// `now` is the wall clock when the response arrived and `in_flight` how long after the
+/// request was sent that was: an `exp` read with the local clock counts from the send, like
+/// `expires_in`. `Err` carries a description of why the token cannot be used (it is already
+/// expired).
 pub(crate) fn lifetime(
     source: ExpirySource,
     expires_in: Option<Duration>,
     access_token: &str,
     default: Duration,
-) -> Result<Duration, String> {
-    let jwt = || jwt_lifetime(access_token, SystemTime::now());
+    now: SystemTime,
+    in_flight: Duration,
+) -> Result<Lifetime, String> {
+    let claims = JwtTimes::read(access_token, now);
+    let jwt = || claims.map(|claims| claims.lifetime());
+    let mut skew = None;
     let chosen = match (source, expires_in) {
-        (ExpirySource::ExpiresIn, Some(expires_in)) => Some(expires_in),
+        (ExpirySource::ExpiresIn, Some(expires_in)) => match claims.and_then(|c| c.exp_left) {
+            Some(exp_left) => {
+                let (duration, disagreement) = checked_against_exp(expires_in, exp_left, in_flight);
+                skew = disagreement;
+                Some(duration)
+            }
+            None => Some(expires_in),
+        },
         (ExpirySource::ExpiresIn, None) => jwt(),
         (ExpirySource::JwtExp, expires_in) => jwt().or(expires_in),
         (ExpirySource::Earliest, Some(expires_in)) => {
@@ -213,37 +254,99 @@ pub(crate) fn lifetime(
     };
     match chosen {
         Some(Duration::ZERO) => Err("the token is already expired".into()),
-        Some(lifetime) => Ok(lifetime.min(MAX_LIFETIME)),
-        None => Ok(default),
+        Some(lifetime) => Ok(Lifetime {
+            duration: lifetime.min(MAX_LIFETIME),
+            skew,
+        }),
+        None => Ok(Lifetime {
+            duration: default,
+            skew,
+        }),
+    }
+}
+
+/// `expires_in` cut short by `exp` (`exp_left` seconds after receipt, `in_flight` after the
+/// send), when the two agree: within whole-second rounding and [`CLOCK_SKEW`] of each other,
+/// and `exp` leaves at least half of `expires_in` (rounding alone never takes more than a
+/// second, and a token of two seconds or more keeps at least half; less means the clocks
+/// disagree). Otherwise `expires_in`, and the disagreement in seconds.
+fn checked_against_exp(
+    expires_in: Duration,
+    exp_left: f64,
+    in_flight: Duration,
+) -> (Duration, Option<f64>) {
+    let relative = expires_in.as_secs_f64();
+    let absolute = exp_left + in_flight.as_secs_f64();
+    let bound = ROUNDING + CLOCK_SKEW.as_secs_f64();
+    let agree = (absolute - relative).abs() <= bound && absolute >= relative / 2.0;
+    if !agree {
+        return (expires_in, Some(absolute - relative));
+    }
+    if absolute >= relative - NOISE {
+        return (expires_in, None);
+    }
+    // `absolute` is positive here: it is at least half of a positive `relative`.
+    let by_exp = Duration::try_from_secs_f64(absolute).unwrap_or(expires_in);
+    (by_exp.min(expires_in), None)
+}
+
+/// The times of a JWT access token: its `exp` and `iat`, as seconds since the epoch, and how
+/// long after `now` it expires (negative when it already has).
+#[derive(Debug, Clone, Copy)]
+struct JwtTimes {
+    exp: f64,
+    iat: Option<f64>,
+    exp_left: Option<f64>,
+}
+
+impl JwtTimes {
+    /// `None` when the token is not a JWT or has no usable `exp`.
+    fn read(token: &str, now: SystemTime) -> Option<Self> {
+        // A JWS compact serialization has exactly three segments; anything else is opaque to
+        // us.
+        if token.bytes().filter(|&b| b == b'.').count() != 2 {
+            return None;
+        }
+        // A map, not a struct: serde would also accept a JSON array as a struct.
+        let claims: serde_json::Map<String, serde_json::Value> =
+            jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
+        // NumericDate values may be fractional (RFC 7519 §2).
+        let date = |name: &str| claims.get(name)?.as_f64().filter(|n| n.is_finite());
+        let exp = date("exp")?;
+        let exp_left = now
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|now| exp - now.as_secs_f64())
+            .filter(|left| left.is_finite());
+        Some(Self {
+            exp,
+            iat: date("iat"),
+            exp_left,
+        })
+    }
+
+    /// `exp - iat` when both are present (immune to clock skew), `exp - now` when only `exp`
+    /// is; zero when it is already expired.
+    fn lifetime(&self) -> Duration {
+        let seconds = match (self.iat, self.exp_left) {
+            (Some(iat), _) => self.exp - iat,
+            (None, Some(left)) => left,
+            (None, None) => 0.0,
+        };
+        if seconds <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::try_from_secs_f64(seconds).unwrap_or(MAX_LIFETIME)
+        }
     }
 }
 
 /// The lifetime of a JWT access token: `exp - iat` when both are present, `exp - now` when only
 /// `exp` is. `None` when the token is not a JWT or has no usable `exp`; `Some(ZERO)` when it
 /// is already expired.
+#[cfg(test)]
 pub(crate) fn jwt_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
-    // A JWS compact serialization has exactly three segments; anything else is opaque to us.
-    if token.bytes().filter(|&b| b == b'.').count() != 2 {
-        return None;
-    }
-    // A map, not a struct: serde would also accept a JSON array as a struct.
-    let claims: serde_json::Map<String, serde_json::Value> =
-        jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
-    // NumericDate values may be fractional (RFC 7519 §2).
-    let date = |name: &str| claims.get(name)?.as_f64().filter(|n| n.is_finite());
-    let exp = date("exp")?;
-    let seconds = match date("iat") {
-        Some(iat) => exp - iat,
-        None => {
-            let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
-            exp - now
-        }
-    };
-    Some(if seconds <= 0.0 {
-        Duration::ZERO
-    } else {
-        Duration::try_from_secs_f64(seconds).unwrap_or(MAX_LIFETIME)
-    })
+    JwtTimes::read(token, now).map(|times| times.lifetime())
 }
 
 #[cfg(test)]
@@ -297,6 +400,18 @@ mod tests {
         assert_eq!(jwt_lifetime(&jwt("[1,2]"), now()), None);
     }
 
+    /// `lifetime` at [`now()`], 50 ms after the request was sent, without the skew report.
+    fn life(
+        source: ExpirySource,
+        expires_in: Option<Duration>,
+        token: &str,
+        default: Duration,
+    ) -> Result<Duration, String> {
+        lifetime(source, expires_in, token, default, now(), IN_FLIGHT).map(|l| l.duration)
+    }
+
+    const IN_FLIGHT: Duration = Duration::from_millis(50);
+
     #[test]
     fn lifetime_sources() {
         let token = jwt(r#"{"iat":0,"exp":120}"#);
@@ -304,21 +419,125 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let two_min = Duration::from_secs(120);
         use ExpirySource::*;
-        assert_eq!(lifetime(ExpiresIn, Some(hour), &token, default), Ok(hour));
-        assert_eq!(lifetime(ExpiresIn, None, &token, default), Ok(two_min));
-        assert_eq!(lifetime(JwtExp, Some(hour), &token, default), Ok(two_min));
-        assert_eq!(lifetime(JwtExp, Some(hour), "opaque", default), Ok(hour));
-        assert_eq!(lifetime(Earliest, Some(hour), &token, default), Ok(two_min));
+        // This `exp` is long past on the local clock: not believed over `expires_in`.
+        assert_eq!(life(ExpiresIn, Some(hour), &token, default), Ok(hour));
+        assert_eq!(life(ExpiresIn, None, &token, default), Ok(two_min));
+        assert_eq!(life(JwtExp, Some(hour), &token, default), Ok(two_min));
+        assert_eq!(life(JwtExp, Some(hour), "opaque", default), Ok(hour));
+        assert_eq!(life(Earliest, Some(hour), &token, default), Ok(two_min));
         assert_eq!(
-            lifetime(Earliest, Some(Duration::from_secs(60)), &token, default),
+            life(Earliest, Some(Duration::from_secs(60)), &token, default),
             Ok(Duration::from_secs(60))
         );
-        assert_eq!(lifetime(ExpiresIn, None, "opaque", default), Ok(default));
-        assert!(lifetime(ExpiresIn, Some(Duration::ZERO), "opaque", default).is_err());
+        assert_eq!(life(ExpiresIn, None, "opaque", default), Ok(default));
+        assert!(life(ExpiresIn, Some(Duration::ZERO), "opaque", default).is_err());
         assert_eq!(
-            lifetime(ExpiresIn, Some(Duration::MAX), "opaque", default),
+            life(ExpiresIn, Some(Duration::MAX), "opaque", default),
             Ok(MAX_LIFETIME)
         );
+    }
+
+    /// A JWT issued `since_issue` seconds before [`now()`] with `iat` floored to the second, as
+    /// oidc-provider and Keycloak write it, and `exp = iat + ttl`.
+    fn floored(since_issue: f64, ttl: u64) -> String {
+        let issued = 1_700_000_000.0 - since_issue;
+        let iat = issued.floor() as u64;
+        jwt(&format!(r#"{{"iat":{iat},"exp":{}}}"#, iat + ttl))
+    }
+
+    #[test]
+    fn exp_cuts_expires_in_short_when_iat_was_floored() {
+        let two = Duration::from_secs(2);
+        // Issued at …99.9 (0.1 s ago): iat …99, exp …01, 1 s from now, 1.05 s from the send.
+        let token = floored(0.1, 2);
+        let got = lifetime(
+            ExpirySource::ExpiresIn,
+            Some(two),
+            &token,
+            two,
+            now(),
+            IN_FLIGHT,
+        )
+        .unwrap();
+        assert_eq!(got.duration, Duration::from_millis(1050));
+        assert_eq!(got.skew, None);
+        // Issued exactly on a second: `exp` and `expires_in` agree (to the send's 50 ms).
+        let token = jwt(r#"{"iat":1700000000,"exp":1700000002}"#);
+        let got = lifetime(
+            ExpirySource::ExpiresIn,
+            Some(two),
+            &token,
+            two,
+            now(),
+            IN_FLIGHT,
+        )
+        .unwrap();
+        assert_eq!(got.duration, Duration::from_millis(2000));
+        // A long token loses its rounding too, and nothing more.
+        let hour = Duration::from_secs(3600);
+        let token = floored(0.4, 3600);
+        let got = life(ExpirySource::ExpiresIn, Some(hour), &token, hour).unwrap();
+        assert_eq!(got, Duration::from_millis(3_599_050));
+    }
+
+    #[test]
+    fn exp_from_a_skewed_clock_is_not_believed() {
+        let hour = Duration::from_secs(3600);
+        // The local clock runs 30 s ahead of the server's: exp looks 30 s early.
+        let token = jwt(r#"{"iat":1699999970,"exp":1700003570}"#);
+        let got = lifetime(
+            ExpirySource::ExpiresIn,
+            Some(hour),
+            &token,
+            hour,
+            now(),
+            IN_FLIGHT,
+        )
+        .unwrap();
+        assert_eq!(got.duration, hour);
+        let skew = got.skew.expect("reported");
+        assert!((skew + 29.95).abs() < 1e-6, "{skew}");
+        // 4 s ahead is within the bound: believed.
+        let token = jwt(r#"{"iat":1699999996,"exp":1700003596}"#);
+        let got = lifetime(
+            ExpirySource::ExpiresIn,
+            Some(hour),
+            &token,
+            hour,
+            now(),
+            IN_FLIGHT,
+        )
+        .unwrap();
+        assert_eq!(got.duration, Duration::from_millis(3_596_050));
+        assert_eq!(got.skew, None);
+        // A 2-second token whose exp is already past on our clock: a skewed clock, not a dead
+        // token; expires_in holds.
+        let two = Duration::from_secs(2);
+        let token = jwt(r#"{"iat":1699999997,"exp":1699999999}"#);
+        let got = lifetime(
+            ExpirySource::ExpiresIn,
+            Some(two),
+            &token,
+            two,
+            now(),
+            IN_FLIGHT,
+        )
+        .unwrap();
+        assert_eq!(got.duration, two);
+        assert!(got.skew.is_some());
+        // exp later than expires_in says (our clock behind): expires_in holds, silently
+        // within the bound.
+        let token = jwt(r#"{"iat":1700000000,"exp":1700000004}"#);
+        let got = lifetime(
+            ExpirySource::ExpiresIn,
+            Some(two),
+            &token,
+            two,
+            now(),
+            IN_FLIGHT,
+        )
+        .unwrap();
+        assert_eq!((got.duration, got.skew), (two, None));
     }
 
     #[test]

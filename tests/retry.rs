@@ -123,29 +123,87 @@ async fn a_refused_token_that_a_sibling_already_replaced_causes_no_new_fetch() {
     assert_eq!(handle.current().unwrap().generation(), 2);
 }
 
+/// An API that refuses every token we bring (a wrong audience, say): the first refused fresh
+/// token is replaced at once (it may have been revoked before its first use), the next ones
+/// after a delay that doubles from 5 s up to 5 minutes, and the 401s go back to the callers
+/// meanwhile. Over ten minutes of one request a second that is 8 token requests (at 0 s, then
+/// 0 s, 5 s, 15 s, 35 s, 75 s, 155 s, 315 s); without the backoff, it would be one per
+/// request, 600.
 #[tokio::test(start_paused = true)]
-async fn an_api_that_refuses_every_token_sees_each_request_at_most_twice() {
+async fn an_api_that_refuses_every_fresh_token_backs_off() {
     let auth = auth_server(HOUR);
     let api = auth.api();
     api.set_reject_all(true);
     let handle = builder(&auth).build().unwrap().start().await.unwrap();
     let service = client(&handle, &api);
 
-    for _ in 0..10 {
-        let (status, _) = send(&service, request("x")).await.unwrap();
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "the 401 comes back");
-    }
-    // The first request was retried with a new token. The next ones met a token that a 401
-    // had just replaced, within the cooldown: retrying would only repeat the refusal.
-    assert_eq!(api.requests(), 11);
-    assert_eq!(auth.token_requests(), 2);
-
-    // After the cooldown, a 401 may replace the token again: once.
-    tokio::time::sleep(Duration::from_secs(6)).await;
     let (status, _) = send(&service, request("x")).await.unwrap();
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(api.requests(), 13);
-    assert_eq!(auth.token_requests(), 3);
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the 401 comes back");
+    // The first request was retried with a new token, refused too.
+    assert_eq!((api.requests(), auth.token_requests()), (2, 2));
+    let status = handle.status();
+    assert_eq!(status.refused_in_a_row, 2);
+    assert_eq!(
+        status.replacement_deferred_for,
+        Some(Duration::from_secs(5))
+    );
+
+    // The next ones meet the refused token during the backoff: not retried, no fetch.
+    for _ in 0..9 {
+        let (status, _) = send(&service, request("x")).await.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!((api.requests(), auth.token_requests()), (11, 2));
+
+    let mut answered = 0;
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (status, _) = send(&service, request("x")).await.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        answered += 1;
+    }
+    assert_eq!(answered, 600);
+    assert_eq!(auth.token_requests(), 8, "backed off, then capped");
+    // Each request reached the API once: the backoff returns 401s without a retry.
+    assert_eq!(api.requests(), 611);
+    assert_eq!(handle.status().refused_in_a_row, 8);
+    assert!(
+        handle.status().replacement_deferred_for.unwrap() <= Duration::from_secs(300),
+        "capped"
+    );
+
+    // The API comes round: the first accepted request ends the backoff.
+    api.set_reject_all(false);
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let (status, _) = send(&service, request("x")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(handle.status().refused_in_a_row, 0);
+    assert_eq!(handle.status().replacement_deferred_for, None);
+}
+
+/// A token the API accepted and then refuses has expired or been revoked: it is replaced at
+/// once, however soon after the previous replacement, and no request sees the 401.
+#[tokio::test(start_paused = true)]
+async fn a_token_refused_after_it_was_accepted_is_replaced_at_once_every_time() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let service = client(&handle, &api);
+    for round in 1..=5_u64 {
+        let (status, _) = send(&service, request("ok")).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "round {round}: accepted first");
+        auth.revoke_all();
+        let (status, body) = send(&service, request("again")).await.unwrap();
+        assert_eq!(
+            (status, body.as_ref()),
+            (StatusCode::OK, b"again".as_ref()),
+            "round {round}"
+        );
+        assert_eq!(auth.token_requests(), 1 + round);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(api.rejected(RejectReason::Revoked), 5);
+    assert_eq!(handle.status().refused_in_a_row, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -178,22 +236,120 @@ async fn retry_can_be_switched_off() {
     assert_eq!(auth.token_requests(), 1);
 }
 
+/// A refused request that waits for a new token and gets none within `max_wait` fails as a
+/// request that found no token does: the first response was released when the wait began.
 #[tokio::test(start_paused = true)]
-async fn no_new_token_within_the_wait_returns_the_first_response() {
+async fn no_new_token_within_the_wait_is_token_unavailable() {
     let auth = auth_server(HOUR);
     let api = auth.api();
     let handle = builder(&auth).build().unwrap().start().await.unwrap();
     let service = BearerAuthLayer::new(handle)
         .max_wait(Duration::from_secs(1))
         .layer(api.service());
+    let (status, _) = send(&service, request("accepted")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
     auth.revoke_all();
     auth.fail_next(
         1,
         tower_client_credentials::test_util::Fault::delay(Duration::from_secs(5)),
     );
-    let (status, _) = send(&service, request("x")).await.unwrap();
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(api.requests(), 1);
+    let error = send(&service, request("x")).await.unwrap_err();
+    assert!(
+        matches!(
+            common::unavailable(&error),
+            tower_client_credentials::TokenUnavailable::TimedOut { .. }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(api.requests(), 2);
+}
+
+/// A response body that records whether it was dropped.
+struct Recorded {
+    inner: BoxBody,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Body for Recorded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+}
+
+/// The first 401 (its body, and with it a pooled connection) is released before the request
+/// waits for the new token, not held until the retry goes out.
+#[tokio::test(start_paused = true)]
+async fn the_first_401_is_dropped_before_the_wait() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let first_dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let statuses = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let inner = {
+        let api = api.service();
+        let first_dropped = Arc::clone(&first_dropped);
+        let statuses = Arc::clone(&statuses);
+        service_fn(move |request: Request<Full<Bytes>>| {
+            let api = api.clone();
+            let first_dropped = Arc::clone(&first_dropped);
+            let statuses = Arc::clone(&statuses);
+            async move {
+                let response: Response<BoxBody> = api.oneshot(request).await?;
+                let first = statuses.lock().unwrap().is_empty();
+                statuses.lock().unwrap().push(response.status());
+                // Only the first response records its drop.
+                let dropped = if first {
+                    first_dropped
+                } else {
+                    Arc::new(std::sync::atomic::AtomicBool::new(false))
+                };
+                Ok::<_, BoxError>(response.map(|inner| Recorded { inner, dropped }))
+            }
+        })
+    };
+    let service = BearerAuthLayer::new(handle.clone()).layer(inner);
+    // The token was accepted, then revoked; the next token takes 5 s to come.
+    api.service()
+        .oneshot(
+            Request::get("http://127.0.0.1/api/orders")
+                .header(AUTHORIZATION, handle.current().unwrap().header_value())
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    handle.accepted(&handle.current().unwrap());
+    auth.revoke_all();
+    auth.fail_next(
+        1,
+        tower_client_credentials::test_util::Fault::delay(Duration::from_secs(5)),
+    );
+    let pending = service.oneshot(request("x"));
+    tokio::pin!(pending);
+    let early = tokio::time::timeout(Duration::from_secs(1), &mut pending).await;
+    assert!(early.is_err(), "still waiting for the new token");
+    assert_eq!(*statuses.lock().unwrap(), [StatusCode::UNAUTHORIZED]);
+    assert!(
+        first_dropped.load(Ordering::SeqCst),
+        "the first 401 was released before the wait"
+    );
+    assert_eq!(pending.await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        *statuses.lock().unwrap(),
+        [StatusCode::UNAUTHORIZED, StatusCode::OK]
+    );
 }
 
 #[tokio::test(start_paused = true)]

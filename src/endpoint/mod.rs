@@ -77,6 +77,7 @@ impl TokenEndpoint {
                     .headers_mut()
                     .insert(DPOP, prover.token_request_proof(htu));
             }
+            let sent = tokio::time::Instant::now();
             let response = self
                 .client
                 .clone()
@@ -120,12 +121,33 @@ impl TokenEndpoint {
                 response.expires_in,
                 &response.access_token,
                 self.default_lifetime,
+                std::time::SystemTime::now(),
+                sent.elapsed(),
             )
             .map_err(|reason| {
                 response::invalid_response(parts.status, &parts.headers, &body, reason)
             })?;
-            return Ok(Fetched { response, lifetime });
+            if let Some(skew) = lifetime.skew {
+                warn_skew_once(skew);
+            }
+            return Ok(Fetched {
+                response,
+                lifetime: lifetime.duration,
+            });
         }
+    }
+}
+
+/// Logs, once per process, that a JWT's `exp` and `expires_in` disagree by more than clock
+/// skew and rounding explain, so `expires_in` is used.
+fn warn_skew_once(skew: f64) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            exp_minus_expires_in_secs = skew,
+            "the access token's `exp` disagrees with `expires_in` by more than clock skew \
+             and rounding explain; using `expires_in` (is this machine's clock off?)"
+        );
     }
 }
 

@@ -3,7 +3,7 @@ use std::{sync::Arc, time::Duration};
 use http::{HeaderMap, StatusCode};
 use tower_layer::Layer;
 
-use super::{BearerAuth, Origin, service::Config};
+use super::{BearerAuth, Config, Origin};
 use crate::refresh::TokenHandle;
 
 /// Applies [`BearerAuth`] to a service. See the [`layer` module documentation](crate::layer) for what it does.

@@ -35,8 +35,8 @@
 //! and a [replayable](ReplayBody) body for the retry.
 //!
 //! With no valid token, the request waits for the token request in flight (there is at most
-//! one), for at most [`max_wait`](BearerAuthLayer::max_wait), then goes out through a clone of
-//! the inner service driven to readiness. If the token request fails or the wait runs out, the
+//! one), for at most [`max_wait`](BearerAuthLayer::max_wait), then goes out through the inner
+//! service that `poll_ready` made ready (a clone stays in the layer for the next request). If the token request fails or the wait runs out, the
 //! request fails with [`TokenUnavailable`](crate::TokenUnavailable); it is never sent without
 //! a token.
 //!
@@ -57,27 +57,45 @@
 //! # Retrying after 401
 //!
 //! A response is "unauthorized" when its status is 401 or it carries `grpc-status: 16`
-//! (configurable with [`unauthorized_if`](BearerAuthLayer::unauthorized_if)). Then:
+//! (configurable with [`unauthorized_if`](BearerAuthLayer::unauthorized_if)). The layer also
+//! notes every other answer (except server errors) as the token being *accepted*: what a
+//! refusal means depends on it. Then:
 //!
 //! 1. If another request has already brought a newer token, the retry uses it at once.
-//!    Otherwise the token this request carried is discarded, if it is still the current one,
-//!    and the layer waits for the refresher's next token (the same single fetch every other
-//!    request waits for).
-//! 2. The first response is dropped, releasing its connection, and the request is sent again
-//!    once, with the new token. Whatever comes back is returned as it is.
-//! 3. If no new token arrives within `max_wait`, if the body cannot be replayed (larger than
-//!    [`replay_limit`](BearerAuthLayer::replay_limit)), or if a 401 already discarded a token
-//!    within the [invalidation cooldown](crate::ClientCredentialsBuilder::invalidation_cooldown),
-//!    the first response is returned.
+//! 2. If the refused token had been accepted before, it has expired or been revoked: it is
+//!    withdrawn at once (once for all requests that carried it) and the request waits for the
+//!    refresher's next token, the same single fetch every other request waits for. The first
+//!    response is dropped before the wait, releasing its connection.
+//! 3. If the token was refused before any request succeeded with it, the first time is
+//!    treated as in 2. Further fresh tokens refused in a row mean the API refuses our tokens:
+//!    their replacement backs off (see
+//!    [`refused_token_backoff`](crate::ClientCredentialsBuilder::refused_token_backoff)) and
+//!    the 401 is returned as it is.
+//! 4. The request is sent again once, with the new token. Whatever comes back is returned as
+//!    it is.
+//!
+//! A request whose body cannot be replayed (larger than
+//! [`replay_limit`](BearerAuthLayer::replay_limit)) is not retried: its 401 is returned, and
+//! the next request gets a new token. A request that waited for a new token and got none
+//! within `max_wait` fails with [`TokenUnavailable`](crate::TokenUnavailable), as a request
+//! that found no token does.
+//!
+//! # Expired tokens
+//!
+//! The refresher withdraws a token before it expires. The request path checks too, with one
+//! read of the monotonic clock: a token past its usable end is never sent, even when the
+//! refresher has not run (a starved runtime).
 
 mod body;
+mod config;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
 mod origin;
+mod retry;
 mod service;
 
-pub(crate) use self::service::Config;
+pub(crate) use self::config::Config;
 pub use self::{
     body::{RecordedBody, Replay, ReplayBody},
     future::ResponseFuture,

@@ -1,3 +1,5 @@
+//! [`BearerAuth`]: the service.
+
 use std::{
     fmt,
     sync::Arc,
@@ -6,66 +8,21 @@ use std::{
 };
 
 use arc_swap::{ArcSwapOption, Cache};
-use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header::AUTHORIZATION};
-use tower::ServiceExt;
+use http::{HeaderMap, Request, Response, StatusCode};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
     Origin, ReplayBody,
-    future::{ResponseFuture, Retry},
+    config::Config,
+    future::ResponseFuture,
+    retry::{DpopBase, Retry, authorize},
 };
 use crate::{
-    dpop::{self, DpopError},
     error::BoxError,
     refresh::{Shared, TokenHandle},
     token::Token,
 };
-
-/// Per-layer settings, copied into every service.
-#[derive(Clone, Copy)]
-pub(crate) struct Config {
-    pub(crate) retry: bool,
-    pub(crate) replay_limit: usize,
-    pub(crate) max_wait: Duration,
-    pub(crate) is_unauthorized: fn(StatusCode, &HeaderMap) -> bool,
-}
-
-impl Config {
-    pub(crate) fn new(handle: &TokenHandle) -> Self {
-        Self::with_max_wait(handle.shared().max_wait)
-    }
-
-    /// The defaults, waiting at most `max_wait` for a token.
-    pub(crate) fn with_max_wait(max_wait: Duration) -> Self {
-        Self {
-            retry: true,
-            replay_limit: 64 * 1024,
-            max_wait,
-            is_unauthorized: default_is_unauthorized,
-        }
-    }
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("retry", &self.retry)
-            .field("replay_limit", &self.replay_limit)
-            .field("max_wait", &self.max_wait)
-            .finish_non_exhaustive()
-    }
-}
-
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-
-/// Status 401, or a gRPC response with `grpc-status: 16` (UNAUTHENTICATED) in its headers, as
-/// a server's auth interceptor sends it (trailers-only response).
-fn default_is_unauthorized(status: StatusCode, headers: &HeaderMap) -> bool {
-    status == StatusCode::UNAUTHORIZED
-        || headers
-            .get(GRPC_STATUS)
-            .is_some_and(|value| value.as_bytes() == b"16")
-}
 
 /// The token store as seen through an [`arc_swap::Cache`]: each service keeps the current
 /// token's `Arc` and revalidates it with one atomic load per request, instead of `load()`'s
@@ -90,8 +47,14 @@ type TokenCache = Cache<Store, Option<Arc<Token>>>;
 #[derive(Clone)]
 pub struct BearerAuth<S> {
     inner: S,
-    handle: TokenHandle,
     cache: TokenCache,
+    auth: Authorizer,
+}
+
+/// Everything but the inner service and the token cache: what a request needs to be sent.
+#[derive(Clone)]
+struct Authorizer {
+    handle: TokenHandle,
     config: Config,
     origins: Option<Arc<[Origin]>>,
     dpop_origin: Option<Arc<Origin>>,
@@ -119,63 +82,55 @@ impl<S> BearerAuth<S> {
         let cache = Cache::new(Store(handle.shared_arc()));
         Self {
             inner,
-            handle,
             cache,
-            config,
-            origins,
-            dpop_origin,
+            auth: Authorizer {
+                handle,
+                config,
+                origins,
+                dpop_origin,
+            },
         }
     }
 
     /// See [`BearerAuthLayer::dpop_origin`](super::BearerAuthLayer::dpop_origin).
     pub fn dpop_origin(mut self, origin: Origin) -> Self {
-        self.dpop_origin = Some(Arc::new(origin));
+        self.auth.dpop_origin = Some(Arc::new(origin));
         self
     }
 
     /// See [`BearerAuthLayer::allow_origins`](super::BearerAuthLayer::allow_origins).
     pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
-        self.origins = Some(origins.into_iter().collect());
+        self.auth.origins = Some(origins.into_iter().collect());
         self
-    }
-
-    /// Whether the token may go with a request to `uri`.
-    fn authorizes(&self, uri: &http::Uri) -> bool {
-        match &self.origins {
-            None => true,
-            // A relative URI goes to the inner client's fixed origin (a tonic channel).
-            Some(_) if uri.host().is_none() => true,
-            Some(origins) => origins.iter().any(|origin| origin.matches(uri)),
-        }
     }
 
     /// See [`BearerAuthLayer::retry_unauthorized`](super::BearerAuthLayer::retry_unauthorized).
     pub fn retry_unauthorized(mut self, retry: bool) -> Self {
-        self.config.retry = retry;
+        self.auth.config.retry = retry;
         self
     }
 
     /// See [`BearerAuthLayer::replay_limit`](super::BearerAuthLayer::replay_limit).
     pub fn replay_limit(mut self, bytes: usize) -> Self {
-        self.config.replay_limit = bytes;
+        self.auth.config.replay_limit = bytes;
         self
     }
 
     /// See [`BearerAuthLayer::max_wait`](super::BearerAuthLayer::max_wait).
     pub fn max_wait(mut self, wait: Duration) -> Self {
-        self.config.max_wait = wait;
+        self.auth.config.max_wait = wait;
         self
     }
 
     /// See [`BearerAuthLayer::unauthorized_if`](super::BearerAuthLayer::unauthorized_if).
     pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
-        self.config.is_unauthorized = predicate;
+        self.auth.config.is_unauthorized = predicate;
         self
     }
 
     /// The token handle.
     pub fn handle(&self) -> &TokenHandle {
-        &self.handle
+        &self.auth.handle
     }
 
     /// A reference to the inner service.
@@ -198,9 +153,9 @@ impl<S: fmt::Debug> fmt::Debug for BearerAuth<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuth")
             .field("inner", &self.inner)
-            .field("config", &self.config)
-            .field("origins", &self.origins)
-            .field("dpop_origin", &self.dpop_origin)
+            .field("config", &self.auth.config)
+            .field("origins", &self.auth.origins)
+            .field("dpop_origin", &self.auth.dpop_origin)
             .finish_non_exhaustive()
     }
 }
@@ -221,70 +176,83 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if !self.authorizes(request.uri()) {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let Self { inner, cache, auth } = self;
+        if !auth.authorizes(request.uri()) {
             tracing::debug!(
                 origin = ?Origin::from_uri(request.uri()),
                 "request to an origin not allowed for the token; sending it without"
             );
-            return ResponseFuture::direct(self.inner.call(request));
+            return ResponseFuture::direct(inner.call(request));
         }
-        let Some(token) = self.cache.load() else {
-            return self.call_when_token(request);
-        };
-        request
-            .headers_mut()
-            .insert(AUTHORIZATION, token.header_value().clone());
-        let generation = token.generation;
-        let dpop = token.ath.is_some();
-        if let Some(ath) = &token.ath {
-            match dpop_proof(
-                self.handle.shared(),
-                &request,
-                self.dpop_origin.as_deref(),
-                ath,
-            ) {
-                Ok(proof) => {
-                    request.headers_mut().insert(dpop::DPOP, proof);
-                }
-                Err(error) => return ResponseFuture::failed(error),
-            }
+        match cache.load() {
+            // The store holds a token until the refresher withdraws it; a starved refresher
+            // must not let it out past its time.
+            Some(token) if token.is_usable_at(Instant::now()) => auth.send(inner, request, token),
+            _ => self.call_when_token(request),
         }
+    }
+}
 
+impl Authorizer {
+    /// Whether the token may go with a request to `uri`.
+    fn authorizes(&self, uri: &http::Uri) -> bool {
+        match &self.origins {
+            None => true,
+            // A relative URI goes to the inner client's fixed origin (a tonic channel).
+            Some(_) if uri.host().is_none() => true,
+            Some(origins) => origins.iter().any(|origin| origin.matches(uri)),
+        }
+    }
+
+    /// Sends `request` with `token` through `inner`, which `poll_ready` made ready; with
+    /// retries on (or a DPoP proof, whose answer may bring a nonce), keeps what a retry needs.
+    fn send<S, B, ResBody>(
+        &self,
+        inner: &mut S,
+        mut request: Request<B>,
+        token: &Token,
+    ) -> ResponseFuture<S, B>
+    where
+        S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: ReplayBody + Send + 'static,
+        ResBody: Send + 'static,
+    {
+        let shared = self.handle.shared();
+        if let Err(error) = authorize(shared, &mut request, token, self.dpop_origin.as_deref()) {
+            return ResponseFuture::failed(error);
+        }
+        let dpop = token.ath.is_some();
         // With DPoP the response is looked at even without retries: it may bring a nonce.
         if !self.config.retry && !dpop {
-            return ResponseFuture::direct(self.inner.call(request));
+            return ResponseFuture::direct(inner.call(request));
         }
         let (parts, body) = request.into_parts();
         let (body, replay) = body.into_replay(self.config.replay_limit);
         let retry = Retry::new(
             &parts,
             replay,
-            self.inner.clone(),
+            inner.clone(),
             self.handle.clone(),
-            generation,
+            token.generation,
             self.config,
-            dpop.then(|| self.dpop_origin.clone()),
+            if dpop {
+                DpopBase::Proof(self.dpop_origin.clone())
+            } else {
+                DpopBase::None
+            },
         );
-        ResponseFuture::retryable(self.inner.call(Request::from_parts(parts, body)), retry)
+        ResponseFuture::retryable(inner.call(Request::from_parts(parts, body)), retry)
     }
 }
 
-/// A DPoP proof for `request`, carrying the token's `ath`.
-pub(crate) fn dpop_proof<B>(
-    shared: &Shared,
-    request: &Request<B>,
-    base: Option<&Origin>,
-    ath: &str,
-) -> Result<http::HeaderValue, DpopError> {
-    // A token is DPoP-bound only when the handle has a prover.
-    let prover = shared.dpop.as_ref().ok_or(DpopError::RelativeUri)?;
-    prover.api_proof(request.method(), request.uri(), base, ath)
-}
-
 impl<S> BearerAuth<S> {
-    /// The slow path: no valid token. Wait for the fetch in flight, then send through a clone
-    /// of the inner service driven to readiness.
+    /// The slow path: no valid token. The service that `poll_ready` made ready goes with the
+    /// request (a clone, not yet ready, stays behind, as `tower::buffer` and tower-http's
+    /// `FollowRedirect` do), so that a concurrency limit's permit or a buffer slot it reserved
+    /// is the one used; the request waits for the fetch in flight, then is sent.
     fn call_when_token<B, ResBody>(&mut self, request: Request<B>) -> ResponseFuture<S, B>
     where
         S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -293,28 +261,29 @@ impl<S> BearerAuth<S> {
         B: ReplayBody + Send + 'static,
         ResBody: Send + 'static,
     {
-        let service = self.clone();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
         ResponseFuture::boxed(Box::pin(async move {
-            let started = tokio::time::Instant::now();
-            let waited = service
-                .handle
-                .shared()
-                .wait_for(0, service.config.max_wait)
-                .await;
+            let started = Instant::now();
+            let waited = auth.handle.shared().wait_for(0, auth.config.max_wait).await;
             crate::metrics::waited(started.elapsed());
-            if let Err(error) = waited {
-                tracing::debug!(
-                    waited_ms = started.elapsed().as_millis() as u64,
-                    error = %error,
-                    "request failed waiting for an access token"
-                );
-                return Err(BoxError::from(error));
-            }
+            let token = match waited {
+                Ok(token) => token,
+                Err(error) => {
+                    tracing::debug!(
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        error = %error,
+                        "request failed waiting for an access token"
+                    );
+                    return Err(BoxError::from(error));
+                }
+            };
             tracing::trace!(
                 waited_ms = started.elapsed().as_millis() as u64,
                 "request waited for an access token"
             );
-            service.oneshot(request).await
+            auth.send(&mut inner, request, &token).await
         }))
     }
 }

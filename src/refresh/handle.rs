@@ -61,11 +61,38 @@ impl TokenHandle {
 
     /// Reports that `token` was refused by an API (for callers that handle 401s themselves).
     ///
-    /// If `token` is still the current one, the refresher discards it and fetches a new one;
-    /// if a newer token is already held, nothing happens. Returns `false` when the report was
-    /// ignored because a refused token was already discarded within the invalidation cooldown.
+    /// The rule is the one [`BearerAuth`](crate::BearerAuth) follows (see
+    /// [`ClientCredentialsBuilder::refused_token_backoff`](crate::ClientCredentialsBuilder::refused_token_backoff)):
+    /// a token that an API [accepted](Self::accepted) before is replaced at once; a fresh one
+    /// refused before any acceptance is replaced at once the first time, then after a growing
+    /// delay. Returns `true` when a new token is on its way (wait for it with
+    /// [`token`](Self::token)), `false` when `token` is not this handle's current token (a
+    /// newer one is already held, or it came from another handle) or its replacement is
+    /// deferred.
     pub fn invalidate(&self, token: &Token) -> bool {
-        self.shared().invalidate(token.generation)
+        let shared = self.shared();
+        let current = shared.current.load();
+        if !current
+            .as_deref()
+            .is_some_and(|held| std::ptr::eq(held, token))
+        {
+            return false;
+        }
+        shared.refused(token.generation) == super::Refusal::Replace
+    }
+
+    /// Reports that an API accepted `token` (for callers that handle 401s themselves): a later
+    /// refusal of it then means that it expired or was revoked, and it is replaced at once.
+    /// Tokens of other handles are ignored.
+    pub fn accepted(&self, token: &Token) {
+        let shared = self.shared();
+        let current = shared.current.load();
+        if current
+            .as_deref()
+            .is_some_and(|held| std::ptr::eq(held, token))
+        {
+            shared.accepted(token.generation);
+        }
     }
 
     /// Stops the refresher. Requests waiting for a token fail with
@@ -96,6 +123,10 @@ impl TokenHandle {
             next_attempt_in: state
                 .next_attempt
                 .map(|at| at.saturating_duration_since(now)),
+            refused_in_a_row: state.refusals,
+            replacement_deferred_for: state
+                .deferred
+                .map(|(_, at)| at.saturating_duration_since(now)),
             running: !state.stopped
                 && !self
                     .shared()
@@ -129,6 +160,12 @@ pub struct TokenStatus {
     pub last_error: Option<(TokenError, SystemTime)>,
     /// When the refresher will next ask for a token, if it has scheduled that.
     pub next_attempt_in: Option<Duration>,
+    /// How many fresh tokens in a row an API refused before accepting any; 0 once one is
+    /// accepted. Above 1, the refused token's replacement is deferred (refusal backoff).
+    pub refused_in_a_row: u32,
+    /// When the refusal backoff defers the replacement of a refused token: how long until it
+    /// is replaced.
+    pub replacement_deferred_for: Option<Duration>,
     /// Whether the refresher is still running.
     pub running: bool,
 }

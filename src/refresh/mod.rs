@@ -10,10 +10,29 @@
 //!   the moment it expires, so a request never goes out with a token known to be expired.
 //! - Requests that find no valid token wait for the fetch in flight. There is only ever one
 //!   fetch at a time, whether the timer, a cold start or a 401 asked for it.
+//! - A token an API refused is replaced according to what the handle has learned (see
+//!   [Refused tokens](#refused-tokens) below).
 //! - After a failure it backs off (exponentially, with jitter, honouring `Retry-After`) and
 //!   keeps serving the current token while it is valid. It never gives up and never dies on an
 //!   error.
 //! - It stops when the last [`TokenHandle`] is dropped, or on [`TokenHandle::shutdown`].
+//!
+//! # Refused tokens
+//!
+//! The store keeps the highest generation an API has *accepted* (answered with anything but
+//! 401 or a server error). When a request's token is refused:
+//!
+//! - If the token, or a later one, was accepted before, the API accepts our tokens and this one
+//!   has expired or been revoked: it is withdrawn at once, whatever happened before, and every
+//!   request that carried it waits for the one new token.
+//! - If no request has succeeded with it, the API may be refusing every token we bring (a wrong
+//!   audience, a misconfigured API). The first such refusal still replaces the token at once
+//!   (it may have been revoked before its first use). After that, each further fresh token
+//!   refused before any acceptance defers its replacement, exponentially: the
+//!   [`refused_token_backoff`](crate::ClientCredentialsBuilder::refused_token_backoff), first
+//!   delay doubling up to its cap. Meanwhile the refused token stays and the 401s go back to the
+//!   callers: the authorization server sees a handful of token requests an hour, not one per
+//!   401. Any acceptance ends the backoff. [`TokenStatus`] reports it.
 
 mod handle;
 mod policy;
@@ -22,7 +41,7 @@ mod refresher;
 use std::{
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -69,9 +88,21 @@ struct State {
     last_success: Option<SystemTime>,
     /// Tokens up to this generation are to be discarded (a request got 401 with them).
     invalidated: u64,
-    /// When a 401 last made us discard a token.
-    last_invalidation: Option<Instant>,
+    /// Fresh tokens refused in a row, none accepted since: drives the refusal backoff.
+    refusals: u32,
+    /// A refused fresh token whose replacement waits for the refusal backoff: its generation
+    /// and when the refresher replaces it.
+    deferred: Option<(u64, Instant)>,
     stopped: bool,
+}
+
+/// What a refusal of a token by an API leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The token is being replaced: wait for the new one.
+    Replace,
+    /// The API refuses fresh tokens: the replacement is deferred; return the refusal.
+    BackingOff,
 }
 
 /// The store shared by the handles and the refresher.
@@ -84,8 +115,11 @@ pub(crate) struct Shared {
     /// Wakes the refresher to stop.
     close: Notify,
     closed: AtomicBool,
+    /// The highest generation an API has accepted.
+    accepted: AtomicU64,
     pub(crate) max_wait: Duration,
-    invalidation_cooldown: Duration,
+    /// First delay and cap of the refusal backoff.
+    refusal_backoff: (Duration, Duration),
     /// With DPoP: makes the proofs of the requests that carry this store's tokens.
     pub(crate) dpop: Option<Arc<Prover>>,
 }
@@ -93,7 +127,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         max_wait: Duration,
-        invalidation_cooldown: Duration,
+        policy: &RefreshPolicy,
         dpop: Option<Arc<Prover>>,
     ) -> Self {
         Self {
@@ -103,8 +137,9 @@ impl Shared {
             wake: Notify::new(),
             close: Notify::new(),
             closed: AtomicBool::new(false),
+            accepted: AtomicU64::new(0),
             max_wait,
-            invalidation_cooldown,
+            refusal_backoff: (policy.refusal_backoff, policy.refusal_backoff_max),
             dpop,
         }
     }
@@ -117,7 +152,7 @@ impl Shared {
     }
 
     /// The current token if it is newer than `generation` and not expired.
-    fn usable(&self, newer_than: u64) -> Option<Arc<Token>> {
+    pub(crate) fn usable(&self, newer_than: u64) -> Option<Arc<Token>> {
         let token = self.current.load_full()?;
         (token.generation > newer_than && token.is_usable_at(Instant::now())).then_some(token)
     }
@@ -131,7 +166,7 @@ impl Shared {
         newer_than: u64,
         max_wait: Duration,
     ) -> Result<Arc<Token>, TokenUnavailable> {
-        let deadline = Instant::now() + max_wait;
+        let deadline = deadline_after(max_wait);
         // Subscribe before looking, so a fetch that finishes in between is not missed.
         let mut outcomes = self.outcome.subscribe();
         loop {
@@ -195,51 +230,67 @@ impl Shared {
         ))
     }
 
-    /// A request that carried the token of `generation` was refused. Returns a newer token to
-    /// retry with, waiting for one for at most `max_wait`, or `None` when no retry is worth it.
-    pub(crate) async fn after_unauthorized(
-        &self,
-        generation: u64,
-        max_wait: Duration,
-    ) -> Option<Arc<Token>> {
-        if let Some(token) = self.usable(generation) {
-            // A sibling already brought a newer token.
-            return Some(token);
+    /// An API answered a request that carried the token of `generation` with anything but a
+    /// refusal. Costs one atomic load once the generation is known to be accepted.
+    #[inline]
+    pub(crate) fn accepted(&self, generation: u64) {
+        if self.accepted.load(Ordering::Relaxed) >= generation {
+            return;
         }
-        if !self.invalidate(generation) {
-            return None;
+        self.accepted.fetch_max(generation, Ordering::Relaxed);
+        let mut state = self.state();
+        if state.refusals > 0 {
+            tracing::info!(generation, "a token was accepted; refusal backoff over");
         }
-        self.wait_for(generation, max_wait).await.ok()
+        state.refusals = 0;
+        if state
+            .deferred
+            .is_some_and(|(deferred, _)| deferred <= generation)
+        {
+            state.deferred = None;
+        }
     }
 
-    /// Asks the refresher to discard the token of `generation` (if it is still current) and
-    /// fetch a new one. Returns `false` when a 401 already made us discard a token within the
-    /// cooldown: a second one so soon means the API rejects fresh tokens too, and fetching again
-    /// would only load the authorization server.
-    pub(crate) fn invalidate(&self, generation: u64) -> bool {
+    /// The token of `generation` was refused by an API: replaces it, at once or after the
+    /// refusal backoff (see the [module documentation](self)).
+    pub(crate) fn refused(&self, generation: u64) -> Refusal {
         if self.usable(generation).is_some() {
             // A newer token is already held; nothing to discard.
-            return true;
+            return Refusal::Replace;
         }
+        let accepted = self.accepted.load(Ordering::Relaxed) >= generation;
         {
             let mut state = self.state();
             if generation <= state.invalidated {
                 // Already asked for; wait for the same fetch.
-                return true;
+                return Refusal::Replace;
             }
-            let now = Instant::now();
             if state
-                .last_invalidation
-                .is_some_and(|at| now.duration_since(at) < self.invalidation_cooldown)
+                .deferred
+                .is_some_and(|(deferred, _)| deferred >= generation)
             {
-                tracing::debug!(
-                    generation,
-                    "token refused again within the invalidation cooldown; not refreshing"
-                );
-                return false;
+                return Refusal::BackingOff;
+            }
+            if !accepted {
+                state.refusals = state.refusals.saturating_add(1);
+                if state.refusals > 1 {
+                    let (first, max) = self.refusal_backoff;
+                    let exponent = (state.refusals - 2).min(20);
+                    let delay = first.saturating_mul(1 << exponent).min(max);
+                    state.deferred = Some((generation, deadline_after(delay)));
+                    tracing::warn!(
+                        generation,
+                        refused_in_a_row = state.refusals,
+                        replace_in_ms = delay.as_millis() as u64,
+                        "an API refused a fresh access token before accepting any; backing off"
+                    );
+                    drop(state);
+                    // The refresher wakes at the deferred replacement.
+                    self.wake.notify_one();
+                    return Refusal::BackingOff;
+                }
             }
             state.invalidated = generation;
-            state.last_invalidation = Some(now);
         }
         // Withdraw the refused token now rather than when the refresher next runs, so the very
         // next request waits for the new token instead of meeting the same refusal. The
@@ -248,9 +299,26 @@ impl Shared {
         if current.as_ref().is_some_and(|t| t.generation <= generation) {
             self.current.compare_and_swap(&*current, None);
         }
-        tracing::debug!(generation, "token refused by the API; refreshing");
+        tracing::debug!(
+            generation,
+            accepted,
+            "token refused by the API; replacing it"
+        );
         self.wake.notify_one();
-        true
+        Refusal::Replace
+    }
+
+    /// Turns a deferred replacement that is due into an invalidation; returns when the one
+    /// still pending is due.
+    fn deferred_due(&self, now: Instant) -> Option<Instant> {
+        let mut state = self.state();
+        let (generation, at) = state.deferred?;
+        if at > now {
+            return Some(at);
+        }
+        state.deferred = None;
+        state.invalidated = state.invalidated.max(generation);
+        None
     }
 
     fn close(&self) {
@@ -259,4 +327,14 @@ impl Shared {
         // In case the refresher is between checking the flag and waiting.
         self.close.notify_one();
     }
+}
+
+/// The furthest deadline the store sets: what tokio's own far-future sleeps use. Longer waits
+/// (`Duration::MAX`, meaning "forever") are this long.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `wait` from now, saturating at [`FAR_FUTURE`]: no configured wait can overflow the clock.
+pub(crate) fn deadline_after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait.min(FAR_FUTURE)).unwrap_or(now)
 }

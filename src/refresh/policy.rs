@@ -23,8 +23,11 @@ pub(crate) struct RefreshPolicy {
     pub(crate) backoff_max: Duration,
     /// Delay after a permanent failure.
     pub(crate) permanent_retry: Duration,
-    /// A token obtained because of a 401 is not discarded for another 401 within this time.
-    pub(crate) invalidation_cooldown: Duration,
+    /// First delay of the refusal backoff: how long the replacement of the second fresh token
+    /// refused in a row (none accepted) waits; doubles with each further one.
+    pub(crate) refusal_backoff: Duration,
+    /// Cap of the refusal backoff.
+    pub(crate) refusal_backoff_max: Duration,
 }
 
 impl Default for RefreshPolicy {
@@ -36,7 +39,8 @@ impl Default for RefreshPolicy {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             permanent_retry: Duration::from_secs(60),
-            invalidation_cooldown: Duration::from_secs(5),
+            refusal_backoff: Duration::from_secs(5),
+            refusal_backoff_max: Duration::from_secs(300),
         }
     }
 }

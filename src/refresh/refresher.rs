@@ -145,11 +145,14 @@ impl Task {
             }
 
             let now = Instant::now();
+            // A refused token whose replacement was deferred is replaced when that is due.
+            let deferred = shared.deferred_due(now);
             let token = self.current_token(now);
             let next_fetch = match &token {
                 Some(token) => {
                     let due = refresh_at.unwrap_or(now).max(backoff_until.unwrap_or(now));
-                    due.min(token.withdraw_at(now, WALL_TOLERANCE))
+                    let due = due.min(token.withdraw_at(now, WALL_TOLERANCE));
+                    deferred.map_or(due, |deferred| due.min(deferred))
                 }
                 None => backoff_until.unwrap_or(now),
             };

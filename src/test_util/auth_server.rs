@@ -1370,11 +1370,13 @@ impl State {
             .find(|audience| !audience.is_empty())
             .unwrap_or(&config.audience)
             .to_owned();
+        // Milliseconds, so that the JSON number is short and exact enough.
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
-            .as_secs();
-        let lifetime_secs = config.lifetime.as_secs();
+            .as_millis() as f64
+            / 1000.0;
+        let lifetime_secs = config.lifetime.as_secs_f64();
         let jti = format!(
             "{:016x}-{}",
             fastrand::u64(..),
@@ -1385,7 +1387,7 @@ impl State {
             sub: client_id.clone(),
             aud: audience.clone(),
             iat: now,
-            exp: now.saturating_add(lifetime_secs),
+            exp: now + lifetime_secs,
             jti: jti.clone(),
             scope: scope.clone(),
             client_id: client_id.clone(),
@@ -1428,10 +1430,13 @@ impl State {
         body.insert("token_type".into(), token_type.into());
         match config.expires_in {
             ExpiresIn::Number => {
-                body.insert("expires_in".into(), lifetime_secs.into());
+                body.insert("expires_in".into(), config.lifetime.as_secs().into());
             }
             ExpiresIn::String => {
-                body.insert("expires_in".into(), lifetime_secs.to_string().into());
+                body.insert(
+                    "expires_in".into(),
+                    config.lifetime.as_secs().to_string().into(),
+                );
             }
             ExpiresIn::Omitted => {}
         }
@@ -1770,8 +1775,8 @@ mod tests {
         assert_eq!(claims["client_id"], DEFAULT_CLIENT_ID);
         assert_eq!(claims["scope"], "read write");
         assert_eq!(
-            claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat"),
-            60
+            claims["exp"].as_f64().expect("exp") - claims["iat"].as_f64().expect("iat"),
+            60.0
         );
 
         let issued = server.last_token().expect("issued");

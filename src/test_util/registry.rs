@@ -71,8 +71,10 @@ pub(crate) struct Claims {
     pub(crate) iss: String,
     pub(crate) sub: String,
     pub(crate) aud: String,
-    pub(crate) iat: u64,
-    pub(crate) exp: u64,
+    /// Fractional seconds (RFC 7519 §2 allows them): the exact time of issue, so that a
+    /// token's `exp` agrees with its `expires_in` to the millisecond.
+    pub(crate) iat: f64,
+    pub(crate) exp: f64,
     pub(crate) jti: String,
     pub(crate) scope: String,
     pub(crate) client_id: String,

@@ -258,7 +258,7 @@ impl Inner {
         let policy = self.template.policy.clone();
         let shared = Arc::new(Shared::new(
             self.template.max_wait,
-            policy.invalidation_cooldown,
+            &policy,
             endpoint.dpop.as_ref().map(|(prover, _)| Arc::clone(prover)),
         ));
         let outcomes = shared.outcomes();

@@ -103,7 +103,7 @@ async fn private_key_jwt_and_client_secret_jwt_through_discovery() {
 }
 
 /// The same signer makes one assertion per token request: four refetches in a row (each
-/// token discarded as if an API had refused it) all succeed, which they would not if a `jti`
+/// token discarded as if an API had accepted, then refused it) all succeed, which they would not if a `jti`
 /// were reused, since the provider refuses replays.
 #[tokio::test]
 async fn every_refresh_signs_a_new_assertion_the_provider_accepts() {
@@ -112,7 +112,6 @@ async fn every_refresh_signs_a_new_assertion_the_provider_accepts() {
         &[("TOKEN_TTL", "60")]
     );
     let handle = ClientCredentials::from_issuer_with_key(auth.issuer(), PKJWT_CLIENT, pkjwt_key())
-        .invalidation_cooldown(Duration::ZERO)
         .discover()
         .await
         .expect("discovery")
@@ -123,6 +122,8 @@ async fn every_refresh_signs_a_new_assertion_the_provider_accepts() {
         .expect("first token");
     for generation in 2..=5 {
         let token = handle.current().expect("a token");
+        // As an API would: accepted, then refused (expired or revoked): replaced at once.
+        handle.accepted(&token);
         assert!(handle.invalidate(&token));
         let next = tokio::time::timeout(Duration::from_secs(10), async {
             loop {

@@ -5,12 +5,16 @@
 //! (`interop-as: POST /token -> 200`). The guard drains stderr into memory (a full pipe would
 //! freeze Node), counts those lines for the tests ([`AuthServer::logged`]), and prints them
 //! only when the test fails.
+//!
+//! The load test runs alone ([`AuthServer::start_alone`]): it waits until no other test holds
+//! a server, and no other test starts one until it is done. Its figures (requests per second)
+//! are then its own, not shared with whatever else libtest runs on the other thread.
 
 use std::{
     io::Write,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
     time::Duration,
 };
 
@@ -115,6 +119,85 @@ pub(crate) struct AuthServer {
     client: HttpClient,
     _stdin: ChildStdin,
     _child: Child,
+    /// Dropped after the child is killed (fields drop in order).
+    _turn: Turn,
+}
+
+/// Who holds servers: how many shared ones, and whether a test runs alone.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct GateState {
+    shared: usize,
+    alone: bool,
+}
+
+fn gate() -> &'static Gate {
+    static GATE: OnceLock<Gate> = OnceLock::new();
+    GATE.get_or_init(Gate::default)
+}
+
+impl Gate {
+    fn state(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `ready` holds, then applies `take`, under the lock.
+    async fn enter(&self, ready: fn(&GateState) -> bool, take: fn(&mut GateState)) {
+        loop {
+            // Registered before the check, so a release in between is not missed.
+            let changed = self.changed.notified();
+            {
+                let mut state = self.state();
+                if ready(&state) {
+                    take(&mut state);
+                    return;
+                }
+            }
+            changed.await;
+        }
+    }
+}
+
+/// A test's place at the [`Gate`], given back on drop.
+///
+/// A test may hold several shared turns (two providers); a lone turn waits for none to be
+/// held, and shared turns wait only while a test runs alone, so this cannot deadlock.
+enum Turn {
+    Shared,
+    Alone,
+}
+
+impl Turn {
+    async fn take(alone: bool) -> Self {
+        if alone {
+            gate()
+                .enter(|s| !s.alone && s.shared == 0, |s| s.alone = true)
+                .await;
+            Self::Alone
+        } else {
+            gate().enter(|s| !s.alone, |s| s.shared += 1).await;
+            Self::Shared
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let gate = gate();
+        {
+            let mut state = gate.state();
+            match self {
+                Self::Shared => state.shared -= 1,
+                Self::Alone => state.alone = false,
+            }
+        }
+        gate.changed.notify_waiters();
+    }
 }
 
 #[derive(Default)]
@@ -143,6 +226,18 @@ impl AuthServer {
     /// `None` when Node.js or the npm packages are missing outside CI: the test prints a loud
     /// `SKIPPED` line and returns. In CI (`CI` set) that is a failure.
     pub(crate) async fn start(test: &str, env: &[(&str, &str)]) -> Option<Self> {
+        Self::start_with(test, env, false).await
+    }
+
+    /// [`start`](Self::start) for a test that must run alone (the load test): waits until
+    /// the servers of other tests are gone, and keeps new ones from starting while it lives.
+    /// Tests that start after it wait for it, so it is best named to sort last (libtest starts
+    /// tests in name order).
+    pub(crate) async fn start_alone(test: &str, env: &[(&str, &str)]) -> Option<Self> {
+        Self::start_with(test, env, true).await
+    }
+
+    async fn start_with(test: &str, env: &[(&str, &str)], alone: bool) -> Option<Self> {
         if let Err(reason) = prerequisites() {
             assert!(
                 !in_ci(),
@@ -157,6 +252,7 @@ impl AuthServer {
             ));
             return None;
         }
+        let turn = Turn::take(alone).await;
         let mut command = Command::new(node_binary());
         command
             .arg("server.mjs")
@@ -212,6 +308,7 @@ impl AuthServer {
             client: http_client(),
             _stdin: stdin,
             _child: child,
+            _turn: turn,
         })
     }
 

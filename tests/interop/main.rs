@@ -10,8 +10,10 @@
 //! (`CI` set), where it fails.
 //!
 //! The provider is another process with its own clock, so these tests run in real time: the
-//! steady-load test takes 30 s, the others well under a second each (the rejected-token check
-//! waits up to 3 s for a 2-second token to expire). They assert counts, never durations.
+//! load test takes 20 s (16 tasks sending as fast as they can through the middleware, with
+//! 2-second tokens), the others well under a second each (the rejected-token check waits up
+//! to 2 s for a 2-second token to expire). They assert counts, never durations; the load test
+//! asserts a loose floor on the number of requests, so that it stays a load test.
 
 mod authorization_server;
 mod resource_server;
@@ -158,21 +160,30 @@ async fn resource_server_rejects_what_it_should() {
         .raw_token(BASIC, &[("resource", OPAQUE_AUDIENCE)])
         .await;
     assert_eq!(bearer(&rs, Some(access_token(&opaque))).await, invalid);
-    // A token from another provider instance (another key and issuer).
-    let other = start!("resource_server_rejects_what_it_should", &[]);
+    // A token from another provider instance (another key and issuer). It lives 60 s, so
+    // that the checks below do not depend on how fast a loaded machine starts a provider.
+    let other = start!(
+        "resource_server_rejects_what_it_should",
+        &[("TOKEN_TTL", "60")]
+    );
     let foreign = other.raw_token(BASIC, &[]).await;
-    assert_eq!(bearer(&rs, Some(access_token(&foreign))).await, invalid);
-    // Resource servers that expect another issuer or audience refuse the same token.
+    let foreign = access_token(&foreign);
+    assert_eq!(bearer(&rs, Some(foreign)).await, invalid);
+    // Resource servers with that provider's keys accept it if they expect its issuer and
+    // audience, and refuse it if they expect another.
+    let other_rs = ResourceServer::jwt(&other).await;
+    assert_eq!(bearer(&other_rs, Some(foreign)).await.0, StatusCode::OK);
     let other_issuer =
-        ResourceServer::jwt_expecting(&auth, "http://127.0.0.1:1", JWT_AUDIENCE).await;
-    assert_eq!(bearer(&other_issuer, Some(&jwt)).await, invalid);
+        ResourceServer::jwt_expecting(&other, "http://127.0.0.1:1", JWT_AUDIENCE).await;
+    assert_eq!(bearer(&other_issuer, Some(foreign)).await, invalid);
     assert_eq!(other_issuer.reasons(), ["InvalidIssuer"]);
-    let other_audience = ResourceServer::jwt_expecting(&auth, auth.issuer(), "urn:tcc:other").await;
-    assert_eq!(bearer(&other_audience, Some(&jwt)).await, invalid);
+    let other_audience =
+        ResourceServer::jwt_expecting(&other, other.issuer(), "urn:tcc:other").await;
+    assert_eq!(bearer(&other_audience, Some(foreign)).await, invalid);
     assert_eq!(other_audience.reasons(), ["InvalidAudience"]);
-    // The first token, once the wall clock is past its `exp` (zero leeway: `exp` is the last
-    // second it is valid in).
-    let expired_at = UNIX_EPOCH + Duration::from_secs(claims.exp + 1);
+    // The first token, 20 ms after its `exp`: refused, although jsonwebtoken alone (whole
+    // seconds) would still accept it for most of a second.
+    let expired_at = UNIX_EPOCH + Duration::from_secs(claims.exp);
     if let Ok(wait) = expired_at.duration_since(SystemTime::now()) {
         tokio::time::sleep(wait + Duration::from_millis(20)).await;
     }
@@ -321,22 +332,37 @@ async fn an_unknown_scope_is_dropped_silently() {
     assert_eq!(scopes, [Some("api:read".to_owned()), None]);
 }
 
-/// 30 seconds of steady requests with 2-second tokens: the refresher replaces each token at
-/// 78-80 % of its lifetime, so no request is ever rejected, and the provider sees about one
-/// token request per 1.6 s.
+/// Issue 15, under load: the crate with its defaults (`builder(..).build()?.start().await?`,
+/// `BearerAuthLayer::new`, retry after 401 on) around a hyper-util client, 2-second JWTs from
+/// oidc-provider, and a resource server with zero clock tolerance. `TASKS` tasks send `GET`s
+/// as fast as they can for `RUN` (the deadline is checked between requests). No request may
+/// come back to its caller as 401, none may fail, and the provider sees between 10 and 25
+/// token requests.
 ///
-/// Bounds on the token requests: one at start, then one every `latency + [1.556 s, 1.6 s]`
-/// (the 0.4 s margin, stretched up to 10 % by jitter). Over 30 s that is at most
-/// 1 + floor(30 / 1.556) = 20, also counting a fetch cut short by the shutdown; an average
-/// fetch latency under 0.2 s, generous for loopback, gives at least 1 + floor(30 / 1.8) = 17.
+/// Reported, not asserted: the 401s the resource server sent in all (each one retried by the
+/// middleware, so a retry that succeeded is not a failure here) and why.
+///
+/// The token-request bounds: one at start, then one per refresh. `expires_in` is 2 s, but
+/// oidc-provider's `exp` is `floor(issued_at) + 2`, so a strict resource server honours a
+/// token for between 1 and 2 s after it was issued; a refresher that replaces tokens at about
+/// 80 % of either figure makes 1 + 20 / 1.6 ≈ 13 to 1 + 20 / 0.8 = 26 requests. 10..=25
+/// takes in both (issue 15 saw 14).
+///
+/// The test runs alone (`AuthServer::start_alone`; its name sorts last so that it does not
+/// hold up the others), on the test's current-thread runtime: in a debug build that does more
+/// requests per second than two worker threads. `MIN_REQUESTS` is about a third of what this
+/// 2-core machine does in a debug build (tests/interop/README.md has the figures): a loose
+/// check that the load was heavy.
 #[tokio::test]
-async fn thirty_seconds_of_steady_requests_with_2_second_tokens() {
-    const RUN: Duration = Duration::from_secs(30);
-    const WORKERS: usize = 2;
-    const PACE: Duration = Duration::from_millis(50);
+async fn under_load_16_tasks_with_2_second_tokens_get_no_401() {
+    const RUN: Duration = Duration::from_secs(20);
+    const TASKS: usize = 16;
+    const MIN_REQUESTS: u64 = 15_000;
 
-    let test = "thirty_seconds_of_steady_requests_with_2_second_tokens";
-    let auth = start!(test, &[("TOKEN_TTL", "2")]);
+    let test = "under_load_16_tasks_with_2_second_tokens_get_no_401";
+    let Some(auth) = AuthServer::start_alone(test, &[("TOKEN_TTL", "2")]).await else {
+        return;
+    };
     let rs = ResourceServer::jwt(&auth).await;
     let handle = builder(&auth, BASIC)
         .scopes(["api:read"])
@@ -352,60 +378,150 @@ async fn thirty_seconds_of_steady_requests_with_2_second_tokens() {
 
     let api = api(&handle);
     let url = rs.url("/orders");
-    let end = Instant::now() + RUN;
-    let mut workers = JoinSet::new();
-    for _ in 0..WORKERS {
+    let started = Instant::now();
+    let end = started + RUN;
+    let mut tasks = JoinSet::new();
+    for _ in 0..TASKS {
         let (api, url) = (api.clone(), url.clone());
-        workers.spawn(async move {
-            let mut pace = tokio::time::interval(PACE);
-            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let (mut sent, mut failed) = (0_u64, Vec::new());
+        tasks.spawn(async move {
+            let mut tally = Tally::default();
             while Instant::now() < end {
-                pace.tick().await;
-                let status = get(&api, &url).await;
-                sent += 1;
-                if status != StatusCode::OK {
-                    failed.push(status);
-                }
+                tally.record(send(&api, &url).await);
             }
-            (sent, failed)
+            tally
         });
     }
-    let mut sent = 0;
-    while let Some(result) = workers.join_next().await {
-        let (count, failed) = result.expect("worker");
-        assert!(failed.is_empty(), "failed requests: {failed:?}");
-        sent += count;
+    let mut tally = Tally::default();
+    while let Some(result) = tasks.join_next().await {
+        tally.add(result.expect("load task"));
     }
+    let elapsed = started.elapsed();
     let generation = handle.token().await.expect("token").generation();
     handle.shutdown();
+    let token_requests = auth.logged("POST /token -> ").await as u64;
     let issued = auth.tokens_issued().await as u64;
-    let distinct = rs.distinct_tokens() as u64;
+    let mut reasons = std::collections::BTreeMap::<String, u64>::new();
+    for reason in rs.reasons() {
+        *reasons.entry(reason).or_default() += 1;
+    }
     announce(&format!(
-        "interop: 30 s of steady requests with 2 s tokens: {sent} requests, {} accepted, {} \
-         rejected; {issued} token requests seen by the provider (the crate's generation: \
-         {generation}); {distinct} distinct tokens used",
+        "interop: {TASKS} tasks, {:.1} s, 2 s tokens: {} requests ({:.0}/s); returned to the \
+         caller: {} x 200, {} x 401, {} other, {} errors; the resource server sent {} x 200 \
+         and {} x 401 {reasons:?} ({} saved by the retry); {token_requests} token requests at \
+         the provider ({issued} x 200; the crate's generation: {generation}); {} distinct \
+         tokens used",
+        elapsed.as_secs_f64(),
+        tally.sent,
+        tally.sent as f64 / elapsed.as_secs_f64(),
+        tally.ok,
+        tally.unauthorized,
+        tally.other,
+        tally.errors,
         rs.accepted(),
         rs.rejected(),
+        rs.rejected().saturating_sub(tally.unauthorized),
+        rs.distinct_tokens(),
     ));
 
-    assert_eq!(rs.rejected(), 0, "rejections: {:?}", rs.reasons());
-    assert_eq!(rs.accepted(), sent, "no request was retried");
-    assert!(
-        (17..=20).contains(&issued),
-        "{issued} token requests in 30 s of 2 s tokens; expected 19 or 20, at least 17"
+    assert_eq!(
+        tally.unauthorized,
+        0,
+        "requests returned to the caller as 401; the resource server refused {} in all: \
+         {reasons:?}",
+        rs.rejected(),
     );
-    // A fetch cut short by the shutdown may be seen by the provider but not the crate.
-    assert!(
-        issued == generation || issued == generation + 1,
-        "provider: {issued}, crate: {generation}"
+    assert_eq!(
+        tally.errors, 0,
+        "failed requests, e.g. {:?}",
+        tally.examples
     );
-    // Every token was used, except perhaps the last one, fetched during the last requests.
-    assert!(
-        distinct == generation || distinct + 1 == generation,
-        "{distinct} tokens used of {generation}"
+    assert_eq!(
+        tally.other, 0,
+        "unexpected statuses, e.g. {:?}",
+        tally.examples
     );
-    assert!(rs.claims().iter().all(|c| c.exp - c.iat == 2));
+    assert_eq!(tally.ok, tally.sent);
+    assert_eq!(
+        rs.accepted(),
+        tally.ok,
+        "every 200 came from the resource server"
+    );
+    assert!(
+        tally.sent > MIN_REQUESTS,
+        "{} requests in {elapsed:?}: expected more than {MIN_REQUESTS}",
+        tally.sent
+    );
+    assert!(
+        (10..=25).contains(&token_requests),
+        "{token_requests} token requests in 20 s of 2 s tokens: expected 10 to 25"
+    );
+    assert_eq!(issued, token_requests, "every token request got a token");
+}
+
+/// What the callers of the load test got back.
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    ok: u64,
+    unauthorized: u64,
+    other: u64,
+    errors: u64,
+    /// The first few unexpected statuses and errors.
+    examples: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, outcome: Result<StatusCode, String>) {
+        self.sent += 1;
+        match outcome {
+            Ok(StatusCode::OK) => self.ok += 1,
+            Ok(StatusCode::UNAUTHORIZED) => self.unauthorized += 1,
+            Ok(status) => {
+                self.other += 1;
+                self.example(status.to_string());
+            }
+            Err(error) => {
+                self.errors += 1;
+                self.example(error);
+            }
+        }
+    }
+
+    fn example(&mut self, what: String) {
+        if self.examples.len() < 5 {
+            self.examples.push(what);
+        }
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.unauthorized += other.unauthorized;
+        self.other += other.other;
+        self.errors += other.errors;
+        for example in other.examples {
+            self.example(example);
+        }
+    }
+}
+
+/// A GET through the middleware: its status once the body is read, or the error.
+async fn send(api: &Api, url: &str) -> Result<StatusCode, String> {
+    let request = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = api
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let status = response.status();
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?;
+    Ok(status)
 }
 
 /// An opaque token revoked at the provider is refused by the resource server (which

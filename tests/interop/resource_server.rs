@@ -4,7 +4,11 @@
 //!
 //! - [`ResourceServer::jwt`]: JWT access tokens (RFC 9068). The provider's JWKS is fetched
 //!   once; each token must have `typ: at+jwt`, a `kid` from that set, a valid ES256 signature,
-//!   `exp` not passed (zero leeway), `aud = urn:tcc:api` and `iss` = the issuer.
+//!   `aud = urn:tcc:api`, `iss` = the issuer, and an `exp` still in the future with zero
+//!   leeway: refused from the instant `now >= exp` (RFC 7519 §4.1.4, "on or after"), as strict
+//!   verifiers do. jsonwebtoken alone compares whole seconds (`exp < now_secs`) and would
+//!   accept a token for up to a second after its `exp`, so the check is made here again with
+//!   the sub-second clock.
 //! - [`ResourceServer::introspecting`]: opaque tokens, each one looked up at the provider's
 //!   introspection endpoint (RFC 7662) with the resource server's own client credentials; it
 //!   must be `active` with `aud = urn:tcc:opaque`.
@@ -23,13 +27,14 @@
 //! resource server's own nonce (`DPoP error="use_dpop_nonce"` and `DPoP-Nonce` otherwise).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
@@ -71,6 +76,8 @@ enum Check {
     Jwt {
         keys: JwkSet,
         validation: Validation,
+        /// Tokens whose signature, header, `aud` and `iss` passed, with their claims.
+        verified: Mutex<HashMap<String, Claims>>,
     },
     Introspect {
         url: String,
@@ -157,7 +164,12 @@ impl ResourceServer {
         validation.set_audience(&[audience]);
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        Self::serve(Check::Jwt { keys, validation }).await
+        Self::serve(Check::Jwt {
+            keys,
+            validation,
+            verified: Mutex::default(),
+        })
+        .await
     }
 
     /// Introspects every token at `auth`, authenticating as `client` (id, secret).
@@ -284,7 +296,11 @@ impl Inner {
             }
         };
         let verdict = match &self.check {
-            Check::Jwt { keys, validation } => validate_jwt(&token, keys, validation)
+            Check::Jwt {
+                keys,
+                validation,
+                verified,
+            } => validate_jwt(&token, keys, validation, verified)
                 .map(|c| {
                     let jkt = c.cnf.as_ref().map(|cnf| cnf.jkt.clone());
                     (Some(c), jkt)
@@ -383,7 +399,44 @@ impl Inner {
     }
 }
 
-fn validate_jwt(token: &str, keys: &JwkSet, validation: &Validation) -> Result<Claims, String> {
+/// Checks a JWT access token. The signature is verified once per token, as resource servers
+/// that cache validated tokens do (an ES256 verification in a debug build costs milliseconds,
+/// which would make the resource server, not the middleware, the bottleneck of the load
+/// test); a changed byte makes another token, verified afresh. The expiry is checked on every
+/// request.
+fn validate_jwt(
+    token: &str,
+    keys: &JwkSet,
+    validation: &Validation,
+    verified: &Mutex<HashMap<String, Claims>>,
+) -> Result<Claims, String> {
+    let cached = lock(verified).get(token).cloned();
+    let claims = match cached {
+        Some(claims) => claims,
+        None => {
+            let claims = verify_jwt(token, keys, validation)?;
+            let mut verified = lock(verified);
+            // Bounded: a load test sees a few dozen tokens.
+            if verified.len() >= 256 {
+                verified.clear();
+            }
+            verified.insert(token.to_owned(), claims.clone());
+            claims
+        }
+    };
+    // Strict expiry, to the sub-second: `exp` is the first instant the token is refused.
+    // jsonwebtoken's own check (`exp < now` in whole seconds) is weaker and is not relied on.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    if now >= Duration::from_secs(claims.exp) {
+        return Err("ExpiredSignature".to_owned());
+    }
+    Ok(claims)
+}
+
+/// Header, signature and the claims jsonwebtoken checks (`aud`, `iss`, required claims).
+fn verify_jwt(token: &str, keys: &JwkSet, validation: &Validation) -> Result<Claims, String> {
     let head = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e:?}"))?;
     if head.typ.as_deref() != Some("at+jwt") {
         return Err(format!("typ {:?} is not at+jwt", head.typ));

@@ -411,3 +411,49 @@ async fn no_request_reaches_the_api_without_a_valid_token_while_tokens_rotate() 
     let fetched = auth.token_requests();
     assert!((70..=85).contains(&fetched), "{fetched} token requests");
 }
+
+/// A refresher that is never polled past its token's usable end (a starved runtime, a task
+/// that a busy executor never gets to) does not let the expired token out: the request path
+/// checks the token's end itself, and the request waits for a new token instead.
+#[tokio::test(start_paused = true)]
+async fn a_starved_refresher_never_lets_an_expired_token_out() {
+    use std::future::IntoFuture;
+
+    let auth = auth_server(Duration::from_secs(10));
+    let api = auth.api();
+    let (handle, refresher) = builder(&auth)
+        .max_wait(SECOND)
+        .build()
+        .unwrap()
+        .into_parts();
+    let mut refresher = Box::pin(refresher.into_future());
+    // Drive the refresher until the first token is in, then stop polling it (it is not
+    // dropped: a dropped refresher shuts the handle down, a starved one does not).
+    tokio::select! {
+        () = &mut refresher => panic!("the refresher stopped"),
+        token = handle.token() => { token.unwrap(); }
+    }
+    let service = client(&handle, &api);
+    let (status, _) = send(&service, request("fresh")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+
+    // Past the token's end: the store still holds it, since nothing withdrew it.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!(handle.current().is_none(), "expired, by the clock");
+    let error = send(&service, request("late")).await.unwrap_err();
+    assert!(
+        matches!(unavailable(&error), TokenUnavailable::TimedOut { .. }),
+        "{error:?}"
+    );
+    // Only the fresh request reached the API: none went out with the expired token.
+    assert_eq!(api.requests(), 1);
+    assert_eq!(api.rejected_total(), 0);
+
+    // Once the refresher runs again, requests get a new token.
+    let (status, _) = tokio::select! {
+        () = &mut refresher => panic!("the refresher stopped"),
+        sent = send(&service, request("again")) => sent.unwrap(),
+    };
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(auth.token_requests(), 2);
+}

@@ -224,7 +224,7 @@ async fn tokens_with_basic_post_and_the_awkward_secret() {
             .unwrap_or_else(|e| panic!("{} with {}: {e}", client.0, method.as_str()));
         let token = handle.current().expect("a token");
         assert_eq!(token.scope(), Some("api:read api:write"));
-        assert_eq!(token.lifetime(), Duration::from_secs(60));
+        assert_ends_at_exp(&token, 60);
         assert_eq!(get(&api(&handle), &rs.url("/orders")).await, StatusCode::OK);
     }
     let subjects: Vec<_> = rs.claims().into_iter().map(|c| c.sub).collect();
@@ -371,10 +371,7 @@ async fn under_load_16_tasks_with_2_second_tokens_get_no_401() {
         .start()
         .await
         .expect("first token");
-    assert_eq!(
-        handle.current().expect("token").lifetime(),
-        Duration::from_secs(2)
-    );
+    assert_ends_at_exp(&handle.current().expect("token"), 2);
 
     let api = api(&handle);
     let url = rs.url("/orders");
@@ -570,8 +567,10 @@ async fn a_revoked_token_is_replaced_after_one_retry() {
     assert_eq!(auth.logged("POST /token/introspection -> 200").await, 3);
 }
 
-/// The lifetime comes from this provider's `expires_in` and agrees with the JWT's
-/// `exp - iat`, whichever expiry source the client is configured with.
+/// The lifetime agrees with the JWT, whichever expiry source the client is configured with.
+/// This provider floors `iat` to the second and writes `exp = iat + 7` with `expires_in: 7`:
+/// by default the token ends at `exp` on this machine's clock (the token lives between 6
+/// and 7 s from its request); `JwtExp` and `Earliest` take `exp - iat`, 7 s.
 #[tokio::test]
 async fn expiry_agrees_with_expires_in_and_the_jwt() {
     let auth = start!(
@@ -595,14 +594,53 @@ async fn expiry_agrees_with_expires_in_and_the_jwt() {
             .await
             .expect("token");
         let token = handle.current().expect("token");
-        assert_eq!(token.lifetime(), Duration::from_secs(7), "{source:?}");
+        if source == ExpirySource::ExpiresIn {
+            assert_ends_at_exp(&token, 7);
+        } else {
+            assert_eq!(token.lifetime(), Duration::from_secs(7), "{source:?}");
+        }
         assert_eq!(get(&api(&handle), &rs.url("/orders")).await, StatusCode::OK);
         let claims = rs.claims().pop().expect("claims");
-        assert_eq!(
-            claims.exp - claims.iat,
-            token.lifetime().as_secs(),
-            "{source:?}"
-        );
+        assert_eq!(claims.exp - claims.iat, 7, "{source:?}");
     }
     assert_eq!(rs.accepted(), 3);
+}
+
+/// The `exp` claim of a JWT access token, in seconds since the epoch.
+fn jwt_exp(token: &str) -> f64 {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("JSON claims");
+    claims["exp"].as_f64().expect("exp")
+}
+
+/// `token`, issued with `expires_in: ttl` by this provider (which floors `iat`), ends when its
+/// `exp` says on this machine's clock, to 200 ms, and so lives between `ttl - 1` and `ttl`
+/// seconds from its request.
+pub(crate) fn assert_ends_at_exp(token: &tower_client_credentials::Token, ttl: u64) {
+    let lifetime = token.lifetime();
+    assert!(
+        lifetime <= Duration::from_secs(ttl)
+            && lifetime + Duration::from_millis(1200) > Duration::from_secs(ttl),
+        "{lifetime:?} for a token of {ttl} s"
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    let ends = now
+        + token
+            .expires_at()
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
+    let exp = jwt_exp(token.access_token());
+    assert!(
+        (ends - exp).abs() < 0.2,
+        "ends at {ends:.3}, exp is {exp:.3}"
+    );
 }

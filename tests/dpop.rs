@@ -409,3 +409,36 @@ async fn a_token_set_binds_every_key_to_the_one_dpop_key() {
             .all(|token| token.dpop_jkt.as_deref() == Some(key.thumbprint()))
     );
 }
+
+/// The retry's answer is read like the first attempt's: a nonce it brings is kept. Here the
+/// token is revoked and the API's nonce rotated at once; the retry (new token, old nonce) is
+/// answered `use_dpop_nonce` with the new nonce, which comes back to the caller (one retry per
+/// request) but is learned: the next request carries it and passes at the first attempt, and
+/// the new token, refused for its proof and not for itself, is kept.
+#[tokio::test(start_paused = true)]
+async fn the_retry_s_response_teaches_the_nonce_too() {
+    let (auth, api, handle) = dpop_setup(true).await;
+    let service = client(&handle, &api);
+    assert_eq!(
+        send(&service, request("x")).await.unwrap().0,
+        StatusCode::OK
+    );
+    assert_eq!(api.dpop_nonce_challenges(), 1);
+
+    auth.revoke_all();
+    api.rotate_dpop_nonce();
+    let (status, _) = send(&service, request("x")).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the retry's own refusal");
+    assert_eq!(api.rejected(RejectReason::Revoked), 1);
+    assert_eq!(api.dpop_nonce_challenges(), 2);
+    assert_eq!(auth.token_requests(), 2);
+
+    let accepted = api.accepted();
+    assert_eq!(
+        send(&service, request("x")).await.unwrap().0,
+        StatusCode::OK
+    );
+    assert_eq!(api.accepted(), accepted + 1);
+    assert_eq!(api.dpop_nonce_challenges(), 2, "no third challenge");
+    assert_eq!(auth.token_requests(), 2, "the new token was kept");
+}

@@ -554,6 +554,11 @@ impl ClientCredentialsBuilder {
         }
         let uri = check_url(&self.token_url, self.allow_insecure_http)?;
         check_timing(&self)?;
+        // Here and not only when a source is made: a token set makes one per key, later.
+        #[cfg(feature = "redis")]
+        if let Some(cache) = &self.shared_cache {
+            cache.prepare()?;
+        }
         let auth = self
             .auth
             .unwrap_or_else(|| self.credential.default_method(self.format));
@@ -1047,6 +1052,21 @@ mod tests {
         assert_eq!(
             refused(builder().shared_cache(cache().lease_timeout(Duration::MAX))),
             Some("shared_cache.lease_timeout")
+        );
+        // By `build_set()` too, although a token set makes its shared sources later, per key.
+        let error = builder()
+            .shared_cache(cache().poll_interval(Duration::MAX))
+            .build_set()
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::InvalidTiming {
+                    name: "shared_cache.poll_interval",
+                    ..
+                }
+            ),
+            "{error}"
         );
     }
 

@@ -21,7 +21,7 @@ use crate::{
     },
     error::{BoxError, ConfigError, TokenError},
     refresh::{RefreshPolicy, Refresher, Shared, TokenHandle},
-    token::ExpirySource,
+    token::{ExpirySource, MAX_LIFETIME},
 };
 
 /// A checked client-credentials configuration, ready to [`start`](Self::start).
@@ -324,8 +324,8 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// How long a client assertion is valid (`exp` - `iat`), rounded up to whole seconds; at
-    /// least one second. Each token request signs a new one. Default: 60 s.
+    /// How long a client assertion is valid (`exp` - `iat`), rounded up to whole seconds. Each
+    /// token request signs a new one. Default: 60 s; at least 1 s, at most 1 day.
     pub fn assertion_lifetime(mut self, lifetime: Duration) -> Self {
         self.assertion_lifetime = lifetime;
         self
@@ -358,13 +358,15 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// The longest a token request may take, response body included. Default: 30 s.
+    /// The longest a token request may take, response body included. Default: 30 s; must not
+    /// be zero. `Duration::MAX` sets no limit.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// The largest token response body accepted. Default: 64 KiB.
+    /// The largest token response body accepted. Default: 64 KiB; at least 1 byte, at most
+    /// 16 MiB.
     pub fn max_response_size(mut self, bytes: usize) -> Self {
         self.max_response_size = bytes;
         self
@@ -377,13 +379,15 @@ impl ClientCredentialsBuilder {
     }
 
     /// The lifetime assumed for a token whose response has no `expires_in` and which is not a
-    /// JWT with `exp`. Default: 5 minutes.
+    /// JWT with `exp`. Default: 5 minutes; at least 1 s, at most 365 days (the longest
+    /// lifetime any token is given).
     pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
         self.default_lifetime = lifetime;
         self
     }
 
-    /// Refresh at most this long before expiry. Default: 60 s.
+    /// Refresh at most this long before expiry. Default: 60 s; any length (the margin never
+    /// exceeds what [`refresh_ratio`](Self::refresh_ratio) leaves).
     ///
     /// The refresh happens at whichever comes later of this margin and
     /// [`refresh_ratio`](Self::refresh_ratio) of the lifetime, made up to 10 % earlier at random
@@ -394,7 +398,9 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// Refresh once this fraction of the lifetime has passed, at the latest. Default: `0.8`.
+    /// Refresh once this fraction of the lifetime has passed, at the latest. Default: `0.8`;
+    /// at least `0.1` (below it, the jitter of the refresh margin could make a token due the
+    /// moment it arrives), at most `1.0`.
     pub fn refresh_ratio(mut self, ratio: f64) -> Self {
         self.policy.refresh_ratio = ratio;
         self
@@ -402,7 +408,8 @@ impl ClientCredentialsBuilder {
 
     /// Backoff after a transient failure: the first delay, doubling up to `max`, with jitter,
     /// and never past the current token's expiry. `Retry-After` is honoured (up to 10
-    /// minutes). Default: 500 ms doubling to 30 s.
+    /// minutes). Default: 500 ms doubling to 30 s. The first delay is at least 1 ms and at most
+    /// `max`; `max` is at most 10 minutes, the longest the refresher ever waits.
     pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
         self.policy.backoff_base = first;
         self.policy.backoff_max = max;
@@ -410,14 +417,16 @@ impl ClientCredentialsBuilder {
     }
 
     /// The delay before trying again after a permanent failure (`invalid_client`, a malformed
-    /// response, …). Default: 60 s.
+    /// response, …). Default: 60 s; at least 1 s, at most 10 minutes (the longest the
+    /// refresher ever waits).
     pub fn permanent_retry(mut self, delay: Duration) -> Self {
         self.policy.permanent_retry = delay;
         self
     }
 
     /// How the handle answers an API that refuses the fresh tokens it brings: the first delay
-    /// and the cap of the refusal backoff. Default: 5 s doubling to 5 minutes.
+    /// and the cap of the refusal backoff. Default: 5 s doubling to 5 minutes; `first` from
+    /// 1 ms to `max`, `max` at most a day.
     ///
     /// A token that an API accepted before and now refuses has expired or been revoked: it is
     /// replaced at once, always. A fresh token refused before any request succeeded with it is
@@ -430,7 +439,8 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// How long a request waits for a token when none is valid. Default: 30 s.
+    /// How long a request waits for a token when none is valid. Default: 30 s; any length:
+    /// `Duration::MAX` waits as long as it takes.
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = wait;
         self
@@ -552,6 +562,11 @@ impl ClientCredentialsBuilder {
         }
         let uri = check_url(&self.token_url, self.allow_insecure_http)?;
         check_timing(&self)?;
+        // Here and not only when a source is made: a token set makes one per key, later.
+        #[cfg(feature = "redis")]
+        if let Some(cache) = &self.shared_cache {
+            cache.prepare()?;
+        }
         let auth = self
             .auth
             .unwrap_or_else(|| self.credential.default_method(self.format));
@@ -753,42 +768,109 @@ pub(crate) fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The largest [`max_response_size`](ClientCredentialsBuilder::max_response_size): token
+/// responses and metadata documents are a few KiB, and the limit bounds the memory a response
+/// can take.
+const MAX_RESPONSE_SIZE: usize = 16 * 1024 * 1024;
+
+/// The longest the refresher waits between two attempts, whatever the options say (see
+/// `RefreshPolicy::retry_delay`): the bound of `backoff` and `permanent_retry`.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
+
+/// Checks every timing and size option against its documented range, so that no arithmetic
+/// on them can overflow later.
 fn check_timing(builder: &ClientCredentialsBuilder) -> Result<(), ConfigError> {
-    let invalid = |name, reason: &str| {
-        Err(ConfigError::InvalidTiming {
-            name,
-            reason: reason.to_owned(),
-        })
-    };
     let policy = &builder.policy;
-    if !(policy.refresh_ratio > 0.0 && policy.refresh_ratio <= 1.0) {
-        return invalid("refresh_ratio", "must be in (0, 1]");
+    // `contains` is false for NaN.
+    if !(0.1..=1.0).contains(&policy.refresh_ratio) {
+        return Err(ConfigError::InvalidTiming {
+            name: "refresh_ratio",
+            reason: format!("must be from 0.1 to 1.0, not {}", policy.refresh_ratio),
+        });
     }
-    if builder.timeout.is_zero() {
-        return invalid("timeout", "must be greater than zero");
+    check_range(
+        "timeout",
+        builder.timeout,
+        Duration::from_nanos(1),
+        Duration::MAX,
+        "greater than zero",
+    )?;
+    check_range(
+        "default_lifetime",
+        builder.default_lifetime,
+        Duration::from_secs(1),
+        MAX_LIFETIME,
+        "from 1 s to 365 days",
+    )?;
+    if !(1..=MAX_RESPONSE_SIZE).contains(&builder.max_response_size) {
+        return Err(ConfigError::InvalidTiming {
+            name: "max_response_size",
+            reason: format!(
+                "must be from 1 byte to 16 MiB, not {} bytes",
+                builder.max_response_size
+            ),
+        });
     }
-    if builder.default_lifetime.is_zero() {
-        return invalid("default_lifetime", "must be greater than zero");
+    let (first, max) = (policy.backoff_base, policy.backoff_max);
+    if !(Duration::from_millis(1)..=MAX_RETRY_DELAY).contains(&max) {
+        return Err(ConfigError::InvalidTiming {
+            name: "backoff",
+            reason: format!("the maximum must be from 1 ms to 10 minutes, not {max:?}"),
+        });
     }
-    if builder.max_response_size == 0 {
-        return invalid("max_response_size", "must be greater than zero");
+    if !(Duration::from_millis(1)..=max).contains(&first) {
+        return Err(ConfigError::InvalidTiming {
+            name: "backoff",
+            reason: format!(
+                "the first delay must be from 1 ms to the maximum ({max:?}), not {first:?}"
+            ),
+        });
     }
-    if policy.backoff_base.is_zero() || policy.backoff_base > policy.backoff_max {
-        return invalid(
-            "backoff",
-            "the first delay must be non-zero and at most the maximum",
-        );
+    check_range(
+        "permanent_retry",
+        policy.permanent_retry,
+        Duration::from_secs(1),
+        MAX_RETRY_DELAY,
+        "from 1 s to 10 minutes",
+    )?;
+    let (first, max) = (policy.refusal_backoff, policy.refusal_backoff_max);
+    if !(Duration::from_millis(1)..=MAX_REFUSAL_BACKOFF).contains(&max) {
+        return Err(ConfigError::InvalidTiming {
+            name: "refused_token_backoff",
+            reason: format!("the maximum must be from 1 ms to 1 day, not {max:?}"),
+        });
     }
-    if policy.permanent_retry.is_zero() {
-        return invalid("permanent_retry", "must be greater than zero");
-    }
-    if policy.refusal_backoff.is_zero() || policy.refusal_backoff > policy.refusal_backoff_max {
-        return invalid(
-            "refused_token_backoff",
-            "the first delay must be non-zero and at most the maximum",
-        );
+    if !(Duration::from_millis(1)..=max).contains(&first) {
+        return Err(ConfigError::InvalidTiming {
+            name: "refused_token_backoff",
+            reason: format!(
+                "the first delay must be from 1 ms to the maximum ({max:?}), not {first:?}"
+            ),
+        });
     }
     Ok(())
+}
+
+/// The bound of `refused_token_backoff`'s cap: an API that refuses every token is still asked
+/// again once a day.
+const MAX_REFUSAL_BACKOFF: Duration = Duration::from_secs(86_400);
+
+/// `Ok` when `value` is in `min..=max`; otherwise an error naming the option and `range`.
+fn check_range(
+    name: &'static str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+    range: &str,
+) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidTiming {
+            name,
+            reason: format!("must be {range}, not {value:?}"),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -850,6 +932,168 @@ mod tests {
                 .backoff(Duration::from_secs(2), Duration::from_secs(1))
                 .build()
                 .is_err()
+        );
+    }
+
+    /// The option `builder` is refused for, or `None` when it builds.
+    fn refused(builder: ClientCredentialsBuilder) -> Option<&'static str> {
+        let builder = builder.http_client(tower::service_fn(|_: Request<Full<Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+        }));
+        match builder.build() {
+            Ok(_) => None,
+            Err(error @ ConfigError::InvalidTiming { name, .. }) => {
+                let text = error.to_string();
+                assert!(text.contains(name) && text.contains("must be"), "{text}");
+                Some(name)
+            }
+            Err(other) => panic!("not a timing error: {other}"),
+        }
+    }
+
+    /// Every checked option builds at the limits of its range and is refused, by name, just
+    /// past them.
+    #[test]
+    fn options_are_accepted_at_their_limits_and_refused_past_them() {
+        type Set = fn(ClientCredentialsBuilder, Duration) -> ClientCredentialsBuilder;
+        let nanos = Duration::from_nanos;
+        let secs = Duration::from_secs;
+        let year = secs(365 * 24 * 60 * 60);
+        let ten_minutes = secs(600);
+        let day = secs(24 * 60 * 60);
+        let cases: [(&str, Set, &[Duration], &[Duration]); 6] = [
+            (
+                "timeout",
+                |b, d| b.timeout(d),
+                &[nanos(1), Duration::MAX],
+                &[Duration::ZERO],
+            ),
+            (
+                "default_lifetime",
+                |b, d| b.default_lifetime(d),
+                &[secs(1), year],
+                &[
+                    Duration::ZERO,
+                    secs(1) - nanos(1),
+                    year + nanos(1),
+                    Duration::MAX,
+                ],
+            ),
+            (
+                "backoff",
+                |b, d| b.backoff(d, d),
+                &[Duration::from_millis(1), ten_minutes],
+                &[
+                    Duration::ZERO,
+                    Duration::from_millis(1) - nanos(1),
+                    ten_minutes + nanos(1),
+                    Duration::MAX,
+                ],
+            ),
+            (
+                "permanent_retry",
+                |b, d| b.permanent_retry(d),
+                &[secs(1), ten_minutes],
+                &[
+                    Duration::ZERO,
+                    secs(1) - nanos(1),
+                    ten_minutes + nanos(1),
+                    Duration::MAX,
+                ],
+            ),
+            (
+                "assertion_lifetime",
+                |b, d| {
+                    b.auth_method(AuthMethod::ClientSecretJwt)
+                        .assertion_lifetime(d)
+                },
+                &[secs(1), day],
+                &[
+                    Duration::ZERO,
+                    secs(1) - nanos(1),
+                    day + nanos(1),
+                    Duration::MAX,
+                ],
+            ),
+            (
+                "max_wait",
+                |b, d| b.max_wait(d),
+                &[Duration::ZERO, Duration::MAX],
+                &[],
+            ),
+        ];
+        let builder = || ClientCredentials::builder("https://auth.example/t", "id", "s");
+        for (name, set, accepted, refused_values) in cases {
+            for &value in accepted {
+                assert_eq!(refused(set(builder(), value)), None, "{name}({value:?})");
+            }
+            for &value in refused_values {
+                assert_eq!(
+                    refused(set(builder(), value)),
+                    Some(name),
+                    "{name}({value:?})"
+                );
+            }
+        }
+        // The first delay of the backoff is at most its maximum.
+        assert_eq!(refused(builder().backoff(secs(2), secs(2))), None);
+        assert_eq!(
+            refused(builder().backoff(secs(2) + nanos(1), secs(2))),
+            Some("backoff")
+        );
+        // Other limits.
+        for (size, ok) in [
+            (0, false),
+            (1, true),
+            (MAX_RESPONSE_SIZE, true),
+            (MAX_RESPONSE_SIZE + 1, false),
+            (usize::MAX, false),
+        ] {
+            let refusal = refused(builder().max_response_size(size));
+            assert_eq!(refusal, (!ok).then_some("max_response_size"), "{size}");
+        }
+        for (ratio, ok) in [
+            (0.1, true),
+            (1.0, true),
+            (0.099, false),
+            (0.0, false),
+            (-1.0, false),
+            (1.0 + f64::EPSILON, false),
+            (f64::NAN, false),
+            (f64::INFINITY, false),
+        ] {
+            let refusal = refused(builder().refresh_ratio(ratio));
+            assert_eq!(refusal, (!ok).then_some("refresh_ratio"), "{ratio}");
+        }
+        // Any refresh margin: it never exceeds what the ratio leaves.
+        assert_eq!(refused(builder().refresh_before(Duration::MAX)), None);
+    }
+
+    /// The shared cache's options are checked by `build()` too.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn shared_cache_options_are_checked_at_build() {
+        let cache = || crate::RedisCache::new("redis://127.0.0.1:1/").unwrap();
+        let builder = || ClientCredentials::builder("https://auth.example/t", "id", "s");
+        assert_eq!(refused(builder().shared_cache(cache())), None);
+        assert_eq!(
+            refused(builder().shared_cache(cache().lease_timeout(Duration::MAX))),
+            Some("shared_cache.lease_timeout")
+        );
+        // By `build_set()` too, although a token set makes its shared sources later, per key.
+        let error = builder()
+            .shared_cache(cache().poll_interval(Duration::MAX))
+            .build_set()
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::InvalidTiming {
+                    name: "shared_cache.poll_interval",
+                    ..
+                }
+            ),
+            "{error}"
         );
     }
 

@@ -61,11 +61,12 @@ pub enum ConfigError {
         /// What is wrong with the key.
         reason: String,
     },
-    /// A timing option is out of range.
+    /// A timing or size option is outside its accepted range, which the option's
+    /// documentation states.
     InvalidTiming {
-        /// The option's name.
+        /// The option's name, such as `max_response_size` or `shared_cache.lease_timeout`.
         name: &'static str,
-        /// What is wrong with it.
+        /// The accepted range and the value given.
         reason: String,
     },
 }

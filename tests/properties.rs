@@ -1,9 +1,13 @@
-//! Property tests of the token response parser and the JWT expiry reader.
+//! Property tests of the token response parser and the JWT expiry reader, and of the options.
 //!
-//! Both are private to the crate, so they are reached the way a server reaches them: the
-//! embedded authorization server answers the token request with the generated body, and the
-//! refresher parses it. Each case runs the refresher as a task of its own and checks that it
-//! finished without panicking; the fetch must end in a token or a typed `TokenError`.
+//! The parsers are private to the crate, so they are reached the way a server reaches them:
+//! the embedded authorization server answers the token request with the generated body, and
+//! the refresher parses it. Each case runs the refresher as a task of its own and checks that
+//! it finished without panicking; the fetch must end in a token or a typed `TokenError`.
+//!
+//! The options: any combination of builder, shared-cache, token-set and layer options either
+//! fails at `build()` with a `ConfigError` naming an option outside its documented range, or
+//! serves a request against the embedded servers without panicking.
 
 use std::{
     future::IntoFuture,
@@ -15,10 +19,14 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value, json};
+use tower::Layer;
 use tower_client_credentials::{
-    ClientCredentials, ExpirySource, TokenError, TokenUnavailable,
+    AuthMethod, BearerAuthLayer, ClientCredentials, ClientCredentialsBuilder, ConfigError,
+    ExpirySource, TokenError, TokenKey, TokenSetLayer, TokenUnavailable,
     test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer},
 };
+
+mod common;
 
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(42);
 const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
@@ -365,5 +373,448 @@ proptest! {
         let body = token_object(json!(token), Some(json!("Bearer")), expires_in);
         let result = fetch(Fault::json(StatusCode::OK, body), source);
         check(&result, None)?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+const SECOND: Duration = Duration::from_secs(1);
+const TEN_MINUTES: Duration = Duration::from_secs(600);
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+const MAX_RESPONSE_SIZE: usize = 16 * 1024 * 1024;
+
+/// Durations from the edges and the middle: zero, tiny, the limits of the documented ranges and
+/// just past them, sensible values, huge ones and `Duration::MAX`.
+fn duration() -> impl Strategy<Value = Duration> {
+    let nano = Duration::from_nanos(1);
+    prop_oneof![
+        Just(Duration::ZERO),
+        Just(nano),
+        Just(Duration::from_millis(1)),
+        Just(SECOND - nano),
+        Just(SECOND),
+        Just(TEN_MINUTES),
+        Just(TEN_MINUTES + nano),
+        Just(DAY),
+        Just(DAY + nano),
+        Just(MAX_LIFETIME),
+        Just(MAX_LIFETIME + nano),
+        Just(Duration::from_secs(u64::MAX)),
+        Just(Duration::MAX),
+        (0_u64..=120_000).prop_map(Duration::from_millis),
+        (any::<u64>(), 0_u32..1_000_000_000).prop_map(|(secs, nanos)| Duration::new(secs, nanos)),
+    ]
+}
+
+/// Ratios, good and bad: NaN, infinities, negative, zero, the limits, past one.
+fn ratio() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        Just(f64::NAN),
+        Just(f64::INFINITY),
+        Just(f64::NEG_INFINITY),
+        Just(-1.0),
+        Just(0.0),
+        Just(f64::MIN_POSITIVE),
+        Just(0.1),
+        Just(0.8),
+        Just(1.0),
+        Just(1.0 + f64::EPSILON),
+        0.0..=1.0,
+        any::<f64>(),
+    ]
+}
+
+/// Sizes, good and bad: zero, one, the limit and past it, `usize::MAX`.
+fn size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(0),
+        Just(1),
+        Just(64 * 1024),
+        Just(MAX_RESPONSE_SIZE),
+        Just(MAX_RESPONSE_SIZE + 1),
+        Just(usize::MAX),
+        0_usize..100_000,
+        any::<usize>(),
+    ]
+}
+
+/// An option that is set in some cases and left at its default in the others.
+fn maybe<S: Strategy>(value: S) -> impl Strategy<Value = Option<S::Value>> {
+    prop::option::weighted(0.3, value)
+}
+
+#[derive(Debug, Clone)]
+struct RedisOptions {
+    lease_timeout: Option<Duration>,
+    poll_interval: Option<Duration>,
+    timeout: Option<Duration>,
+    outage_backoff: Option<Duration>,
+}
+
+/// One combination of options; `None` leaves an option at its default.
+#[derive(Debug, Clone)]
+struct Options {
+    timeout: Option<Duration>,
+    max_response_size: Option<usize>,
+    default_lifetime: Option<Duration>,
+    refresh_before: Option<Duration>,
+    refresh_ratio: Option<f64>,
+    backoff: Option<(Duration, Duration)>,
+    permanent_retry: Option<Duration>,
+    refused_token_backoff: Option<(Duration, Duration)>,
+    max_wait: Option<Duration>,
+    /// `client_secret_jwt` with this assertion lifetime (the embedded server refuses it, so
+    /// the request fails with a typed error, after the assertion was signed).
+    assertion_lifetime: Option<Duration>,
+    /// The server's tokens are opaque and come without `expires_in`, so the default lifetime
+    /// applies (the API refuses them: the request is answered 401).
+    opaque: bool,
+    /// Through a `TokenSet` with this idle timeout, instead of a single handle.
+    token_set: Option<Option<Duration>>,
+    /// A shared cache at an unreachable Redis, with these options.
+    redis: Option<RedisOptions>,
+    layer_max_wait: Option<Duration>,
+    replay_limit: Option<usize>,
+}
+
+fn options() -> impl Strategy<Value = Options> {
+    let redis = (
+        maybe(duration()),
+        maybe(duration()),
+        maybe(duration()),
+        maybe(duration()),
+    )
+        .prop_map(
+            |(lease_timeout, poll_interval, timeout, outage_backoff)| RedisOptions {
+                lease_timeout,
+                poll_interval,
+                timeout,
+                outage_backoff,
+            },
+        );
+    (
+        (
+            maybe(duration()),
+            maybe(size()),
+            maybe(duration()),
+            maybe(duration()),
+            maybe(ratio()),
+            maybe((duration(), duration())),
+            maybe(duration()),
+            maybe(duration()),
+        ),
+        (
+            maybe(duration()),
+            prop::bool::weighted(0.2),
+            maybe(maybe(duration())),
+            maybe(redis),
+            maybe(duration()),
+            maybe(size()),
+            maybe((duration(), duration())),
+        ),
+    )
+        .prop_map(
+            |(
+                (
+                    timeout,
+                    max_response_size,
+                    default_lifetime,
+                    refresh_before,
+                    refresh_ratio,
+                    backoff,
+                    permanent_retry,
+                    max_wait,
+                ),
+                (
+                    assertion_lifetime,
+                    opaque,
+                    token_set,
+                    redis,
+                    layer_max_wait,
+                    replay_limit,
+                    refused_token_backoff,
+                ),
+            )| Options {
+                timeout,
+                max_response_size,
+                default_lifetime,
+                refresh_before,
+                refresh_ratio,
+                backoff,
+                permanent_retry,
+                refused_token_backoff,
+                max_wait,
+                assertion_lifetime,
+                opaque,
+                token_set,
+                redis,
+                layer_max_wait,
+                replay_limit,
+            },
+        )
+}
+
+impl Options {
+    /// The options outside the range their documentation states: exactly those `build()` may
+    /// name in its refusal, and `build()` succeeds when there are none.
+    fn out_of_range(&self) -> Vec<&'static str> {
+        let outside = |value: Option<Duration>, min: Duration, max: Duration| {
+            value.is_some_and(|value| value < min || value > max)
+        };
+        let nano = Duration::from_nanos(1);
+        let mut names = Vec::new();
+        if outside(self.timeout, nano, Duration::MAX) {
+            names.push("timeout");
+        }
+        if self
+            .max_response_size
+            .is_some_and(|size| size == 0 || size > MAX_RESPONSE_SIZE)
+        {
+            names.push("max_response_size");
+        }
+        if outside(self.default_lifetime, SECOND, MAX_LIFETIME) {
+            names.push("default_lifetime");
+        }
+        if self
+            .refresh_ratio
+            .is_some_and(|ratio| !(0.1..=1.0).contains(&ratio))
+        {
+            names.push("refresh_ratio");
+        }
+        if let Some((first, max)) = self.backoff {
+            let ms = Duration::from_millis(1);
+            if outside(Some(max), ms, TEN_MINUTES) || outside(Some(first), ms, max) {
+                names.push("backoff");
+            }
+        }
+        if outside(self.permanent_retry, SECOND, TEN_MINUTES) {
+            names.push("permanent_retry");
+        }
+        if let Some((first, max)) = self.refused_token_backoff {
+            let ms = Duration::from_millis(1);
+            if outside(Some(max), ms, DAY) || outside(Some(first), ms, max) {
+                names.push("refused_token_backoff");
+            }
+        }
+        if outside(self.assertion_lifetime, SECOND, DAY) {
+            names.push("assertion_lifetime");
+        }
+        if cfg!(feature = "redis")
+            && let Some(redis) = &self.redis
+        {
+            let lease = redis.lease_timeout.unwrap_or(Duration::from_secs(10));
+            if outside(redis.lease_timeout, nano, DAY) {
+                names.push("shared_cache.lease_timeout");
+            }
+            if outside(
+                Some(redis.poll_interval.unwrap_or(Duration::from_millis(50))),
+                nano,
+                lease,
+            ) {
+                names.push("shared_cache.poll_interval");
+            }
+            if outside(redis.timeout, nano, Duration::from_secs(60)) {
+                names.push("shared_cache.timeout");
+            }
+            if outside(redis.outage_backoff, Duration::ZERO, DAY) {
+                names.push("shared_cache.outage_backoff");
+            }
+        }
+        names
+    }
+
+    /// Whether nothing stands between the first request and its token: the request must then
+    /// be answered `200 OK`.
+    fn sane(&self) -> bool {
+        let wait = self.layer_max_wait.or(self.max_wait).unwrap_or(30 * SECOND);
+        !self.opaque
+            && self.assertion_lifetime.is_none()
+            && self.timeout.is_none_or(|timeout| timeout >= SECOND)
+            && self.max_response_size.is_none_or(|size| size >= 4096)
+            && wait >= SECOND
+    }
+
+    fn builder(&self, auth: &MockAuthServer) -> ClientCredentialsBuilder {
+        let mut builder = ClientCredentials::builder(
+            "http://127.0.0.1/oauth/token",
+            DEFAULT_CLIENT_ID,
+            DEFAULT_CLIENT_SECRET,
+        )
+        .http_client(auth.service());
+        if let Some(timeout) = self.timeout {
+            builder = builder.timeout(timeout);
+        }
+        if let Some(size) = self.max_response_size {
+            builder = builder.max_response_size(size);
+        }
+        if let Some(lifetime) = self.default_lifetime {
+            builder = builder.default_lifetime(lifetime);
+        }
+        if let Some(margin) = self.refresh_before {
+            builder = builder.refresh_before(margin);
+        }
+        if let Some(ratio) = self.refresh_ratio {
+            builder = builder.refresh_ratio(ratio);
+        }
+        if let Some((first, max)) = self.refused_token_backoff {
+            builder = builder.refused_token_backoff(first, max);
+        }
+        if let Some((first, max)) = self.backoff {
+            builder = builder.backoff(first, max);
+        }
+        if let Some(delay) = self.permanent_retry {
+            builder = builder.permanent_retry(delay);
+        }
+        if let Some(wait) = self.max_wait {
+            builder = builder.max_wait(wait);
+        }
+        if let Some(lifetime) = self.assertion_lifetime {
+            builder = builder
+                .auth_method(AuthMethod::ClientSecretJwt)
+                .assertion_lifetime(lifetime);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            // Nothing listens on port 1: every refresh falls back to a token request of its own.
+            let mut cache = tower_client_credentials::RedisCache::new("redis://127.0.0.1:1/")
+                .unwrap()
+                .prefix("tcc-test:properties:");
+            if let Some(lease) = redis.lease_timeout {
+                cache = cache.lease_timeout(lease);
+            }
+            if let Some(interval) = redis.poll_interval {
+                cache = cache.poll_interval(interval);
+            }
+            if let Some(timeout) = redis.timeout {
+                cache = cache.timeout(timeout);
+            }
+            if let Some(backoff) = redis.outage_backoff {
+                cache = cache.outage_backoff(backoff);
+            }
+            builder = builder.shared_cache(cache);
+        }
+        builder
+    }
+}
+
+/// How a request that went through the layer ended.
+#[derive(Debug)]
+enum Served {
+    Status(http::StatusCode),
+    Unavailable(TokenUnavailable),
+}
+
+/// Builds the options, and when they are accepted, sends one request through the layer to the
+/// embedded API on a paused clock, the token not fetched yet (the request waits for it).
+fn serve(options: &Options) -> Result<Served, ConfigError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let auth = MockAuthServer::new();
+        if options.opaque {
+            auth.set_fault_plan(|_| {
+                Some(Fault::json(
+                    StatusCode::OK,
+                    r#"{"access_token":"opaque-token-0123456789","token_type":"Bearer"}"#,
+                ))
+            });
+        }
+        let api = auth.api();
+        let request = common::request("{\"order\":1}");
+        // Far beyond any wait the options allow that ends; the clock is paused, so a case
+        // that hangs fails fast instead of hanging the suite.
+        let guard = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+        let sent = match options.token_set {
+            Some(idle_timeout) => {
+                let mut builder = options.builder(&auth).build_set()?.route(
+                    "http://127.0.0.1".parse().unwrap(),
+                    TokenKey::new().scopes(["orders:read"]),
+                )?;
+                if let Some(idle_timeout) = idle_timeout {
+                    builder = builder.idle_timeout(idle_timeout);
+                }
+                let set = builder.spawn();
+                let mut layer = TokenSetLayer::new(set.clone());
+                if let Some(wait) = options.layer_max_wait {
+                    layer = layer.max_wait(wait);
+                }
+                if let Some(limit) = options.replay_limit {
+                    layer = layer.replay_limit(limit);
+                }
+                let service = layer.layer(api.service());
+                let sent = tokio::time::timeout(guard, common::send(&service, request)).await;
+                drop((layer, service, set));
+                sent
+            }
+            None => {
+                let (handle, refresher) = options.builder(&auth).build()?.into_parts();
+                let refresher = tokio::spawn(refresher.into_future());
+                let mut layer = BearerAuthLayer::new(handle.clone());
+                if let Some(wait) = options.layer_max_wait {
+                    layer = layer.max_wait(wait);
+                }
+                if let Some(limit) = options.replay_limit {
+                    layer = layer.replay_limit(limit);
+                }
+                let service = layer.layer(api.service());
+                let sent = tokio::time::timeout(guard, common::send(&service, request)).await;
+                // The refresher stops with the last handle.
+                drop((layer, service, handle));
+                refresher.await.expect("the refresher panicked");
+                sent
+            }
+        };
+        Ok(match sent.expect("the request hung") {
+            Ok((status, _)) => Served::Status(status),
+            Err(error) => match error.downcast::<TokenUnavailable>() {
+                Ok(unavailable) => Served::Unavailable(*unavailable),
+                Err(other) => panic!("not TokenUnavailable: {other:?}"),
+            },
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Any combination of options either fails at `build()`, naming an option outside its
+    /// documented range, or serves a request without panicking: answered, or failed with a
+    /// typed error, and answered `200 OK` when nothing stands between it and its token.
+    #[test]
+    fn no_options_make_the_crate_panic(options in options()) {
+        let out_of_range = options.out_of_range();
+        match serve(&options) {
+            Err(ConfigError::InvalidTiming { name, reason }) => {
+                prop_assert!(
+                    out_of_range.contains(&name),
+                    "`{}` refused ({}), but only {:?} are out of range",
+                    name,
+                    reason,
+                    out_of_range
+                );
+            }
+            Err(other) => prop_assert!(false, "not a timing error: {other}"),
+            Ok(served) => {
+                prop_assert!(
+                    out_of_range.is_empty(),
+                    "{:?} accepted although out of range",
+                    out_of_range
+                );
+                if let Served::Unavailable(TokenUnavailable::Shutdown) = served {
+                    prop_assert!(false, "the refresher stopped while its handle was alive");
+                }
+                if options.sane() {
+                    prop_assert!(
+                        matches!(served, Served::Status(StatusCode::OK)),
+                        "{:?}",
+                        served
+                    );
+                }
+            }
+        }
     }
 }

@@ -458,6 +458,42 @@ async fn a_crashed_lease_holder_is_taken_over_after_the_lease_timeout() {
     shared_token(&others);
 }
 
+/// A token endpoint five times slower than the lease timeout: the holder renews its lease
+/// while its token request runs, so the other replica waits for that token instead of taking
+/// the expired lease (or giving up) and fetching a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_request_slower_than_the_lease_timeout_is_made_once() {
+    let redis = redis!("a_token_request_slower_than_the_lease_timeout_is_made_once");
+    // Tokens that outlive the slow request (their lifetime counts from when it was sent).
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let lease_timeout = Duration::from_millis(600);
+    auth.set_fault_plan(move |_| Some(Fault::delay(5 * lease_timeout)));
+    let prefix = prefix("slow");
+    let replica = || {
+        builder(&auth)
+            .shared_cache(cache(&redis.url, &prefix).lease_timeout(lease_timeout))
+            .build()
+            .unwrap()
+    };
+
+    let holder = tokio::spawn(replica().start());
+    eventually("the lease holder's token request", || {
+        auth.token_requests() == 1
+    })
+    .await;
+    let waiter = tokio::spawn(replica().start());
+    let handles = [
+        holder.await.unwrap().expect("the holder gets its token"),
+        waiter.await.unwrap().expect("the waiter adopts it"),
+    ];
+    assert_eq!(auth.token_requests(), 1, "only the lease holder fetched");
+    shared_token(&handles);
+}
+
 /// Redis stops while requests flow, then comes back on the same port: no request fails, the
 /// replicas fetch on their own while it is away and share again after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,11 @@ pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-
 /// The default lifetime of an assertion (its `exp` minus its `iat`).
 pub(crate) const DEFAULT_ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
 
+/// The accepted lifetimes of an assertion. A day is generous: servers commonly refuse
+/// assertions valid for more than a few minutes.
+pub(crate) const ASSERTION_LIFETIMES: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 60 * 60);
+
 /// The algorithm a [`ClientKey`] signs client assertions with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -368,7 +373,11 @@ impl AssertionSigner {
             AssertionKey::Private(key) => (key.header(), key.key),
             AssertionKey::Secret(key) => (Header::new(Algorithm::HS256), key),
         };
-        let lifetime = lifetime.as_secs() + u64::from(lifetime.subsec_nanos() > 0);
+        // Saturating: the range is checked by the caller, but no lifetime may wrap `exp`
+        // around to `iat`.
+        let lifetime = lifetime
+            .as_secs()
+            .saturating_add(u64::from(lifetime.subsec_nanos() > 0));
         let signer = Self {
             inner: Arc::new(SignerInner {
                 header,
@@ -768,6 +777,24 @@ mod tests {
                 2
             );
         }
+    }
+
+    /// The builder refuses such lifetimes; the signer still never lets `exp` wrap around.
+    #[test]
+    fn the_longest_lifetime_saturates_exp() {
+        let signer = AssertionSigner::new(
+            "id",
+            AssertionKey::Secret(EncodingKey::from_secret(b"secret")),
+            "aud".into(),
+            Duration::MAX,
+        )
+        .unwrap();
+        let jwt = signer.sign().unwrap();
+        let claims = jwt.split('.').nth(1).unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+        assert_eq!(claims["exp"].as_u64(), Some(u64::MAX));
+        assert!(claims["iat"].as_u64().unwrap() < u64::MAX);
     }
 
     #[test]

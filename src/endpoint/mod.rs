@@ -178,7 +178,7 @@ async fn read_limited(
                 // old one unzeroed.
                 let mut grown = Zeroizing::new(Vec::with_capacity(
                     (buffer.len() + data.len())
-                        .max(buffer.capacity() * 2)
+                        .max(buffer.capacity().saturating_mul(2))
                         .min(limit),
                 ));
                 grown.extend_from_slice(&buffer);

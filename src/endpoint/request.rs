@@ -17,7 +17,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::assertion::{ASSERTION_TYPE, AssertionKey, AssertionSigner, ClientKey};
+use super::assertion::{
+    ASSERTION_LIFETIMES, ASSERTION_TYPE, AssertionKey, AssertionSigner, ClientKey,
+};
 use crate::error::{ConfigError, TokenError};
 
 /// How the client proves its identity to the token endpoint.
@@ -199,10 +201,10 @@ impl PreparedRequest {
                         ),
                     ));
                 }
-                if assertion.lifetime < Duration::from_secs(1) {
+                if !ASSERTION_LIFETIMES.contains(&assertion.lifetime) {
                     return Err(ConfigError::InvalidTiming {
                         name: "assertion_lifetime",
-                        reason: "must be at least one second".into(),
+                        reason: format!("must be from 1 s to 1 day, not {:?}", assertion.lifetime),
                     });
                 }
                 if assertion.audience.is_empty() {

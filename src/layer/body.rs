@@ -248,7 +248,8 @@ where
             if let Some(data) = frame.data_ref() {
                 let state = &mut *state;
                 if !state.overflowed {
-                    if state.buffered + data.len() > state.limit {
+                    // `buffered <= limit` holds: no overflow, whatever the limit.
+                    if data.len() > state.limit - state.buffered {
                         state.overflowed = true;
                         state.chunks = Vec::new();
                     } else {

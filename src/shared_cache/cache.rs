@@ -1,4 +1,4 @@
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, ops::RangeInclusive, sync::Arc, time::Duration};
 
 use zeroize::Zeroizing;
 
@@ -10,6 +10,9 @@ use crate::error::ConfigError;
 
 /// The default key prefix.
 const DEFAULT_PREFIX: &str = "tower-client-credentials:";
+
+/// The longest lease timeout and outage backoff accepted.
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A token cache in Redis, shared by every replica configured with the same Redis and prefix.
 /// Give it to [`ClientCredentialsBuilder::shared_cache`](crate::ClientCredentialsBuilder::shared_cache).
@@ -107,53 +110,77 @@ impl RedisCache {
         self
     }
 
-    /// The longest a replica may hold the lease to fetch the token for all. If it crashes,
-    /// another replica fetches once this has passed. Should be longer than a token request
-    /// usually takes. Default: 10 s.
+    /// How long the lease of the replica that fetches the token for all lasts unless renewed.
+    /// The holder renews it every third of this while its token request runs, so a slow
+    /// token endpoint does not make a second replica fetch too; if the holder crashes,
+    /// another replica fetches once this has passed. Default: 10 s; must not be zero, at
+    /// most 1 day.
     pub fn lease_timeout(mut self, timeout: Duration) -> Self {
         self.lease_timeout = timeout;
         self
     }
 
     /// How often a replica that did not get the lease looks for the token published by the
-    /// one that did. It waits at most twice the lease timeout, then fetches on its own.
-    /// Default: 50 ms.
+    /// one that did. It waits at most twice the lease timeout plus the token request
+    /// [`timeout`](crate::ClientCredentialsBuilder::timeout), then fetches on its own.
+    /// Default: 50 ms; must not be zero, at most the lease timeout.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
     }
 
     /// The longest one Redis command (or connecting) may take. After that the replica fetches
-    /// its token on its own. Default: 500 ms.
+    /// its token on its own. Default: 500 ms; must not be zero, at most 1 minute.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self.reconnect()
     }
 
     /// After Redis failed or timed out, refreshes skip it for this long, then try again.
-    /// Default: 5 s.
+    /// Default: 5 s; at most 1 day.
     pub fn outage_backoff(mut self, backoff: Duration) -> Self {
         self.outage_backoff = backoff;
         self.reconnect()
     }
 
-    /// Checks the options; the connection of this cache, shared by its clones.
+    /// Checks the options against their documented ranges; the connection of this cache,
+    /// shared by its clones.
     pub(crate) fn prepare(&self) -> Result<SharedConnection, ConfigError> {
-        let invalid = |name, reason: &str| {
-            Err(ConfigError::InvalidTiming {
-                name,
-                reason: reason.to_owned(),
-            })
+        let check = |name, value: Duration, allowed: RangeInclusive<Duration>, range: &str| {
+            if allowed.contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::InvalidTiming {
+                    name,
+                    reason: format!("must be {range}, not {value:?}"),
+                })
+            }
         };
-        if self.lease_timeout.is_zero() {
-            return invalid("shared_cache.lease_timeout", "must be greater than zero");
-        }
-        if self.poll_interval.is_zero() {
-            return invalid("shared_cache.poll_interval", "must be greater than zero");
-        }
-        if self.timeout.is_zero() {
-            return invalid("shared_cache.timeout", "must be greater than zero");
-        }
+        let nonzero = Duration::from_nanos(1);
+        check(
+            "shared_cache.lease_timeout",
+            self.lease_timeout,
+            nonzero..=DAY,
+            "greater than zero and at most 1 day",
+        )?;
+        check(
+            "shared_cache.poll_interval",
+            self.poll_interval,
+            nonzero..=self.lease_timeout,
+            "greater than zero and at most the lease timeout",
+        )?;
+        check(
+            "shared_cache.timeout",
+            self.timeout,
+            nonzero..=Duration::from_secs(60),
+            "greater than zero and at most 1 minute",
+        )?;
+        check(
+            "shared_cache.outage_backoff",
+            self.outage_backoff,
+            Duration::ZERO..=DAY,
+            "at most 1 day",
+        )?;
         Ok(Arc::clone(&self.connection))
     }
 }
@@ -173,5 +200,72 @@ impl fmt::Debug for RedisCache {
             .field("timeout", &self.timeout)
             .field("outage_backoff", &self.outage_backoff)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The option `cache` is refused for, or `None` when it is accepted.
+    fn refused(cache: RedisCache) -> Option<&'static str> {
+        match cache.prepare() {
+            Ok(_) => None,
+            Err(error @ ConfigError::InvalidTiming { name, .. }) => {
+                let text = error.to_string();
+                assert!(text.contains(name) && text.contains("must be"), "{text}");
+                Some(name)
+            }
+            Err(other) => panic!("not a timing error: {other}"),
+        }
+    }
+
+    #[test]
+    fn options_are_accepted_at_their_limits_and_refused_past_them() {
+        let cache = || RedisCache::new("redis://127.0.0.1:1/").unwrap();
+        let nanos = Duration::from_nanos;
+        let minute = Duration::from_secs(60);
+        assert_eq!(refused(cache()), None);
+
+        let lease = "shared_cache.lease_timeout";
+        let short = cache().lease_timeout(nanos(1)).poll_interval(nanos(1));
+        assert_eq!(refused(short), None);
+        assert_eq!(refused(cache().lease_timeout(DAY).poll_interval(DAY)), None);
+        for value in [Duration::ZERO, DAY + nanos(1), Duration::MAX] {
+            assert_eq!(
+                refused(cache().lease_timeout(value)),
+                Some(lease),
+                "{value:?}"
+            );
+        }
+
+        let poll = "shared_cache.poll_interval";
+        let lease_timeout = Duration::from_secs(10);
+        let at_lease = cache()
+            .lease_timeout(lease_timeout)
+            .poll_interval(lease_timeout);
+        assert_eq!(refused(at_lease), None);
+        for value in [Duration::ZERO, lease_timeout + nanos(1), Duration::MAX] {
+            let past = cache().lease_timeout(lease_timeout).poll_interval(value);
+            assert_eq!(refused(past), Some(poll), "{value:?}");
+        }
+
+        let timeout = "shared_cache.timeout";
+        assert_eq!(refused(cache().timeout(nanos(1))), None);
+        assert_eq!(refused(cache().timeout(minute)), None);
+        for value in [Duration::ZERO, minute + nanos(1), Duration::MAX] {
+            assert_eq!(refused(cache().timeout(value)), Some(timeout), "{value:?}");
+        }
+
+        let backoff = "shared_cache.outage_backoff";
+        assert_eq!(refused(cache().outage_backoff(Duration::ZERO)), None);
+        assert_eq!(refused(cache().outage_backoff(DAY)), None);
+        for value in [DAY + nanos(1), Duration::MAX] {
+            assert_eq!(
+                refused(cache().outage_backoff(value)),
+                Some(backoff),
+                "{value:?}"
+            );
+        }
     }
 }

@@ -23,6 +23,15 @@ end
 return 0
 ";
 
+/// Extends the lease by `ARGV[2]` milliseconds only if it still holds the caller's random
+/// token: a holder whose lease expired and was taken by another replica does not take it back.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
 /// Deletes the shared token only if the stored value is still the one whose SHA-1 the caller
 /// holds, so that a replica with a stale view never deletes a newer token.
 const COMPARE_AND_DELETE: &str = r"
@@ -84,6 +93,7 @@ pub(crate) struct Connection {
     /// Until when Redis is bypassed after a failure.
     down_until: Mutex<Option<Instant>>,
     release: Script,
+    renew: Script,
     compare_and_delete: Script,
 }
 
@@ -96,6 +106,7 @@ impl Connection {
             outage_backoff,
             down_until: Mutex::new(None),
             release: Script::new(RELEASE),
+            renew: Script::new(RENEW),
             compare_and_delete: Script::new(COMPARE_AND_DELETE),
         }
     }
@@ -239,6 +250,27 @@ impl Connection {
             })
             .await?;
         Ok(deleted == 1)
+    }
+
+    /// Sets the TTL of the lease `key` to `ttl` if it still holds `token`. Whether it did.
+    pub(crate) async fn renew(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, Failure> {
+        let script = &self.renew;
+        let renewed: i64 = self
+            .run(|mut connection| async move {
+                script
+                    .key(key)
+                    .arg(token)
+                    .arg(millis(ttl))
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(renewed == 1)
     }
 
     /// Deletes `key` if the SHA-1 of its value is `fingerprint`. Whether it did.

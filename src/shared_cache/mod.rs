@@ -34,11 +34,16 @@
 //! 2. Otherwise take a short **lease** (`SET {key}:lease <random> NX PX <lease_timeout>`). The
 //!    replica that gets it requests a token from the authorization server, **publishes** it
 //!    (`SET {key} <value> PX <remaining lifetime>`), and releases the lease with a Lua script
-//!    that deletes it only if it still holds the replica's random value.
+//!    that deletes it only if it still holds the replica's random value. While its token
+//!    request runs, it **renews** the lease every third of the lease timeout (`PEXPIRE`, by a
+//!    Lua script with the same check), so a token endpoint slower than the lease timeout does
+//!    not make a second replica fetch.
 //! 3. Replicas that did not get the lease **wait** for the publication (they poll the key
 //!    every [`poll_interval`](RedisCache::poll_interval)) instead of requesting a token. If the
-//!    lease holder crashes, its lease expires after the lease timeout and another replica takes
-//!    it. A replica that sees nothing published within twice the lease timeout requests its own.
+//!    lease holder crashes, its lease is no longer renewed and expires after the lease
+//!    timeout, and another replica takes it. A replica that sees nothing published within
+//!    twice the lease timeout plus the token request
+//!    [`timeout`](crate::ClientCredentialsBuilder::timeout) requests its own.
 //!
 //! So 20 replicas starting at once make one token request, and 20 replicas running for an
 //! hour make about one token request per token lifetime instead of twenty (BENCHMARKS.md).

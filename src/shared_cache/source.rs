@@ -3,6 +3,7 @@
 //! token request of our own when Redis is away.
 
 use std::{
+    convert::Infallible,
     sync::Mutex,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -118,7 +119,7 @@ impl SharedSource {
                 }
             }
         }
-        match self.acquire().await {
+        match self.acquire(endpoint.timeout).await {
             Ok(Acquired::Token(obtained)) => Ok(obtained),
             Ok(Acquired::Lease(lease)) => self.fetch_for_all(endpoint, lease).await,
             Err(bypass) => self.bypass(endpoint, bypass).await,
@@ -130,10 +131,17 @@ impl SharedSource {
     }
 
     /// Adopts a shared token valid for long enough, or takes the lease, or waits for the
-    /// replica that has it.
-    async fn acquire(&self) -> Result<Acquired, Bypass> {
+    /// replica that has it. `request_timeout` bounds the holder's token request.
+    async fn acquire(&self, request_timeout: Duration) -> Result<Acquired, Bypass> {
         let started = Instant::now();
-        let give_up = started + self.lease_timeout * 2;
+        // The holder renews its lease for as long as its token request runs; a crashed holder's
+        // lease expires within the lease timeout, and then this replica takes it. Past this,
+        // something is wrong with the holder. `None`: never (saturated).
+        let give_up = started.checked_add(
+            self.lease_timeout
+                .saturating_mul(2)
+                .saturating_add(request_timeout),
+        );
         let mut waited = false;
         loop {
             if let Some(obtained) = self.read().await? {
@@ -156,7 +164,7 @@ impl SharedSource {
                 tracing::debug!("took the shared token lease; fetching for all replicas");
                 return Ok(Acquired::Lease(lease));
             }
-            if Instant::now() >= give_up {
+            if give_up.is_some_and(|give_up| Instant::now() >= give_up) {
                 return Err(Bypass::NothingPublished(started.elapsed()));
             }
             if !waited {
@@ -257,15 +265,18 @@ impl SharedSource {
         })
     }
 
-    /// With the lease: fetches the token, publishes it with a TTL of its remaining lifetime,
-    /// and releases the lease.
+    /// With the lease: fetches the token (renewing the lease meanwhile), publishes it with a
+    /// TTL of its remaining lifetime, and releases the lease.
     async fn fetch_for_all(
         &self,
         endpoint: &TokenEndpoint,
         lease: String,
     ) -> Result<Obtained, TokenError> {
         let started = Instant::now();
-        let result = endpoint.fetch().await;
+        let result = tokio::select! {
+            result = endpoint.fetch() => result,
+            never = self.keep_lease(&lease) => match never {},
+        };
         if let Ok(fetched) = &result {
             *self.held() = None;
             let remaining = fetched.lifetime.saturating_sub(started.elapsed());
@@ -279,7 +290,7 @@ impl SharedSource {
                     }
                     .to_owned(),
                     lifetime: fetched.lifetime,
-                    expires_at_ms: unix_ms(SystemTime::now() + remaining),
+                    expires_at_ms: unix_ms(SystemTime::now().checked_add(remaining)),
                     scope: fetched.response.scope.clone(),
                 };
                 let value = self.codec.encode(&self.key, &stored);
@@ -304,6 +315,33 @@ impl SharedSource {
             issued_at: None,
             requested: true,
         })
+    }
+
+    /// Renews the lease every third of the lease timeout, so that a token request slower than
+    /// the lease timeout does not let another replica take the lease and fetch as well. Never
+    /// ends; it stops renewing once the lease is lost or Redis fails, and the lease then
+    /// expires by itself.
+    async fn keep_lease(&self, lease: &str) -> Infallible {
+        let every = (self.lease_timeout / 3).max(Duration::from_millis(1));
+        loop {
+            tokio::time::sleep(every).await;
+            match self
+                .connection
+                .renew(&self.lease_key, lease, self.lease_timeout)
+                .await
+            {
+                Ok(true) => tracing::trace!("renewed the shared token lease"),
+                Ok(false) => {
+                    tracing::debug!("the shared token lease expired before it was renewed");
+                    break;
+                }
+                Err(failure) => {
+                    self.connection.mark_down(&failure, "renew");
+                    break;
+                }
+            }
+        }
+        std::future::pending().await
     }
 
     async fn bypass(
@@ -340,9 +378,12 @@ fn lease_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// Milliseconds since the epoch; `u64::MAX` for a time past what `SystemTime` holds.
+fn unix_ms(at: Option<SystemTime>) -> u64 {
+    at.map_or(u64::MAX, |at| {
+        at.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    })
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ type Loop = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// idle timeout, so a key goes after between one and one and a half idle timeouts unused.
 const IDLE_SWEEPS: u8 = 2;
 
+/// The shortest idle timeout: sweeps more often than every half second would only cost.
+const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Configures a [`TokenSet`]. Made by
 /// [`ClientCredentialsBuilder::build_set`](crate::ClientCredentialsBuilder::build_set).
 pub struct TokenSetBuilder {
@@ -101,9 +104,9 @@ impl TokenSetBuilder {
     /// A key that no request has used for this long stops being refreshed and its token is
     /// dropped; the next request for it fetches a new one. Keys are checked every half of this
     /// time, so a key goes after between one and one and a half times this long unused.
-    /// Default: 15 minutes. Must not be zero.
+    /// Default: 15 minutes; at least 1 s (shorter is taken as 1 s), any length above it.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
+        self.idle_timeout = timeout.max(MIN_IDLE_TIMEOUT);
         self
     }
 
@@ -117,7 +120,7 @@ impl TokenSetBuilder {
     ///
     /// # Panics
     ///
-    /// When called outside a tokio runtime, or when the idle timeout is zero.
+    /// When called outside a tokio runtime.
     pub async fn start(self) -> Result<TokenSet, TokenError> {
         let keys: Vec<TokenKey> = self.routes.iter().map(|(_, key)| key.clone()).collect();
         let set = self.spawn();
@@ -138,12 +141,8 @@ impl TokenSetBuilder {
     ///
     /// # Panics
     ///
-    /// When called outside a tokio runtime, or when the idle timeout is zero.
+    /// When called outside a tokio runtime.
     pub fn spawn(self) -> TokenSet {
-        assert!(
-            !self.idle_timeout.is_zero(),
-            "the idle timeout of a token set must be greater than zero"
-        );
         let (loops, new_loops) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             template: self.template,
@@ -153,8 +152,8 @@ impl TokenSetBuilder {
             create: Mutex::new(()),
             loops,
         });
-        // Not below a millisecond: a sweep every few nanoseconds would spin.
-        let sweep = (self.idle_timeout / 2).max(Duration::from_millis(1));
+        // At least half a second: the idle timeout is at least `MIN_IDLE_TIMEOUT`.
+        let sweep = self.idle_timeout / 2;
         tokio::spawn(run(new_loops, Arc::downgrade(&inner), sweep));
         TokenSet { inner }
     }
@@ -345,5 +344,30 @@ impl fmt::Debug for TokenSet {
             .field("routes", &self.inner.routes)
             .field("status", &self.status())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClientCredentials;
+
+    fn set_builder() -> TokenSetBuilder {
+        ClientCredentials::builder("http://127.0.0.1/oauth/token", "id", "secret")
+            .build_set()
+            .unwrap()
+    }
+
+    /// A zero idle timeout is taken as the shortest one, rather than panicking in `spawn`.
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeouts_saturate() {
+        let zero = set_builder().idle_timeout(Duration::ZERO);
+        assert_eq!(zero.idle_timeout, MIN_IDLE_TIMEOUT);
+        drop(zero.spawn());
+        let longest = set_builder().idle_timeout(Duration::MAX);
+        assert_eq!(longest.idle_timeout, Duration::MAX);
+        drop(longest.spawn());
+        // Let the set tasks run their first sweep deadline computation and stop.
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

@@ -36,8 +36,8 @@ use tower_client_credentials::{
 };
 
 use crate::support::{
-    Recorder, Schedule, assert_error_has_no_secret, assert_no_secret, call, chain_text,
-    display_chain,
+    FetchCounter, Recorder, Schedule, assert_error_has_no_secret, assert_no_secret, call,
+    chain_text, display_chain,
 };
 
 /// The token request timeout of these rows.
@@ -190,7 +190,8 @@ fn check(row: &str, error: &TokenError, expected: &Expected, tokens: &[String]) 
 
 /// Runs a network row: `start()` fails with the expected error; then through the layer a
 /// request gets a typed error and nothing reaches the API; the count of attempts seen by
-/// `attempts` stays within the schedule; and once `heal` has run the refresher recovers.
+/// `attempts` (connections at the listener, lookups, or the refresher's own token requests)
+/// stays within the schedule; and once `heal` has run the refresher recovers.
 async fn run_row<A, H>(
     row: &str,
     url: &str,
@@ -200,7 +201,7 @@ async fn run_row<A, H>(
     heal: H,
 ) -> String
 where
-    A: Fn() -> Option<u64>,
+    A: Fn() -> u64,
     H: AsyncFnOnce(),
 {
     let error = guarded(row, customize(builder(url)).build().unwrap().start())
@@ -236,15 +237,7 @@ where
     );
 
     // No hot loop: attempts are spaced by the backoff, however fast they fail.
-    if let (Some(before), Some(after)) = (before, attempts()) {
-        let (_, most) = SCHEDULE.attempts_allowed(started.elapsed(), true, None, Duration::ZERO);
-        let made = after - before;
-        assert!(
-            (1..=most).contains(&made),
-            "[{row}] {made} attempts in {:?}, at most {most} allowed",
-            started.elapsed()
-        );
-    }
+    assert_no_hot_loop(row, attempts() - before, started);
 
     // The refresher is alive, and recovers once the endpoint works.
     assert!(
@@ -266,6 +259,17 @@ where
     observed
 }
 
+/// Asserts that `made` attempts since `started` are at least one and no more than the schedule
+/// allows, however fast each attempt failed.
+fn assert_no_hot_loop(row: &str, made: u64, started: Instant) {
+    let elapsed = started.elapsed();
+    let (_, most) = SCHEDULE.attempts_allowed(elapsed, true, None, Duration::ZERO);
+    assert!(
+        (1..=most).contains(&made),
+        "[{row}] {made} attempts in {elapsed:?}, at most {most} allowed"
+    );
+}
+
 /// Waits for the refresher's next token. A request that was already waiting may still see the
 /// last failure, so ask until a token comes (the hang guard bounds this).
 async fn recover(handle: &TokenHandle) -> Arc<tower_client_credentials::Token> {
@@ -282,6 +286,8 @@ async fn connection_refused() {
     let auth = MockAuthServer::start().await.unwrap();
     let addr = closed_port().await;
     let revived = Arc::new(Mutex::new(None));
+    // Nothing listens to count connections at: count the refresher's token requests.
+    let fetches = FetchCounter::install();
     let observed = run_row(
         "connection refused",
         &format!("http://{addr}{TOKEN_PATH}"),
@@ -290,7 +296,7 @@ async fn connection_refused() {
             kind: "transport",
             cause: &["connection refused"],
         },
-        || None,
+        || fetches.fetches(),
         async || {
             // The endpoint comes up on the same port.
             let listener = TcpListener::bind(addr).await.unwrap();
@@ -314,7 +320,7 @@ async fn connection_reset_mid_response() {
             kind: "transport",
             cause: &["connection reset", "closed before message completed"],
         },
-        || Some(endpoint.connections()),
+        || endpoint.connections(),
         async || endpoint.set(Behaviour::Proxy(auth.local_addr().unwrap())),
     )
     .await;
@@ -333,7 +339,7 @@ async fn connection_accepted_and_never_answered() {
             kind: "timeout",
             cause: &["did not complete within 300ms"],
         },
-        || Some(endpoint.connections()),
+        || endpoint.connections(),
         async || endpoint.set(Behaviour::Proxy(auth.local_addr().unwrap())),
     )
     .await;
@@ -380,7 +386,7 @@ async fn dns_name_that_does_not_resolve() {
             kind: "transport",
             cause: &["dns error"],
         },
-        || Some(lookups.load(Ordering::SeqCst)),
+        || lookups.load(Ordering::SeqCst),
         async || resolves.store(true, Ordering::SeqCst),
     )
     .await;
@@ -405,7 +411,9 @@ async fn tls_to_a_plain_http_port() {
     check(row, &error, &expected, &[]);
     println!("{row} | {}: {}", error.kind(), display_chain(&error));
 
+    let fetches = FetchCounter::install();
     let (handle, refresher) = builder(&url).build().unwrap().into_parts();
+    let started = Instant::now();
     let refresher = tokio::spawn(refresher.into_future());
     let recorder = Recorder::default();
     let service = BearerAuthLayer::new(handle.clone()).layer(recorder.clone());
@@ -414,6 +422,7 @@ async fn tls_to_a_plain_http_port() {
         let unavailable = error.downcast_ref::<TokenUnavailable>().unwrap();
         check(row, unavailable.token_error().unwrap(), &expected, &[]);
     }
+    assert_no_hot_loop(row, fetches.fetches(), started);
     assert_eq!(recorder.requests(), 0);
     assert_eq!(auth.issued(), 0);
     assert!(handle.status().running && !refresher.is_finished());

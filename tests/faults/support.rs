@@ -5,7 +5,10 @@ use std::{
     convert::Infallible,
     error::Error as StdError,
     future::{Ready, ready},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -19,6 +22,10 @@ use tower::ServiceExt;
 use tower_client_credentials::{
     BearerAuth, BoxError, TokenError,
     test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET},
+};
+use tracing::{Subscriber, span, subscriber::DefaultGuard};
+use tracing_subscriber::{
+    Layer, filter::filter_fn, layer::Context as LayerContext, layer::SubscriberExt,
 };
 
 pub(crate) const SECOND: Duration = Duration::from_secs(1);
@@ -79,6 +86,42 @@ impl tower::Service<Request<Full<Bytes>>> for Recorder {
             .unwrap()
             .push(request.headers().get(AUTHORIZATION).cloned());
         ready(Ok(Response::new(Full::new(Bytes::new()))))
+    }
+}
+
+/// Counts the token requests the refreshers on this thread start: the `token_fetch` spans, one
+/// per token request (README, "Observability"). Installed as this thread's default subscriber,
+/// so it sees the refreshers of a current-thread runtime (`#[tokio::test]`), whatever
+/// transport they use and whether or not anything listens at the other end.
+pub(crate) struct FetchCounter {
+    fetches: Arc<AtomicU64>,
+    _default: DefaultGuard,
+}
+
+impl FetchCounter {
+    pub(crate) fn install() -> Self {
+        let fetches = Arc::new(AtomicU64::new(0));
+        let counting = CountFetchSpans(Arc::clone(&fetches)).with_filter(filter_fn(|meta| {
+            meta.target().starts_with("tower_client_credentials")
+        }));
+        let _default =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(counting));
+        Self { fetches, _default }
+    }
+
+    /// The token requests started so far.
+    pub(crate) fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+struct CountFetchSpans(Arc<AtomicU64>);
+
+impl<S: Subscriber> Layer<S> for CountFetchSpans {
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, _: &span::Id, _: LayerContext<'_, S>) {
+        if attrs.metadata().name() == "token_fetch" {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 

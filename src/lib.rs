@@ -85,6 +85,7 @@ mod metrics;
 mod refresh;
 mod token;
 pub mod token_set;
+mod www_authenticate;
 
 #[cfg(feature = "redis")]
 pub mod shared_cache;

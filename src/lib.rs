@@ -93,6 +93,12 @@ pub mod shared_cache;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
+/// The parsers of server bytes, opened to the fuzz targets in `fuzz/`. Only under cargo-fuzz's
+/// `cfg(fuzzing)`: not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use crate::{
     client_credentials::{ClientCredentials, ClientCredentialsBuilder},
     dpop::{DpopAlgorithm, DpopError, DpopKey},

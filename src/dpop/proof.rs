@@ -22,7 +22,7 @@ pub(crate) const DPOP: HeaderName = HeaderName::from_static("dpop");
 pub(crate) const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
 
 /// The longest nonce kept from a server; a longer one is ignored (and logged).
-const MAX_NONCE_LEN: usize = 1024;
+pub(crate) const MAX_NONCE_LEN: usize = 1024;
 /// The most resource-server origins whose nonces are remembered; past it the oldest is
 /// forgotten (the next request to it then learns its nonce again).
 const MAX_NONCE_ORIGINS: usize = 64;
@@ -219,7 +219,7 @@ pub(crate) fn ath(access_token: &str) -> String {
 }
 
 /// The `DPoP-Nonce` header, when it holds a usable nonce (`1*NQCHAR`, RFC 9449 §8.1).
-fn nonce_of(headers: &HeaderMap) -> Option<Arc<str>> {
+pub(crate) fn nonce_of(headers: &HeaderMap) -> Option<Arc<str>> {
     let value = headers.get(DPOP_NONCE)?.as_bytes();
     let usable = !value.is_empty()
         && value.len() <= MAX_NONCE_LEN

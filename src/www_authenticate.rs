@@ -144,13 +144,10 @@ fn parse_into<'a>(value: &'a str, out: &mut Vec<Challenge<'a>>) {
         if cursor.eat(b'=') {
             // An auth-param of the challenge before it.
             let param = cursor.param_value().filter(|_| cursor.at_element_end());
-            match (param, out.last_mut()) {
-                (Some(value), Some(challenge)) if open => {
-                    if challenge.params.len() < MAX_PARAMS {
-                        challenge.params.push((name, value));
-                    }
-                }
-                _ => {}
+            if let (Some(value), Some(challenge), true) = (param, out.last_mut(), open)
+                && challenge.params.len() < MAX_PARAMS
+            {
+                challenge.params.push((name, value));
             }
             cursor.skip_element();
             continue;
@@ -185,10 +182,11 @@ fn parse_into<'a>(value: &'a str, out: &mut Vec<Challenge<'a>>) {
             cursor.pos = rest;
             let name = cursor.token();
             cursor.skip_ows();
-            if !name.is_empty() && cursor.eat(b'=') {
-                if let Some(value) = cursor.param_value().filter(|_| cursor.at_element_end()) {
-                    challenge.params.push((name, value));
-                }
+            if !name.is_empty()
+                && cursor.eat(b'=')
+                && let Some(value) = cursor.param_value().filter(|_| cursor.at_element_end())
+            {
+                challenge.params.push((name, value));
             }
         }
         out.push(challenge);

@@ -85,12 +85,19 @@ mod metrics;
 mod refresh;
 mod token;
 pub mod token_set;
+mod www_authenticate;
 
 #[cfg(feature = "redis")]
 pub mod shared_cache;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;
+
+/// The parsers of server bytes, opened to the fuzz targets in `fuzz/`. Only under cargo-fuzz's
+/// `cfg(fuzzing)`: not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use crate::{
     client_credentials::{ClientCredentials, ClientCredentialsBuilder},

@@ -4,9 +4,15 @@
 
 mod common;
 
-use std::time::Duration;
-
-use std::collections::HashSet;
+use std::{
+    collections::HashSet,
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
@@ -441,4 +447,89 @@ async fn the_retry_s_response_teaches_the_nonce_too() {
     assert_eq!(api.accepted(), accepted + 1);
     assert_eq!(api.dpop_nonce_challenges(), 2, "no third challenge");
     assert_eq!(auth.token_requests(), 2, "the new token was kept");
+}
+
+/// A 401 whose `WWW-Authenticate` does not parse (a `=` where a scheme or parameter name
+/// should start) ends the request with that 401 after the one retry, and never hangs: a DPoP
+/// client reads the challenge to tell a refused proof from a refused token.
+#[test]
+fn malformed_challenges_end_the_request_with_the_401() {
+    for challenge in [
+        "=",
+        r#"Bearer realm="x", =b"#,
+        r#"DPoP error="use_dpop_nonce", =, ="#,
+        r#"DPoP error="unterminated"#,
+        ",,, \\",
+    ] {
+        let (status, calls) = on_its_own_runtime(move || refused_with(challenge));
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{challenge}");
+        assert_eq!(calls, 2, "one retry with a new token: {challenge}");
+    }
+}
+
+/// Runs `task` on a paused-clock runtime of its own thread and returns its output. A parser
+/// that loops inside `poll` blocks its runtime, so no tokio timer can end it: the thread is
+/// given a minute of wall time (a correct run takes milliseconds) before the test fails
+/// rather than hang.
+fn on_its_own_runtime<F, Fut, T>(task: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
+    let (done, finished) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let output = runtime.block_on(task());
+        let _ = done.send(());
+        output
+    });
+    match finished.recv_timeout(Duration::from_secs(60)) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the request did not return: a challenge parser loops")
+        }
+        // Done, or the thread panicked: either way, joining returns at once.
+        _ => thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+    }
+}
+
+/// Sends one DPoP request to an API that answers every request 401 with `challenge`; returns
+/// the status the caller got and how many requests the API saw.
+async fn refused_with(challenge: &'static str) -> (StatusCode, usize) {
+    let auth = MockAuthServer::builder()
+        .lifetime(HOUR)
+        .require_dpop(true)
+        .build();
+    let handle = builder(&auth)
+        .dpop(key())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let api = service_fn({
+        let calls = Arc::clone(&calls);
+        move |_: Request<Full<Bytes>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let response = http::Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header(http::header::WWW_AUTHENTICATE, challenge)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            std::future::ready(Ok::<_, Infallible>(response))
+        }
+    });
+    let service = BearerAuthLayer::new(handle).layer(api);
+    let response = tokio::time::timeout(HOUR, service.oneshot(request("payload")))
+        .await
+        .expect("the request returns")
+        .unwrap();
+    (response.status(), calls.load(Ordering::SeqCst))
 }

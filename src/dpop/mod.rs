@@ -64,6 +64,8 @@ use std::{error::Error as StdError, fmt};
 
 pub use self::key::{DpopAlgorithm, DpopKey};
 pub(crate) use self::proof::{Challenge, DPOP, Prover, ath, challenge, htu};
+#[cfg(fuzzing)]
+pub(crate) use self::proof::{MAX_NONCE_LEN, nonce_of};
 
 /// Why a request could not be given a DPoP proof.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,12 +9,12 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header::WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{DpopError, DpopKey};
-use crate::layer::Origin;
+use crate::{layer::Origin, www_authenticate};
 
 /// The `DPoP` request header (RFC 9449 §4.1).
 pub(crate) const DPOP: HeaderName = HeaderName::from_static("dpop");
@@ -22,7 +22,7 @@ pub(crate) const DPOP: HeaderName = HeaderName::from_static("dpop");
 pub(crate) const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
 
 /// The longest nonce kept from a server; a longer one is ignored (and logged).
-const MAX_NONCE_LEN: usize = 1024;
+pub(crate) const MAX_NONCE_LEN: usize = 1024;
 /// The most resource-server origins whose nonces are remembered; past it the oldest is
 /// forgotten (the next request to it then learns its nonce again).
 const MAX_NONCE_ORIGINS: usize = 64;
@@ -219,7 +219,7 @@ pub(crate) fn ath(access_token: &str) -> String {
 }
 
 /// The `DPoP-Nonce` header, when it holds a usable nonce (`1*NQCHAR`, RFC 9449 §8.1).
-fn nonce_of(headers: &HeaderMap) -> Option<Arc<str>> {
+pub(crate) fn nonce_of(headers: &HeaderMap) -> Option<Arc<str>> {
     let value = headers.get(DPOP_NONCE)?.as_bytes();
     let usable = !value.is_empty()
         && value.len() <= MAX_NONCE_LEN
@@ -282,56 +282,15 @@ pub(crate) enum Challenge {
     Other,
 }
 
-/// The error of the `DPoP` challenge among the response's `WWW-Authenticate` headers.
+/// The error of the first `DPoP` challenge with one among the response's `WWW-Authenticate`
+/// headers.
 pub(crate) fn challenge(headers: &HeaderMap) -> Option<Challenge> {
-    headers
-        .get_all(WWW_AUTHENTICATE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .find_map(dpop_challenge_error)
-        .map(|error| match error {
-            "use_dpop_nonce" => Challenge::UseNonce,
-            "invalid_dpop_proof" => Challenge::InvalidProof,
-            _ => Challenge::Other,
-        })
-}
-
-/// The `error` parameter of the `DPoP` challenge in one `WWW-Authenticate` value, which may
-/// hold several challenges (`Bearer realm="x", DPoP algs="ES256", error="use_dpop_nonce"`).
-fn dpop_challenge_error(value: &str) -> Option<&str> {
-    // Challenges start at the beginning or after a comma, with a scheme token followed by a
-    // space (or the end); parameters are `name=value` pairs. Find the DPoP challenge, then its
-    // `error` parameter before the next challenge starts.
-    let mut rest = value;
-    let mut in_dpop = false;
-    while !rest.is_empty() {
-        rest = rest.trim_start_matches([' ', '\t', ',']);
-        let end = rest.find([' ', '\t', ',', '=']).unwrap_or(rest.len());
-        let (word, after) = rest.split_at(end);
-        if after.trim_start().starts_with('=') && !word.is_empty() {
-            // A parameter.
-            let after = after.trim_start()[1..].trim_start();
-            let (param_value, next) = match after.strip_prefix('"') {
-                Some(quoted) => match quoted.find('"') {
-                    Some(close) => (&quoted[..close], &quoted[close + 1..]),
-                    None => (quoted, ""),
-                },
-                None => {
-                    let end = after.find([',', ' ', '\t']).unwrap_or(after.len());
-                    (&after[..end], &after[end..])
-                }
-            };
-            if in_dpop && word.eq_ignore_ascii_case("error") {
-                return Some(param_value);
-            }
-            rest = next;
-        } else {
-            // A scheme: a new challenge starts.
-            in_dpop = word.eq_ignore_ascii_case("dpop");
-            rest = after;
-        }
-    }
-    None
+    let error = www_authenticate::error_of(headers, "DPoP")?;
+    Some(match &*error {
+        "use_dpop_nonce" => Challenge::UseNonce,
+        "invalid_dpop_proof" => Challenge::InvalidProof,
+        _ => Challenge::Other,
+    })
 }
 
 #[cfg(test)]
@@ -405,6 +364,13 @@ mod tests {
             (r#"Bearer error="use_dpop_nonce""#, None),
             (r#"DPoP algs="ES256""#, None),
             ("", None),
+            // These looped forever in a hand-written parser.
+            ("=", None),
+            (r#"Bearer realm="x", =b"#, None),
+            (
+                r#"Bearer realm="x", =b, DPoP error="use_dpop_nonce""#,
+                Some(Challenge::UseNonce),
+            ),
         ];
         for (value, expected) in cases {
             let map = headers(&[("www-authenticate", value)]);

@@ -26,6 +26,8 @@ pub use self::{
     discovery::DiscoveryError,
     request::{AuthMethod, RequestFormat},
 };
+#[cfg(fuzzing)]
+pub(crate) use self::{discovery::parse as parse_discovery, response::retry_after};
 pub(crate) use self::{
     request::{Parameters, PreparedRequest},
     response::TokenResponse,

@@ -9,8 +9,7 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use http::{
-    Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version,
-    header::{AUTHORIZATION, WWW_AUTHENTICATE},
+    Extensions, HeaderMap, Method, Request, Response, Uri, Version, header::AUTHORIZATION,
     request::Parts,
 };
 use tower::ServiceExt;
@@ -22,6 +21,7 @@ use crate::{
     error::BoxError,
     refresh::{Refusal, Shared, TokenHandle},
     token::Token,
+    www_authenticate,
 };
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -137,7 +137,7 @@ impl<S, B> Retry<S, B> {
         let shared = self.handle.shared();
         tracing::debug!(
             status = first.status().as_u16(),
-            challenge_error = challenge_error(first.headers()).as_deref(),
+            challenge_error = www_authenticate::challenge_error(first.headers()).as_deref(),
             generation = self.generation,
             "request unauthorized"
         );
@@ -257,21 +257,4 @@ fn is_proof_challenge(dpop: &DpopBase, headers: &HeaderMap) -> bool {
             dpop::challenge(headers),
             Some(Challenge::UseNonce | Challenge::InvalidProof)
         )
-}
-
-/// The `error` parameter of a `WWW-Authenticate: Bearer error="…"` challenge (RFC 6750 §3),
-/// for the log.
-fn challenge_error(headers: &HeaderMap) -> Option<String> {
-    let text = headers
-        .get(WWW_AUTHENTICATE)
-        .map(HeaderValue::to_str)?
-        .ok()?;
-    let start = text.find("error=")? + "error=".len();
-    let rest = &text[start..];
-    let code = match rest.strip_prefix('"') {
-        Some(quoted) => quoted.split('"').next()?,
-        None => rest.split([',', ' ']).next()?,
-    };
-    // Error codes are short ASCII tokens; anything else is not worth logging.
-    (code.len() <= 64 && code.bytes().all(|b| b.is_ascii_graphic())).then(|| code.to_owned())
 }

@@ -103,4 +103,6 @@ mod source;
 mod value;
 
 pub use self::cache::RedisCache;
+#[cfg(fuzzing)]
+pub(crate) use self::value::{Codec, Sealing, StoredToken};
 pub(crate) use self::{key::KeyMaterial, source::SharedSource};

@@ -13,7 +13,7 @@
 //! not parse, or a plaintext value where encryption is configured (and the reverse) is a
 //! [`ValueError`]: the caller treats it as a miss, and never panics.
 
-use std::{fmt, time::Duration};
+use std::{borrow::Cow, fmt, time::Duration};
 
 use aes_gcm::{
     Aes256Gcm, KeyInit, Nonce,
@@ -54,15 +54,18 @@ impl fmt::Debug for StoredToken {
     }
 }
 
-/// The JSON record.
+/// The JSON record. Its strings are borrowed from the JSON unless they hold escapes (a `"` or
+/// `\` in a token, a control character in a scope), which `&str` fields would refuse.
 #[derive(Serialize, Deserialize)]
 struct Record<'a> {
-    access_token: &'a str,
-    token_type: &'a str,
+    #[serde(borrow)]
+    access_token: Cow<'a, str>,
+    #[serde(borrow)]
+    token_type: Cow<'a, str>,
     lifetime_ms: u64,
     expires_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    scope: Option<&'a str>,
+    scope: Option<Cow<'a, str>>,
 }
 
 /// Why a stored value cannot be used. None of them shows any part of the value.
@@ -156,11 +159,11 @@ impl Codec {
     /// The value of `token` under `key`. The bytes are zeroed when dropped.
     pub(crate) fn encode(&self, key: &str, token: &StoredToken) -> Zeroizing<Vec<u8>> {
         let record = Record {
-            access_token: &token.access_token,
-            token_type: &token.token_type,
+            access_token: Cow::Borrowed(&token.access_token),
+            token_type: Cow::Borrowed(&token.token_type),
             lifetime_ms: u64::try_from(token.lifetime.as_millis()).unwrap_or(u64::MAX),
             expires_at_ms: token.expires_at_ms,
-            scope: token.scope.as_deref(),
+            scope: token.scope.as_deref().map(Cow::Borrowed),
         };
         // Serializing a struct of strings and integers cannot fail.
         let json = Zeroizing::new(serde_json::to_vec(&record).unwrap_or_default());
@@ -269,11 +272,12 @@ fn parse(json: &[u8]) -> Result<StoredToken, ValueError> {
         return malformed("the lifetime is zero");
     }
     Ok(StoredToken {
-        access_token: Zeroizing::new(record.access_token.to_owned()),
-        token_type: record.token_type.to_owned(),
+        // An unescaped token is moved, not copied, into the zeroing string.
+        access_token: Zeroizing::new(record.access_token.into_owned()),
+        token_type: record.token_type.into_owned(),
         lifetime: Duration::from_millis(record.lifetime_ms).min(crate::token::MAX_LIFETIME),
         expires_at_ms: record.expires_at_ms,
-        scope: record.scope.map(str::to_owned),
+        scope: record.scope.map(Cow::into_owned),
     })
 }
 
@@ -306,6 +310,24 @@ mod tests {
 
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn values_that_json_escapes_round_trip() {
+        // RFC 6749 allows `"` and `\` in a token (VSCHAR); a server may send anything as
+        // scope. Found by the `shared_cache` fuzz target: these did not decode.
+        let token = StoredToken {
+            access_token: Zeroizing::new(r#"a"b\c"#.to_owned()),
+            token_type: "Bearer".into(),
+            lifetime: Duration::from_secs(60),
+            expires_at_ms: 1,
+            scope: Some("x\u{12}\"y".into()),
+        };
+        for codec in [plain(), sealed(1, 7)] {
+            let decoded = codec.decode(KEY, &codec.encode(KEY, &token)).unwrap();
+            assert_eq!(*decoded.access_token, *token.access_token);
+            assert_eq!(decoded.scope, token.scope);
+        }
     }
 
     #[test]

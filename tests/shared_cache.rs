@@ -137,6 +137,7 @@ struct Redis {
 impl Redis {
     /// `REDIS_URL` if set, else a new `redis-server`; `None` (after `skip`) without either.
     fn get(test: &str) -> Option<Self> {
+        keep_callsites_live();
         if let Ok(url) = std::env::var("REDIS_URL")
             && !url.is_empty()
         {
@@ -159,6 +160,21 @@ impl Redis {
         }
         process
     }
+}
+
+/// Installs, once, a global subscriber that records nothing but keeps every `tracing` callsite
+/// "sometimes" interesting. Without it, a callsite first reached by a test on a thread with no
+/// subscriber can be cached as "never" while `logs_hold_no_token_and_no_secret` installs its
+/// thread's capture (a race in the interest cache), and that test misses the event.
+fn keep_callsites_live() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let silent =
+            tracing_subscriber::registry().with(tracing_subscriber::filter::filter_fn(|_| false));
+        // Another test binary's global subscriber cannot be here: each binary is a process.
+        tracing::subscriber::set_global_default(silent).expect("the first global subscriber");
+    });
 }
 
 /// Starts Redis for the test, or returns from it when skipped.

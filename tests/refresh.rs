@@ -457,3 +457,24 @@ async fn a_starved_refresher_never_lets_an_expired_token_out() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(auth.token_requests(), 2);
 }
+
+/// A server whose tokens are dead on arrival (`expires_in: 0.001`) gets a few token requests a
+/// second, not a loop: after each success the next fetch waits at least 250 ms.
+#[tokio::test(start_paused = true)]
+async fn tokens_that_die_at_once_do_not_make_the_refresher_loop() {
+    let auth = auth_server(Duration::from_secs(60));
+    auth.set_fault_plan(|_| {
+        Some(Fault::json(
+            StatusCode::OK,
+            r#"{"access_token":"short-lived","token_type":"Bearer","expires_in":0.001}"#,
+        ))
+    });
+    let handle = builder(&auth).build().unwrap().spawn();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let requests = auth.token_requests();
+    assert!(
+        (35..=41).contains(&requests),
+        "{requests} token requests in 10 s: one per 250 ms at most"
+    );
+    drop(handle);
+}

@@ -419,8 +419,9 @@ where
         .get(TRAILERS_HEADER)
         .map(|v| v.to_str().unwrap().to_owned());
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    // Let the refresher act on a refusal that was not retried.
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Let the refresher act on a refusal that was not retried (its next fetch waits at least
+    // 250 ms after the previous one started).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let counts = (api.requests(), auth.token_requests());
     drop(handle);
     (status, body, trailers, counts.0, counts.1)

@@ -22,6 +22,9 @@ use crate::{
 /// machine that was suspended (the monotonic clock stops while it sleeps; tokens do not).
 const WALL_CHECK: Duration = Duration::from_secs(30);
 
+/// The least time between the starts of two token requests after a success.
+const MIN_FETCH_INTERVAL: Duration = Duration::from_millis(250);
+
 /// How far the two clocks may disagree before the wall clock is believed.
 const WALL_TOLERANCE: Duration = Duration::from_secs(10);
 
@@ -223,7 +226,10 @@ impl Task {
                         refresh_at =
                             Some(issued_at + self.policy.refresh_after(lifetime, fastrand::f64()));
                         failures = 0;
-                        backoff_until = None;
+                        // However short the token's life, the next fetch waits a little: a
+                        // server issuing tokens that are dead on arrival gets a few requests a
+                        // second, not a loop.
+                        backoff_until = Some(started + MIN_FETCH_INTERVAL);
                         span.record("outcome", "success");
                         if requested {
                             metrics::fetch(metrics::Outcome::Success, elapsed);

@@ -185,7 +185,7 @@ pub(crate) fn expiry_margin(lifetime: Duration) -> Duration {
 pub enum ExpirySource {
     /// `expires_in` from the token response, cut short by the JWT's `exp` read with the local
     /// clock when the token is a JWT and the two agree (within 5 s of clock skew plus a second
-    /// of rounding, and `exp` leaving at least half of `expires_in`); the JWT's `exp` alone
+    /// of rounding, and `exp` not already past); the JWT's `exp` alone
     /// only when `expires_in` is absent. When they disagree, `expires_in` holds and a warning
     /// is logged once.
     #[default]
@@ -267,9 +267,10 @@ pub(crate) fn lifetime(
 
 /// `expires_in` cut short by `exp` (`exp_left` seconds after receipt, `in_flight` after the
 /// send), when the two agree: within whole-second rounding and [`CLOCK_SKEW`] of each other,
-/// and `exp` leaves at least half of `expires_in` (rounding alone never takes more than a
-/// second, and a token of two seconds or more keeps at least half; less means the clocks
-/// disagree). Otherwise `expires_in`, and the disagreement in seconds.
+/// and `exp` not yet past on the local clock (a token the server just issued is alive: an
+/// `exp` in the past means the clocks disagree). Otherwise `expires_in`, and the disagreement
+/// in seconds. A token that `exp` leaves with very little life is refreshed soon, which the
+/// refresher's least interval between fetches keeps from becoming a loop.
 fn checked_against_exp(
     expires_in: Duration,
     exp_left: f64,
@@ -278,14 +279,14 @@ fn checked_against_exp(
     let relative = expires_in.as_secs_f64();
     let absolute = exp_left + in_flight.as_secs_f64();
     let bound = ROUNDING + CLOCK_SKEW.as_secs_f64();
-    let agree = (absolute - relative).abs() <= bound && absolute >= relative / 2.0;
+    let agree = (absolute - relative).abs() <= bound && absolute > 0.0;
     if !agree {
         return (expires_in, Some(absolute - relative));
     }
     if absolute >= relative - NOISE {
         return (expires_in, None);
     }
-    // `absolute` is positive here: it is at least half of a positive `relative`.
+    // `absolute` is positive here.
     let by_exp = Duration::try_from_secs_f64(absolute).unwrap_or(expires_in);
     (by_exp.min(expires_in), None)
 }
@@ -473,6 +474,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got.duration, Duration::from_millis(2000));
+        // A 1-second token issued at …99.7 (iat …99, exp …00): it dies 0.3 s later, and is
+        // used no longer.
+        let one = Duration::from_secs(1);
+        let token = jwt(r#"{"iat":1699999999,"exp":1700000000}"#);
+        let at = UNIX_EPOCH + Duration::from_millis(1_699_999_999_700);
+        let got = lifetime(
+            ExpirySource::ExpiresIn,
+            Some(one),
+            &token,
+            one,
+            at,
+            IN_FLIGHT,
+        )
+        .unwrap();
+        let seconds = got.duration.as_secs_f64();
+        assert!((seconds - 0.35).abs() < 1e-6, "{seconds}");
+        assert_eq!(got.skew, None);
         // A long token loses its rounding too, and nothing more.
         let hour = Duration::from_secs(3600);
         let token = floored(0.4, 3600);

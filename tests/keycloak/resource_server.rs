@@ -71,7 +71,7 @@ enum Check {
     Introspect {
         url: String,
         authorization: String,
-        client: HttpClient,
+        client: Box<HttpClient>,
     },
 }
 
@@ -138,7 +138,7 @@ impl ResourceServer {
         Self::serve(Check::Introspect {
             url: kc.endpoint("token/introspect"),
             authorization: basic_authorization(INTROSPECTOR.0, INTROSPECTOR.1),
-            client: http_client(),
+            client: Box::new(http_client()),
         })
         .await
     }

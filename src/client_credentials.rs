@@ -811,21 +811,12 @@ fn check_timing(builder: &ClientCredentialsBuilder) -> Result<(), ConfigError> {
             ),
         });
     }
-    let (first, max) = (policy.backoff_base, policy.backoff_max);
-    if !(Duration::from_millis(1)..=MAX_RETRY_DELAY).contains(&max) {
-        return Err(ConfigError::InvalidTiming {
-            name: "backoff",
-            reason: format!("the maximum must be from 1 ms to 10 minutes, not {max:?}"),
-        });
-    }
-    if !(Duration::from_millis(1)..=max).contains(&first) {
-        return Err(ConfigError::InvalidTiming {
-            name: "backoff",
-            reason: format!(
-                "the first delay must be from 1 ms to the maximum ({max:?}), not {first:?}"
-            ),
-        });
-    }
+    check_backoff(
+        "backoff",
+        (policy.backoff_base, policy.backoff_max),
+        MAX_RETRY_DELAY,
+        "10 minutes",
+    )?;
     check_range(
         "permanent_retry",
         policy.permanent_retry,
@@ -833,16 +824,32 @@ fn check_timing(builder: &ClientCredentialsBuilder) -> Result<(), ConfigError> {
         MAX_RETRY_DELAY,
         "from 1 s to 10 minutes",
     )?;
-    let (first, max) = (policy.refusal_backoff, policy.refusal_backoff_max);
-    if !(Duration::from_millis(1)..=MAX_REFUSAL_BACKOFF).contains(&max) {
+    check_backoff(
+        "refused_token_backoff",
+        (policy.refusal_backoff, policy.refusal_backoff_max),
+        MAX_REFUSAL_BACKOFF,
+        "1 day",
+    )
+}
+
+/// `Ok` for an exponential backoff whose cap `max` is from 1 ms to `cap` (`cap_text`) and whose
+/// first delay is from 1 ms to `max`; otherwise an error naming the option.
+fn check_backoff(
+    name: &'static str,
+    (first, max): (Duration, Duration),
+    cap: Duration,
+    cap_text: &str,
+) -> Result<(), ConfigError> {
+    let millisecond = Duration::from_millis(1);
+    if !(millisecond..=cap).contains(&max) {
         return Err(ConfigError::InvalidTiming {
-            name: "refused_token_backoff",
-            reason: format!("the maximum must be from 1 ms to 1 day, not {max:?}"),
+            name,
+            reason: format!("the maximum must be from 1 ms to {cap_text}, not {max:?}"),
         });
     }
-    if !(Duration::from_millis(1)..=max).contains(&first) {
+    if !(millisecond..=max).contains(&first) {
         return Err(ConfigError::InvalidTiming {
-            name: "refused_token_backoff",
+            name,
             reason: format!(
                 "the first delay must be from 1 ms to the maximum ({max:?}), not {first:?}"
             ),

@@ -66,6 +66,8 @@
 //!   through hyper-util and rustls with the platform's root certificates.
 //! - `tonic`: [`ReplayBody`] for `tonic::body::Body`, so gRPC calls are retried after
 //!   `UNAUTHENTICATED`.
+//! - `axum`: [`ReplayBody`] for `axum::body::Body`, so that an axum handler can send the body
+//!   it holds through the layer and have it retried after a 401.
 //! - `metrics`: counters, histograms and a gauge through the `metrics` facade: token fetches
 //!   by outcome and their duration, time requests spent waiting for a token, retries after
 //!   401, and seconds until the current token expires. Names are listed in the README.

@@ -450,6 +450,24 @@ async fn replays_a_chunked_stream_under_the_limit_byte_for_byte() {
     assert_eq!(body, "hello chunked world");
 }
 
+/// What an axum handler forwarding a request holds: `axum::body::Body`, here streamed in
+/// chunks, replayed byte for byte without a newtype (feature `axum`).
+#[cfg(feature = "axum")]
+#[tokio::test(start_paused = true)]
+async fn replays_an_axum_body_byte_for_byte() {
+    let chunks: Vec<Result<Bytes, Infallible>> = ["an ", "axum ", "body"]
+        .into_iter()
+        .map(|chunk| Ok(Bytes::from(chunk)))
+        .collect();
+    let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+    let (status, body, _, requests, _) = revoked_then(body, 1024).await;
+    assert_eq!((status, requests), (StatusCode::OK, 2));
+    assert_eq!(body, "an axum body");
+
+    let (status, body, _, requests, _) = revoked_then(axum::body::Body::empty(), 1024).await;
+    assert_eq!((status, body.len(), requests), (StatusCode::OK, 0, 2));
+}
+
 #[tokio::test(start_paused = true)]
 async fn replays_trailers() {
     let (status, body, trailers, _, _) =

@@ -5,8 +5,8 @@
 //!
 //! - bodies that are already in memory (`Full<Bytes>`, `Empty<Bytes>`, `String`) are simply
 //!   copied: for `Full<Bytes>` that is one `Bytes` clone, a reference-count increment;
-//! - boxed bodies (`BoxBody`, `UnsyncBoxBody`, and `tonic::body::Body` with the `tonic`
-//!   feature) are wrapped in a [`RecordedBody`] that keeps each chunk it passes on (up to a
+//! - boxed bodies (`BoxBody`, `UnsyncBoxBody`, `tonic::body::Body` with the `tonic` feature,
+//!   `axum::body::Body` with the `axum` feature) are wrapped in a [`RecordedBody`] that keeps each chunk it passes on (up to a
 //!   limit), and the retry sends the kept chunks followed by whatever the first attempt had not
 //!   read yet, then the trailers: byte for byte what the first attempt would have sent;
 //! - a body known to be empty costs nothing;
@@ -372,6 +372,17 @@ impl ReplayBody for tonic::body::Body {
             return (self, Replay::ready(tonic::body::Body::empty()));
         }
         Replay::record(self, limit, tonic::body::Body::new)
+    }
+}
+
+/// `axum::body::Body`: recorded as it streams, up to the replay limit, like a boxed body.
+#[cfg(feature = "axum")]
+impl ReplayBody for axum_core::body::Body {
+    fn into_replay(self, limit: usize) -> (Self, Replay<Self>) {
+        if self.is_end_stream() {
+            return (self, Replay::ready(axum_core::body::Body::empty()));
+        }
+        Replay::record(self, limit, axum_core::body::Body::new)
     }
 }
 

@@ -70,29 +70,26 @@ impl TokenHandle {
     /// newer one is already held, or it came from another handle) or its replacement is
     /// deferred.
     pub fn invalidate(&self, token: &Token) -> bool {
-        let shared = self.shared();
-        let current = shared.current.load();
-        if !current
-            .as_deref()
-            .is_some_and(|held| std::ptr::eq(held, token))
-        {
-            return false;
-        }
-        shared.refused(token.generation) == super::Refusal::Replace
+        self.holds(token) && self.shared().refused(token.generation) == super::Refusal::Replace
     }
 
     /// Reports that an API accepted `token` (for callers that handle 401s themselves): a later
     /// refusal of it then means that it expired or was revoked, and it is replaced at once.
     /// Tokens of other handles are ignored.
     pub fn accepted(&self, token: &Token) {
-        let shared = self.shared();
-        let current = shared.current.load();
-        if current
+        if self.holds(token) {
+            self.shared().accepted(token.generation);
+        }
+    }
+
+    /// Whether `token` is the very token this handle holds now (not an equal one of another
+    /// handle's).
+    fn holds(&self, token: &Token) -> bool {
+        self.shared()
+            .current
+            .load()
             .as_deref()
             .is_some_and(|held| std::ptr::eq(held, token))
-        {
-            shared.accepted(token.generation);
-        }
     }
 
     /// Stops the refresher. Requests waiting for a token fail with

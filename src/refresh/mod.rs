@@ -31,7 +31,7 @@
 //!   refused before any acceptance defers its replacement, exponentially: the
 //!   [`refused_token_backoff`](crate::ClientCredentialsBuilder::refused_token_backoff), first
 //!   delay doubling up to its cap. Meanwhile the refused token stays and the 401s go back to the
-//!   callers: the authorization server sees a handful of token requests an hour, not one per
+//!   callers: the authorization server sees about a dozen token requests an hour, not one per
 //!   401. Any acceptance ends the backoff. [`TokenStatus`] reports it.
 
 mod handle;
@@ -239,7 +239,7 @@ impl Shared {
         }
         self.accepted.fetch_max(generation, Ordering::Relaxed);
         let mut state = self.state();
-        if state.refusals > 0 {
+        if state.refusals > 1 {
             tracing::info!(generation, "a token was accepted; refusal backoff over");
         }
         state.refusals = 0;

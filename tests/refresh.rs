@@ -478,3 +478,28 @@ async fn tokens_that_die_at_once_do_not_make_the_refresher_loop() {
     );
     drop(handle);
 }
+
+/// `invalidate` acts on the handle's own current token only: a token of another handle (even
+/// of the same generation) or one already replaced changes nothing.
+#[tokio::test(start_paused = true)]
+async fn invalidate_takes_only_the_handle_s_own_current_token() {
+    let auth = auth_server(Duration::from_secs(3600));
+    let first = builder(&auth).build().unwrap().start().await.unwrap();
+    let other = builder(&auth).build().unwrap().start().await.unwrap();
+    assert_eq!(auth.token_requests(), 2);
+    let foreign = other.current().unwrap();
+    assert_eq!(foreign.generation(), first.current().unwrap().generation());
+    assert!(!first.invalidate(&foreign), "another handle's token");
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(auth.token_requests(), 2);
+
+    let own = first.current().unwrap();
+    first.accepted(&own);
+    assert!(first.invalidate(&own));
+    let next = first.token().await.unwrap();
+    assert_eq!(next.generation(), 2);
+    assert_eq!(auth.token_requests(), 3);
+    assert!(!first.invalidate(&own), "already replaced");
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(auth.token_requests(), 3);
+}

@@ -198,7 +198,7 @@ async fn bearer_auth_allocates_as_often_as_a_static_header() {
 }
 
 #[tokio::test]
-async fn retry_on_allocates_the_copy_of_the_request_head_and_the_retry_state() {
+async fn retry_on_allocates_once_for_the_retry_state_and_head_copy() {
     let (_auth, handle) = handle().await;
     let row3 = per_request(
         BearerAuthLayer::new(handle.clone())
@@ -207,14 +207,15 @@ async fn retry_on_allocates_the_copy_of_the_request_head_and_the_retry_state() {
     );
     let row4 = per_request(BearerAuthLayer::new(handle.clone()).layer(inner()));
 
-    // What a copy of the head of the request as sent (with its `Authorization` header) costs.
+    // What a `HeaderMap` copy of the head of the request as sent (with its `Authorization`
+    // header) would cost: the retry keeps a list of its headers instead, inline up to eight.
     let mut sent = request();
     sent.headers_mut().insert(
         AUTHORIZATION,
         handle.current().unwrap().header_value().clone(),
     );
     let (parts, _body) = sent.into_parts();
-    let (head, copy) = allocations_in(|| {
+    let (map_copy, copy) = allocations_in(|| {
         (
             parts.method.clone(),
             parts.uri.clone(),
@@ -224,9 +225,10 @@ async fn retry_on_allocates_the_copy_of_the_request_head_and_the_retry_state() {
     });
     drop(copy);
     println!(
-        "allocations per request: row 3 {row3}, row 4 (retry on, empty body) {row4}, copy of the head {head}"
+        "allocations per request: row 3 {row3}, row 4 (retry on, empty body) {row4}, a HeaderMap copy of the head {map_copy}"
     );
-    // Plus one: the retry state (head copy, body replay, service clone) is boxed so that the
-    // response future stays small when retry is off.
-    assert_eq!(row4, row3 + head + 1);
+    assert!(map_copy >= 2, "{map_copy}: the index table and the entries");
+    // One: the retry state (head copy, body replay, service clone), boxed so that the response
+    // future stays small when retry is off.
+    assert_eq!(row4, row3 + 1);
 }

@@ -9,9 +9,10 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use http::{
-    Extensions, HeaderMap, Method, Request, Response, Uri, Version, header::AUTHORIZATION,
-    request::Parts,
+    Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version,
+    header::AUTHORIZATION, request::Parts,
 };
+use smallvec::SmallVec;
 use tower::ServiceExt;
 use tower_service::Service;
 
@@ -65,6 +66,14 @@ impl DpopBase {
     }
 }
 
+/// The headers of a request as a list, inline for the usual handful: copying a `HeaderMap`
+/// allocates its index table and its entries on every request, this copy allocates nothing up
+/// to [`INLINE_HEADERS`] headers (names and values are reference-counted). The map is rebuilt
+/// only for a retry.
+const INLINE_HEADERS: usize = 8;
+
+type HeaderList = SmallVec<[(HeaderName, HeaderValue); INLINE_HEADERS]>;
+
 /// What a retry needs: a copy of the request's head, the body replay, a clone of the inner
 /// service (driven to readiness only if the retry happens, as `tower::retry` does), and the
 /// generation of the token the first attempt carried. For a request with a DPoP-bound token it
@@ -73,7 +82,7 @@ pub(crate) struct Retry<S, B> {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    headers: HeaderList,
     extensions: Extensions,
     replay: Replay<B>,
     service: S,
@@ -97,7 +106,11 @@ impl<S, B> Retry<S, B> {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
-            headers: parts.headers.clone(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
             extensions: parts.extensions.clone(),
             replay,
             service,
@@ -204,7 +217,11 @@ impl<S, B> Retry<S, B> {
             *request.method_mut() = method;
             *request.uri_mut() = uri;
             *request.version_mut() = version;
-            *request.headers_mut() = headers;
+            let map = request.headers_mut();
+            map.reserve(headers.len());
+            for (name, value) in headers {
+                map.append(name, value);
+            }
             *request.extensions_mut() = extensions;
             request.headers_mut().remove(dpop::DPOP);
             authorize(shared, &mut request, &token, dpop.origin())?;

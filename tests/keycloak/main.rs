@@ -11,6 +11,9 @@
 //! Keycloak is another process with its own clock, so these tests run in real time and assert
 //! counts, never durations. The load test (20 s) runs alone.
 
+#[path = "../real_servers/mod.rs"]
+mod real_servers;
+
 mod resource_server;
 mod server;
 
@@ -22,18 +25,20 @@ use std::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::Value;
-use tokio::{task::JoinSet, time::Instant};
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 use tower_client_credentials::{
-    AssertionAudience, AuthMethod, BearerAuth, BearerAuthLayer, ClientCredentials,
-    ClientCredentialsBuilder, ClientKey, DpopAlgorithm, DpopKey, SigningAlgorithm, TokenError,
-    TokenHandle,
+    AssertionAudience, AuthMethod, ClientCredentials, ClientCredentialsBuilder, ClientKey,
+    DpopAlgorithm, DpopKey, SigningAlgorithm, TokenError,
 };
 
+use real_servers::{
+    http::{announce, api, get, http_client},
+    load,
+};
 use resource_server::ResourceServer;
-use server::{HttpClient, Keycloak, ROTATION_LIFESPAN, announce, http_client};
+use server::{Keycloak, ROTATION_LIFESPAN};
 
 // The clients of realm.json.
 const BASIC: (&str, &str) = ("basic-client", "basic-secret-0123456789");
@@ -60,23 +65,6 @@ macro_rules! keycloak {
 
 fn builder(kc: &Keycloak, client: (&str, &str)) -> ClientCredentialsBuilder {
     ClientCredentials::builder(kc.token_url(), client.0, client.1)
-}
-
-type Api = BearerAuth<HttpClient>;
-
-fn api(handle: &TokenHandle) -> Api {
-    BearerAuthLayer::new(handle.clone()).layer(http_client())
-}
-
-/// A GET through the middleware; its status.
-async fn get(api: &Api, url: &str) -> StatusCode {
-    let request = Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let response = api.clone().oneshot(request).await.expect("request sent");
-    let status = response.status();
-    response.into_body().collect().await.expect("body");
-    status
 }
 
 /// The claims of a JWT, unchecked.
@@ -550,34 +538,12 @@ async fn under_load_16_tasks_with_the_shortest_tokens_get_no_401() {
         ROTATION_LIFESPAN
     );
 
-    let api = api(&handle);
-    let url = rs.url("/orders");
-    let started = Instant::now();
-    let end = started + RUN;
-    let mut tasks = JoinSet::new();
-    for _ in 0..TASKS {
-        let (api, url) = (api.clone(), url.clone());
-        tasks.spawn(async move {
-            let mut tally = Tally::default();
-            while Instant::now() < end {
-                tally.record(send(&api, &url).await);
-            }
-            tally
-        });
-    }
-    let mut tally = Tally::default();
-    while let Some(result) = tasks.join_next().await {
-        tally.add(result.expect("load task"));
-    }
-    let elapsed = started.elapsed();
+    let (tally, elapsed) = load::run(&api(&handle), &rs.url("/orders"), TASKS, RUN).await;
     let generation = handle.current().map(|t| t.generation());
     handle.shutdown();
     let (after, errors_after) = kc.client_logins(ROTATION.0).await;
     let token_requests = after - before;
-    let mut reasons = std::collections::BTreeMap::<String, u64>::new();
-    for reason in rs.reasons() {
-        *reasons.entry(reason).or_default() += 1;
-    }
+    let reasons = load::count(rs.reasons());
     announce(&format!(
         "keycloak: {TASKS} tasks, {:.1} s, {ROTATION_LIFESPAN} s tokens: {} requests ({:.0}/s); \
          returned to the caller: {} x 200, {} x 401, {} other, {} errors; the resource server \
@@ -595,25 +561,7 @@ async fn under_load_16_tasks_with_the_shortest_tokens_get_no_401() {
         errors_after - errors_before,
         rs.distinct_tokens(),
     ));
-    assert_eq!(
-        tally.unauthorized,
-        0,
-        "requests returned to the caller as 401; the resource server refused {} in all: \
-         {reasons:?}",
-        rs.rejected()
-    );
-    assert_eq!(
-        tally.errors, 0,
-        "failed requests, e.g. {:?}",
-        tally.examples
-    );
-    assert_eq!(
-        tally.other, 0,
-        "unexpected statuses, e.g. {:?}",
-        tally.examples
-    );
-    assert_eq!(tally.ok, tally.sent);
-    assert_eq!(rs.accepted(), tally.ok);
+    tally.assert_all_ok(rs.accepted(), rs.rejected(), &reasons);
     assert!(
         tally.sent > 1_000,
         "{} requests: not a load test",
@@ -625,69 +573,4 @@ async fn under_load_16_tasks_with_the_shortest_tokens_get_no_401() {
         token_requests as u64 >= RUN.as_secs() / ROTATION_LIFESPAN,
         "{token_requests} token requests in {RUN:?}"
     );
-}
-
-/// What the callers of the load test got back.
-#[derive(Default)]
-struct Tally {
-    sent: u64,
-    ok: u64,
-    unauthorized: u64,
-    other: u64,
-    errors: u64,
-    examples: Vec<String>,
-}
-
-impl Tally {
-    fn record(&mut self, outcome: Result<StatusCode, String>) {
-        self.sent += 1;
-        match outcome {
-            Ok(StatusCode::OK) => self.ok += 1,
-            Ok(StatusCode::UNAUTHORIZED) => self.unauthorized += 1,
-            Ok(status) => {
-                self.other += 1;
-                self.example(status.to_string());
-            }
-            Err(error) => {
-                self.errors += 1;
-                self.example(error);
-            }
-        }
-    }
-
-    fn example(&mut self, what: String) {
-        if self.examples.len() < 5 {
-            self.examples.push(what);
-        }
-    }
-
-    fn add(&mut self, other: Tally) {
-        self.sent += other.sent;
-        self.ok += other.ok;
-        self.unauthorized += other.unauthorized;
-        self.other += other.other;
-        self.errors += other.errors;
-        for example in other.examples {
-            self.example(example);
-        }
-    }
-}
-
-/// A GET through the middleware: its status once the body is read, or the error.
-async fn send(api: &Api, url: &str) -> Result<StatusCode, String> {
-    let request = Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let response = api
-        .clone()
-        .oneshot(request)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
-    let status = response.status();
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?;
-    Ok(status)
 }

@@ -28,13 +28,15 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
 use tokio::time::Instant;
 use tower_client_credentials::{
-    AuthMethod, ClientCredentials, ClientCredentialsBuilder, ExpirySource, TokenError,
+    AuthMethod, ClientCredentials, ClientCredentialsBuilder, ExpirySource,
 };
 
 use authorization_server::AuthServer;
 use real_servers::{
     http::{announce, api, get, http_client},
     load,
+    oauth::start_error,
+    resource_server::tampered,
 };
 use resource_server::{JWT_AUDIENCE, OPAQUE_AUDIENCE, ResourceServer};
 
@@ -85,29 +87,6 @@ fn access_token(response: &serde_json::Value) -> &str {
     response["access_token"].as_str().expect("access_token")
 }
 
-/// The start error, which must be an OAuth error response with `status` and `code`.
-async fn start_error(builder: ClientCredentialsBuilder, status: u16, code: &str) -> TokenError {
-    let error = builder
-        .build()
-        .expect("valid configuration")
-        .start()
-        .await
-        .expect_err("the provider refuses this token request");
-    match &error {
-        TokenError::OAuth {
-            status: got,
-            error: got_code,
-            ..
-        } => {
-            assert_eq!((got.as_u16(), got_code.as_str()), (status, code), "{error}");
-        }
-        other => panic!("expected an OAuth `{code}` error, got {other:?}"),
-    }
-    assert_eq!(error.oauth_error(), Some(code));
-    assert!(!error.is_transient(), "`{code}` is permanent");
-    error
-}
-
 /// The checks of the resource server itself, so that "zero rejected" elsewhere means
 /// something: it accepts a fresh JWT from the provider and rejects a missing, tampered, opaque,
 /// foreign or expired one, and one whose `iss` or `aud` is not the expected one.
@@ -137,10 +116,7 @@ async fn resource_server_rejects_what_it_should() {
         Some(r#"Bearer error="invalid_token""#.to_owned()),
     );
     // A signature byte changed.
-    let (head, signature) = jwt.rsplit_once('.').expect("JWS");
-    let mut signature = signature.to_owned().into_bytes();
-    signature[10] = if signature[10] == b'A' { b'B' } else { b'A' };
-    let tampered = format!("{head}.{}", String::from_utf8(signature).expect("ASCII"));
+    let tampered = tampered(&jwt);
     assert_eq!(bearer(&rs, Some(&tampered)).await, invalid);
     // An opaque token (another audience) is not a JWT.
     let opaque = auth
@@ -367,18 +343,12 @@ async fn under_load_16_tasks_with_2_second_tokens_get_no_401() {
     let issued = auth.tokens_issued().await as u64;
     let reasons = load::count(rs.reasons());
     announce(&format!(
-        "interop: {TASKS} tasks, {:.1} s, 2 s tokens: {} requests ({:.0}/s); returned to the \
-         caller: {} x 200, {} x 401, {} other, {} errors; the resource server sent {} x 200 \
+        "interop: {TASKS} tasks, {:.1} s, 2 s tokens: {}; the resource server sent {} x 200 \
          and {} x 401 {reasons:?} ({} saved by the retry); {token_requests} token requests at \
          the provider ({issued} x 200; the crate's generation: {generation}); {} distinct \
          tokens used",
         elapsed.as_secs_f64(),
-        tally.sent,
-        tally.sent as f64 / elapsed.as_secs_f64(),
-        tally.ok,
-        tally.unauthorized,
-        tally.other,
-        tally.errors,
+        tally.figures(elapsed),
         rs.accepted(),
         rs.rejected(),
         rs.rejected().saturating_sub(tally.unauthorized),

@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, jwk::JwkSet};
 use serde::Deserialize;
 
 use super::authorization_server::AuthServer;
-use crate::real_servers::resource_server::{AccessClaims, Confirmation, JwtRules};
+use crate::real_servers::resource_server::{Confirmation, JwtRules};
 
 /// The audience of the provider's JWT access tokens.
 pub(crate) const JWT_AUDIENCE: &str = "urn:tcc:api";
@@ -25,30 +25,16 @@ pub(crate) const OPAQUE_AUDIENCE: &str = "urn:tcc:opaque";
 /// The shared resource server, reading oidc-provider's claims.
 pub(crate) type ResourceServer = crate::real_servers::resource_server::ResourceServer<Claims>;
 
-/// The claims the resource server reads from a JWT access token.
+/// The claims the tests read of an accepted JWT (the resource server reads `jti`, `exp` and
+/// `cnf` of every token itself).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct Claims {
-    pub(crate) jti: String,
     pub(crate) sub: String,
     pub(crate) iat: u64,
     pub(crate) exp: u64,
     pub(crate) scope: Option<String>,
     /// `cnf.jkt` of a DPoP-bound token.
     pub(crate) cnf: Option<Confirmation>,
-}
-
-impl AccessClaims for Claims {
-    fn jti(&self) -> &str {
-        &self.jti
-    }
-
-    fn exp(&self) -> u64 {
-        self.exp
-    }
-
-    fn jkt(&self) -> Option<&str> {
-        self.cnf.as_ref().map(|cnf| cnf.jkt.as_str())
-    }
 }
 
 impl ResourceServer {

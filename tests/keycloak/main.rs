@@ -30,12 +30,14 @@ use serde_json::Value;
 use tower::ServiceExt;
 use tower_client_credentials::{
     AssertionAudience, AuthMethod, ClientCredentials, ClientCredentialsBuilder, ClientKey,
-    DpopAlgorithm, DpopKey, SigningAlgorithm, TokenError,
+    DpopAlgorithm, DpopKey, SigningAlgorithm,
 };
 
 use real_servers::{
     http::{announce, api, get, http_client},
     load,
+    oauth::start_error,
+    resource_server::tampered,
 };
 use resource_server::ResourceServer;
 use server::{Keycloak, ROTATION_LIFESPAN};
@@ -83,29 +85,6 @@ fn scope_set(scope: Option<&str>) -> BTreeSet<String> {
         .collect()
 }
 
-/// The start error, which must be an OAuth error response with `status` and `code`, permanent,
-/// and named in the error's text.
-async fn start_error(builder: ClientCredentialsBuilder, status: u16, code: &str) -> TokenError {
-    let error = builder
-        .build()
-        .expect("valid configuration")
-        .start()
-        .await
-        .expect_err("Keycloak refuses this token request");
-    match &error {
-        TokenError::OAuth {
-            status: got,
-            error: got_code,
-            ..
-        } => assert_eq!((got.as_u16(), got_code.as_str()), (status, code), "{error}"),
-        other => panic!("expected an OAuth `{code}` error, got {other:?}"),
-    }
-    assert_eq!(error.oauth_error(), Some(code));
-    assert!(!error.is_transient(), "`{code}` is permanent");
-    assert!(error.to_string().contains(code), "{error}");
-    error
-}
-
 /// The resource server's own checks, so that "accepted" elsewhere means something: it takes a
 /// fresh Keycloak JWT and refuses a missing, tampered or expired one, and one that another
 /// server (the introspecting resource server) finds revoked.
@@ -128,10 +107,7 @@ async fn resource_server_rejects_what_it_should() {
     let jwt = fresh["access_token"].as_str().expect("token").to_owned();
     assert_eq!(send(Some(jwt.clone())).await, StatusCode::OK);
     assert_eq!(send(None).await, StatusCode::UNAUTHORIZED);
-    let (head, signature) = jwt.rsplit_once('.').expect("JWS");
-    let mut signature = signature.to_owned().into_bytes();
-    signature[10] = if signature[10] == b'A' { b'B' } else { b'A' };
-    let tampered = format!("{head}.{}", String::from_utf8(signature).expect("ASCII"));
+    let tampered = tampered(&jwt);
     assert_eq!(send(Some(tampered)).await, StatusCode::UNAUTHORIZED);
     // A 1-second token of `rotation-client`, just after its `exp`.
     let short = kc.raw_token(ROTATION).await;
@@ -545,17 +521,11 @@ async fn under_load_16_tasks_with_the_shortest_tokens_get_no_401() {
     let token_requests = after - before;
     let reasons = load::count(rs.reasons());
     announce(&format!(
-        "keycloak: {TASKS} tasks, {:.1} s, {ROTATION_LIFESPAN} s tokens: {} requests ({:.0}/s); \
-         returned to the caller: {} x 200, {} x 401, {} other, {} errors; the resource server \
-         sent {} x 200 and {} x 401 {reasons:?}; {token_requests} tokens issued by Keycloak \
-         ({} refused; the crate's generation: {generation:?}); {} distinct tokens used",
+        "keycloak: {TASKS} tasks, {:.1} s, {ROTATION_LIFESPAN} s tokens: {}; the resource \
+         server sent {} x 200 and {} x 401 {reasons:?}; {token_requests} tokens issued by \
+         Keycloak ({} refused; the crate's generation: {generation:?}); {} distinct tokens used",
         elapsed.as_secs_f64(),
-        tally.sent,
-        tally.sent as f64 / elapsed.as_secs_f64(),
-        tally.ok,
-        tally.unauthorized,
-        tally.other,
-        tally.errors,
+        tally.figures(elapsed),
         rs.accepted(),
         rs.rejected(),
         errors_after - errors_before,

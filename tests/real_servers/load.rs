@@ -91,6 +91,20 @@ impl Tally {
         }
     }
 
+    /// What the callers got, for the report: `N requests (R/s); returned to the caller: …`.
+    pub(crate) fn figures(&self, elapsed: Duration) -> String {
+        format!(
+            "{} requests ({:.0}/s); returned to the caller: {} x 200, {} x 401, {} other, {} \
+             errors",
+            self.sent,
+            self.sent as f64 / elapsed.as_secs_f64(),
+            self.ok,
+            self.unauthorized,
+            self.other,
+            self.errors,
+        )
+    }
+
     /// Every request came back to its caller as 200, none as 401, none failed, and every 200
     /// came from the resource server, which `accepted` and `rejected` that many in all and
     /// refused for `reasons`.

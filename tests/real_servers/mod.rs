@@ -2,7 +2,8 @@
 //! `tests/keycloak` (Keycloak) each include this folder with
 //! `#[path = "../real_servers/mod.rs"] mod real_servers;`. It holds the parts whose logic does
 //! not depend on the authorization server: the HTTP helpers ([`http`]), the resource server
-//! that checks tokens on its own ([`resource_server`]) and the load loop ([`load`]). Starting
+//! that checks tokens on its own ([`resource_server`]), the load loop ([`load`]) and the
+//! check of a refused token request ([`oauth`]). Starting
 //! the servers, and counting what they did (oidc-provider's log lines, Keycloak's login
 //! events), stays with each suite.
 //!
@@ -14,4 +15,5 @@
 
 pub(crate) mod http;
 pub(crate) mod load;
+pub(crate) mod oauth;
 pub(crate) mod resource_server;

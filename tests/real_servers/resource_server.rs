@@ -2,7 +2,7 @@
 //! every request's token the way a real resource server would, independently of the crate,
 //! and counts what it accepted and rejected. Each suite builds it from its own server's keys
 //! and endpoints (`tests/interop/resource_server.rs`, `tests/keycloak/resource_server.rs`)
-//! and reads the claims it needs ([`AccessClaims`]).
+//! and reads the claims it needs (the `C` of [`ResourceServer`]).
 //!
 //! - [`ResourceServer::serve_jwt`]: JWT access tokens. The keys ([`JwtRules`]) are fetched
 //!   once by the suite; each token must have the required `typ` if there is one (RFC 9068's
@@ -52,15 +52,16 @@ use tower_client_credentials::test_util::dpop::{self, JtiCache, ProofError};
 
 use super::http::{HttpClient, basic_authorization, http_client};
 
-/// The claims a resource server needs from a JWT access token; each suite's claims type adds
-/// the ones its tests read.
-pub(crate) trait AccessClaims: DeserializeOwned + Clone + Send + Sync + 'static {
-    /// `jti`: what makes two tokens distinct.
-    fn jti(&self) -> &str;
-    /// `exp`, in seconds since the epoch.
-    fn exp(&self) -> u64;
+/// The claims every resource server reads from a JWT access token, whatever else the suite's
+/// claims type `C` holds.
+#[derive(Debug, Clone, Deserialize)]
+struct Common {
+    /// What makes two tokens distinct.
+    jti: String,
+    /// In seconds since the epoch.
+    exp: u64,
     /// `cnf.jkt` of a DPoP-bound token.
-    fn jkt(&self) -> Option<&str>;
+    cnf: Option<Confirmation>,
 }
 
 /// The `cnf` claim (RFC 9449 §6.1).
@@ -83,7 +84,7 @@ enum Check<C> {
     Jwt {
         rules: JwtRules,
         /// Tokens whose signature, header and claims passed, with their claims.
-        verified: Mutex<HashMap<String, C>>,
+        verified: Mutex<HashMap<String, (Common, C)>>,
     },
     Introspect {
         url: String,
@@ -153,7 +154,7 @@ impl<C> Drop for ResourceServer<C> {
     }
 }
 
-impl<C: AccessClaims> ResourceServer<C> {
+impl<C: DeserializeOwned + Clone + Send + Sync + 'static> ResourceServer<C> {
     /// Validates JWTs by `rules`.
     pub(crate) async fn serve_jwt(rules: JwtRules) -> Self {
         assert!(!rules.keys.is_empty(), "no signing key");
@@ -269,7 +270,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl<C: AccessClaims> Inner<C> {
+impl<C: DeserializeOwned + Clone> Inner<C> {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let authorization = request
             .headers()
@@ -295,9 +296,9 @@ impl<C: AccessClaims> Inner<C> {
         };
         let verdict = match &self.check {
             Check::Jwt { rules, verified } => validate_jwt(&token, rules, verified)
-                .map(|c| {
-                    let jkt = c.jkt().map(str::to_owned);
-                    (Some(c), jkt)
+                .map(|(common, claims)| {
+                    let jkt = common.cnf.map(|cnf| cnf.jkt);
+                    (Some((common.jti, claims)), jkt)
                 })
                 .map_err(invalid),
             Check::Introspect {
@@ -326,10 +327,13 @@ impl<C: AccessClaims> Inner<C> {
         });
         match verdict {
             Ok((claims, dpop_bound)) => {
-                let id = claims.as_ref().map_or(token, |c| c.jti().to_owned());
-                if let Some(claims) = claims {
-                    lock(&self.claims).push(claims);
-                }
+                let id = match claims {
+                    Some((jti, claims)) => {
+                        lock(&self.claims).push(claims);
+                        jti
+                    }
+                    None => token,
+                };
                 lock(&self.tokens).insert(id);
                 self.accepted.fetch_add(1, Ordering::SeqCst);
                 if dpop_bound {
@@ -400,16 +404,16 @@ impl<C: AccessClaims> Inner<C> {
 /// which would make the resource server, not the middleware, the bottleneck of the load
 /// test); a changed byte makes another token, verified afresh. The expiry is checked on every
 /// request.
-fn validate_jwt<C: AccessClaims>(
+fn validate_jwt<C: DeserializeOwned + Clone>(
     token: &str,
     rules: &JwtRules,
-    verified: &Mutex<HashMap<String, C>>,
-) -> Result<C, String> {
+    verified: &Mutex<HashMap<String, (Common, C)>>,
+) -> Result<(Common, C), String> {
     let cached = lock(verified).get(token).cloned();
     let claims = match cached {
         Some(claims) => claims,
         None => {
-            let claims = verify_jwt::<C>(token, rules)?;
+            let claims = verify_jwt(token, rules)?;
             let mut verified = lock(verified);
             // Bounded: a load test sees a few dozen tokens.
             if verified.len() >= 256 {
@@ -424,14 +428,15 @@ fn validate_jwt<C: AccessClaims>(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("the clock is after 1970");
-    if now >= Duration::from_secs(claims.exp()) {
+    if now >= Duration::from_secs(claims.0.exp) {
         return Err("ExpiredSignature".to_owned());
     }
     Ok(claims)
 }
 
-/// Header, signature and the claims jsonwebtoken checks (`aud`, `iss`, required claims).
-fn verify_jwt<C: AccessClaims>(token: &str, rules: &JwtRules) -> Result<C, String> {
+/// Header, signature and the claims jsonwebtoken checks (`aud`, `iss`, required claims); the
+/// claims read as [`Common`] and as `C`.
+fn verify_jwt<C: DeserializeOwned>(token: &str, rules: &JwtRules) -> Result<(Common, C), String> {
     let head = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e:?}"))?;
     if let Some(typ) = rules.typ
         && head.typ.as_deref() != Some(typ)
@@ -448,9 +453,20 @@ fn verify_jwt<C: AccessClaims>(token: &str, rules: &JwtRules) -> Result<C, Strin
     validation.set_audience(&[&rules.audience]);
     validation.set_issuer(&[&rules.issuer]);
     validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-    jsonwebtoken::decode::<C>(token, key, &validation)
-        .map(|data| data.claims)
-        .map_err(|e| format!("{:?}", e.kind()))
+    let claims = jsonwebtoken::decode::<serde_json::Value>(token, key, &validation)
+        .map_err(|e| format!("{:?}", e.kind()))?
+        .claims;
+    let read = |e: serde_json::Error| format!("claims: {e}");
+    let common = serde_json::from_value(claims.clone()).map_err(read)?;
+    Ok((common, serde_json::from_value(claims).map_err(read)?))
+}
+
+/// `jwt` with one byte of its signature changed, so that no key verifies it.
+pub(crate) fn tampered(jwt: &str) -> String {
+    let (head, signature) = jwt.rsplit_once('.').expect("JWS");
+    let mut signature = signature.to_owned().into_bytes();
+    signature[10] = if signature[10] == b'A' { b'B' } else { b'A' };
+    format!("{head}.{}", String::from_utf8(signature).expect("ASCII"))
 }
 
 /// Looks `token` up at the introspection endpoint; the `cnf.jkt` of an active token with

@@ -11,7 +11,6 @@
 //! are then its own, not shared with whatever else libtest runs on the other thread.
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     process::Stdio,
     sync::{Arc, Mutex, MutexGuard, OnceLock},
@@ -19,17 +18,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use http::{HeaderMap, Method, StatusCode};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, ChildStdin, Command},
     sync::Notify,
 };
+
+use crate::real_servers::http::{HttpClient, announce, http_client, in_ci, send_form};
 
 /// The oidc-provider version the suite is written against (pinned in `package-lock.json`).
 const OIDC_PROVIDER_VERSION: &str = "9.13.";
@@ -40,13 +36,6 @@ const MIN_NODE: (u64, u64) = (20, 18);
 
 /// How long Node may take to print `READY` on a loaded machine (it takes about 0.25 s).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A hyper client for requests the tests make themselves (not through the crate).
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-pub(crate) fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
 
 /// `tests/interop`.
 fn interop_dir() -> PathBuf {
@@ -99,17 +88,6 @@ fn prerequisites() -> &'static Result<(), String> {
         }
         Ok(())
     })
-}
-
-/// Whether this is a CI run (`CI` set and non-empty), where a missing prerequisite fails.
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-}
-
-/// Writes to the process's stderr directly, past libtest's output capture, so the line shows
-/// for a passing test too.
-pub(crate) fn announce(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// A running oidc-provider. Killed on drop.
@@ -376,30 +354,8 @@ impl AuthServer {
         form: &[(&str, &str)],
         headers: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, Bytes) {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.issuer));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some((id, secret)) = basic {
-            request = request.header(header::AUTHORIZATION, basic_authorization(id, secret));
-        }
-        let body = if form.is_empty() {
-            Bytes::new()
-        } else {
-            request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-            Bytes::from(serde_urlencoded::to_string(form).expect("form"))
-        };
-        let request = request.body(Full::new(body)).expect("request");
-        let response = self
-            .client
-            .request(request)
-            .await
-            .expect("request to the AS");
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("AS body").to_bytes();
-        (parts.status, parts.headers, body)
+        let url = format!("{}{path}", self.issuer);
+        send_form(&self.client, method, &url, basic, form, headers).await
     }
 
     /// A token straight from the token endpoint (not through the crate), as JSON.
@@ -426,16 +382,4 @@ impl Drop for AuthServer {
             );
         }
     }
-}
-
-/// `Basic base64(urlencode(id) ":" urlencode(secret))`, as RFC 6749 §2.3.1 asks.
-pub(crate) fn basic_authorization(id: &str, secret: &str) -> String {
-    use base64::{Engine, engine::general_purpose::STANDARD};
-    let encode = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    format!(
-        "Basic {}",
-        STANDARD.encode(format!("{}:{}", encode(id), encode(secret)))
-    )
 }

@@ -15,8 +15,9 @@ use tower_client_credentials::{
     BearerAuthLayer, ClientCredentials, DpopAlgorithm, DpopKey, test_util::dpop::access_token_hash,
 };
 
-use super::authorization_server::{AuthServer, http_client};
+use super::authorization_server::AuthServer;
 use super::resource_server::ResourceServer;
+use crate::real_servers::http::http_client;
 
 /// `dpop-client` of server.mjs: `dpop_bound_access_tokens: true`.
 const DPOP: (&str, &str) = ("dpop-client", "dpop-secret-0123456789");

@@ -15,6 +15,9 @@
 //! to 2 s for a 2-second token to expire). They assert counts, never durations; the load test
 //! asserts a loose floor on the number of requests, so that it stays a load test.
 
+#[path = "../real_servers/mod.rs"]
+mod real_servers;
+
 mod authorization_server;
 mod resource_server;
 
@@ -22,15 +25,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use tokio::{task::JoinSet, time::Instant};
-use tower::{Layer, ServiceExt};
+use http_body_util::Full;
+use tokio::time::Instant;
 use tower_client_credentials::{
-    AuthMethod, BearerAuth, BearerAuthLayer, ClientCredentials, ClientCredentialsBuilder,
-    ExpirySource, TokenError, TokenHandle,
+    AuthMethod, ClientCredentials, ClientCredentialsBuilder, ExpirySource,
 };
 
-use authorization_server::{AuthServer, HttpClient, announce, http_client};
+use authorization_server::AuthServer;
+use real_servers::{
+    http::{announce, api, get, http_client},
+    load,
+    oauth::start_error,
+    resource_server::tampered,
+};
 use resource_server::{JWT_AUDIENCE, OPAQUE_AUDIENCE, ResourceServer};
 
 // The clients registered in server.mjs (see the README's table).
@@ -60,24 +67,6 @@ fn builder(auth: &AuthServer, client: (&str, &str)) -> ClientCredentialsBuilder 
     ClientCredentials::builder(auth.token_url(), client.0, client.1)
 }
 
-type Api = BearerAuth<HttpClient>;
-
-/// The crate's middleware around a plain hyper client.
-fn api(handle: &TokenHandle) -> Api {
-    BearerAuthLayer::new(handle.clone()).layer(http_client())
-}
-
-/// A GET through the middleware; its status.
-async fn get(api: &Api, url: &str) -> StatusCode {
-    let request = Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let response = api.clone().oneshot(request).await.expect("request sent");
-    let status = response.status();
-    response.into_body().collect().await.expect("body");
-    status
-}
-
 /// A GET straight to the resource server with `Authorization: Bearer <token>` (or none); its
 /// status and `WWW-Authenticate`.
 async fn bearer(rs: &ResourceServer, token: Option<&str>) -> (StatusCode, Option<String>) {
@@ -96,29 +85,6 @@ async fn bearer(rs: &ResourceServer, token: Option<&str>) -> (StatusCode, Option
 
 fn access_token(response: &serde_json::Value) -> &str {
     response["access_token"].as_str().expect("access_token")
-}
-
-/// The start error, which must be an OAuth error response with `status` and `code`.
-async fn start_error(builder: ClientCredentialsBuilder, status: u16, code: &str) -> TokenError {
-    let error = builder
-        .build()
-        .expect("valid configuration")
-        .start()
-        .await
-        .expect_err("the provider refuses this token request");
-    match &error {
-        TokenError::OAuth {
-            status: got,
-            error: got_code,
-            ..
-        } => {
-            assert_eq!((got.as_u16(), got_code.as_str()), (status, code), "{error}");
-        }
-        other => panic!("expected an OAuth `{code}` error, got {other:?}"),
-    }
-    assert_eq!(error.oauth_error(), Some(code));
-    assert!(!error.is_transient(), "`{code}` is permanent");
-    error
 }
 
 /// The checks of the resource server itself, so that "zero rejected" elsewhere means
@@ -150,10 +116,7 @@ async fn resource_server_rejects_what_it_should() {
         Some(r#"Bearer error="invalid_token""#.to_owned()),
     );
     // A signature byte changed.
-    let (head, signature) = jwt.rsplit_once('.').expect("JWS");
-    let mut signature = signature.to_owned().into_bytes();
-    signature[10] = if signature[10] == b'A' { b'B' } else { b'A' };
-    let tampered = format!("{head}.{}", String::from_utf8(signature).expect("ASCII"));
+    let tampered = tampered(&jwt);
     assert_eq!(bearer(&rs, Some(&tampered)).await, invalid);
     // An opaque token (another audience) is not a JWT.
     let opaque = auth
@@ -192,7 +155,7 @@ async fn resource_server_rejects_what_it_should() {
     assert_eq!(rs.accepted(), 1);
     assert_eq!(rs.rejected(), 5);
     let reasons = rs.reasons();
-    assert_eq!(reasons[0], "no bearer token");
+    assert_eq!(reasons[0], "no token");
     assert_eq!(reasons[1], "InvalidSignature");
     assert!(reasons[2].starts_with("header:"), "{reasons:?}");
     assert_eq!(reasons[3], "unknown kid");
@@ -373,76 +336,26 @@ async fn under_load_16_tasks_with_2_second_tokens_get_no_401() {
         .expect("first token");
     assert_ends_at_exp(&handle.current().expect("token"), 2);
 
-    let api = api(&handle);
-    let url = rs.url("/orders");
-    let started = Instant::now();
-    let end = started + RUN;
-    let mut tasks = JoinSet::new();
-    for _ in 0..TASKS {
-        let (api, url) = (api.clone(), url.clone());
-        tasks.spawn(async move {
-            let mut tally = Tally::default();
-            while Instant::now() < end {
-                tally.record(send(&api, &url).await);
-            }
-            tally
-        });
-    }
-    let mut tally = Tally::default();
-    while let Some(result) = tasks.join_next().await {
-        tally.add(result.expect("load task"));
-    }
-    let elapsed = started.elapsed();
+    let (tally, elapsed) = load::run(&api(&handle), &rs.url("/orders"), TASKS, RUN).await;
     let generation = handle.token().await.expect("token").generation();
     handle.shutdown();
     let token_requests = auth.logged("POST /token -> ").await as u64;
     let issued = auth.tokens_issued().await as u64;
-    let mut reasons = std::collections::BTreeMap::<String, u64>::new();
-    for reason in rs.reasons() {
-        *reasons.entry(reason).or_default() += 1;
-    }
+    let reasons = load::count(rs.reasons());
     announce(&format!(
-        "interop: {TASKS} tasks, {:.1} s, 2 s tokens: {} requests ({:.0}/s); returned to the \
-         caller: {} x 200, {} x 401, {} other, {} errors; the resource server sent {} x 200 \
+        "interop: {TASKS} tasks, {:.1} s, 2 s tokens: {}; the resource server sent {} x 200 \
          and {} x 401 {reasons:?} ({} saved by the retry); {token_requests} token requests at \
          the provider ({issued} x 200; the crate's generation: {generation}); {} distinct \
          tokens used",
         elapsed.as_secs_f64(),
-        tally.sent,
-        tally.sent as f64 / elapsed.as_secs_f64(),
-        tally.ok,
-        tally.unauthorized,
-        tally.other,
-        tally.errors,
+        tally.figures(elapsed),
         rs.accepted(),
         rs.rejected(),
         rs.rejected().saturating_sub(tally.unauthorized),
         rs.distinct_tokens(),
     ));
 
-    assert_eq!(
-        tally.unauthorized,
-        0,
-        "requests returned to the caller as 401; the resource server refused {} in all: \
-         {reasons:?}",
-        rs.rejected(),
-    );
-    assert_eq!(
-        tally.errors, 0,
-        "failed requests, e.g. {:?}",
-        tally.examples
-    );
-    assert_eq!(
-        tally.other, 0,
-        "unexpected statuses, e.g. {:?}",
-        tally.examples
-    );
-    assert_eq!(tally.ok, tally.sent);
-    assert_eq!(
-        rs.accepted(),
-        tally.ok,
-        "every 200 came from the resource server"
-    );
+    tally.assert_all_ok(rs.accepted(), rs.rejected(), &reasons);
     assert!(
         tally.sent > MIN_REQUESTS,
         "{} requests in {elapsed:?}: expected more than {MIN_REQUESTS}",
@@ -453,72 +366,6 @@ async fn under_load_16_tasks_with_2_second_tokens_get_no_401() {
         "{token_requests} token requests in 20 s of 2 s tokens: expected 10 to 25"
     );
     assert_eq!(issued, token_requests, "every token request got a token");
-}
-
-/// What the callers of the load test got back.
-#[derive(Default)]
-struct Tally {
-    sent: u64,
-    ok: u64,
-    unauthorized: u64,
-    other: u64,
-    errors: u64,
-    /// The first few unexpected statuses and errors.
-    examples: Vec<String>,
-}
-
-impl Tally {
-    fn record(&mut self, outcome: Result<StatusCode, String>) {
-        self.sent += 1;
-        match outcome {
-            Ok(StatusCode::OK) => self.ok += 1,
-            Ok(StatusCode::UNAUTHORIZED) => self.unauthorized += 1,
-            Ok(status) => {
-                self.other += 1;
-                self.example(status.to_string());
-            }
-            Err(error) => {
-                self.errors += 1;
-                self.example(error);
-            }
-        }
-    }
-
-    fn example(&mut self, what: String) {
-        if self.examples.len() < 5 {
-            self.examples.push(what);
-        }
-    }
-
-    fn add(&mut self, other: Tally) {
-        self.sent += other.sent;
-        self.ok += other.ok;
-        self.unauthorized += other.unauthorized;
-        self.other += other.other;
-        self.errors += other.errors;
-        for example in other.examples {
-            self.example(example);
-        }
-    }
-}
-
-/// A GET through the middleware: its status once the body is read, or the error.
-async fn send(api: &Api, url: &str) -> Result<StatusCode, String> {
-    let request = Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let response = api
-        .clone()
-        .oneshot(request)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
-    let status = response.status();
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?;
-    Ok(status)
 }
 
 /// An opaque token revoked at the provider is refused by the resource server (which

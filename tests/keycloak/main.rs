@@ -11,6 +11,9 @@
 //! Keycloak is another process with its own clock, so these tests run in real time and assert
 //! counts, never durations. The load test (20 s) runs alone.
 
+#[path = "../real_servers/mod.rs"]
+mod real_servers;
+
 mod resource_server;
 mod server;
 
@@ -22,18 +25,22 @@ use std::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::Value;
-use tokio::{task::JoinSet, time::Instant};
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 use tower_client_credentials::{
-    AssertionAudience, AuthMethod, BearerAuth, BearerAuthLayer, ClientCredentials,
-    ClientCredentialsBuilder, ClientKey, DpopAlgorithm, DpopKey, SigningAlgorithm, TokenError,
-    TokenHandle,
+    AssertionAudience, AuthMethod, ClientCredentials, ClientCredentialsBuilder, ClientKey,
+    DpopAlgorithm, DpopKey, SigningAlgorithm,
 };
 
+use real_servers::{
+    http::{announce, api, get, http_client},
+    load,
+    oauth::start_error,
+    resource_server::tampered,
+};
 use resource_server::ResourceServer;
-use server::{HttpClient, Keycloak, ROTATION_LIFESPAN, announce, http_client};
+use server::{Keycloak, ROTATION_LIFESPAN};
 
 // The clients of realm.json.
 const BASIC: (&str, &str) = ("basic-client", "basic-secret-0123456789");
@@ -62,23 +69,6 @@ fn builder(kc: &Keycloak, client: (&str, &str)) -> ClientCredentialsBuilder {
     ClientCredentials::builder(kc.token_url(), client.0, client.1)
 }
 
-type Api = BearerAuth<HttpClient>;
-
-fn api(handle: &TokenHandle) -> Api {
-    BearerAuthLayer::new(handle.clone()).layer(http_client())
-}
-
-/// A GET through the middleware; its status.
-async fn get(api: &Api, url: &str) -> StatusCode {
-    let request = Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let response = api.clone().oneshot(request).await.expect("request sent");
-    let status = response.status();
-    response.into_body().collect().await.expect("body");
-    status
-}
-
 /// The claims of a JWT, unchecked.
 fn jwt_claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).expect("a JWT");
@@ -93,29 +83,6 @@ fn scope_set(scope: Option<&str>) -> BTreeSet<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
-}
-
-/// The start error, which must be an OAuth error response with `status` and `code`, permanent,
-/// and named in the error's text.
-async fn start_error(builder: ClientCredentialsBuilder, status: u16, code: &str) -> TokenError {
-    let error = builder
-        .build()
-        .expect("valid configuration")
-        .start()
-        .await
-        .expect_err("Keycloak refuses this token request");
-    match &error {
-        TokenError::OAuth {
-            status: got,
-            error: got_code,
-            ..
-        } => assert_eq!((got.as_u16(), got_code.as_str()), (status, code), "{error}"),
-        other => panic!("expected an OAuth `{code}` error, got {other:?}"),
-    }
-    assert_eq!(error.oauth_error(), Some(code));
-    assert!(!error.is_transient(), "`{code}` is permanent");
-    assert!(error.to_string().contains(code), "{error}");
-    error
 }
 
 /// The resource server's own checks, so that "accepted" elsewhere means something: it takes a
@@ -140,10 +107,7 @@ async fn resource_server_rejects_what_it_should() {
     let jwt = fresh["access_token"].as_str().expect("token").to_owned();
     assert_eq!(send(Some(jwt.clone())).await, StatusCode::OK);
     assert_eq!(send(None).await, StatusCode::UNAUTHORIZED);
-    let (head, signature) = jwt.rsplit_once('.').expect("JWS");
-    let mut signature = signature.to_owned().into_bytes();
-    signature[10] = if signature[10] == b'A' { b'B' } else { b'A' };
-    let tampered = format!("{head}.{}", String::from_utf8(signature).expect("ASCII"));
+    let tampered = tampered(&jwt);
     assert_eq!(send(Some(tampered)).await, StatusCode::UNAUTHORIZED);
     // A 1-second token of `rotation-client`, just after its `exp`.
     let short = kc.raw_token(ROTATION).await;
@@ -550,70 +514,24 @@ async fn under_load_16_tasks_with_the_shortest_tokens_get_no_401() {
         ROTATION_LIFESPAN
     );
 
-    let api = api(&handle);
-    let url = rs.url("/orders");
-    let started = Instant::now();
-    let end = started + RUN;
-    let mut tasks = JoinSet::new();
-    for _ in 0..TASKS {
-        let (api, url) = (api.clone(), url.clone());
-        tasks.spawn(async move {
-            let mut tally = Tally::default();
-            while Instant::now() < end {
-                tally.record(send(&api, &url).await);
-            }
-            tally
-        });
-    }
-    let mut tally = Tally::default();
-    while let Some(result) = tasks.join_next().await {
-        tally.add(result.expect("load task"));
-    }
-    let elapsed = started.elapsed();
+    let (tally, elapsed) = load::run(&api(&handle), &rs.url("/orders"), TASKS, RUN).await;
     let generation = handle.current().map(|t| t.generation());
     handle.shutdown();
     let (after, errors_after) = kc.client_logins(ROTATION.0).await;
     let token_requests = after - before;
-    let mut reasons = std::collections::BTreeMap::<String, u64>::new();
-    for reason in rs.reasons() {
-        *reasons.entry(reason).or_default() += 1;
-    }
+    let reasons = load::count(rs.reasons());
     announce(&format!(
-        "keycloak: {TASKS} tasks, {:.1} s, {ROTATION_LIFESPAN} s tokens: {} requests ({:.0}/s); \
-         returned to the caller: {} x 200, {} x 401, {} other, {} errors; the resource server \
-         sent {} x 200 and {} x 401 {reasons:?}; {token_requests} tokens issued by Keycloak \
-         ({} refused; the crate's generation: {generation:?}); {} distinct tokens used",
+        "keycloak: {TASKS} tasks, {:.1} s, {ROTATION_LIFESPAN} s tokens: {}; the resource \
+         server sent {} x 200 and {} x 401 {reasons:?}; {token_requests} tokens issued by \
+         Keycloak ({} refused; the crate's generation: {generation:?}); {} distinct tokens used",
         elapsed.as_secs_f64(),
-        tally.sent,
-        tally.sent as f64 / elapsed.as_secs_f64(),
-        tally.ok,
-        tally.unauthorized,
-        tally.other,
-        tally.errors,
+        tally.figures(elapsed),
         rs.accepted(),
         rs.rejected(),
         errors_after - errors_before,
         rs.distinct_tokens(),
     ));
-    assert_eq!(
-        tally.unauthorized,
-        0,
-        "requests returned to the caller as 401; the resource server refused {} in all: \
-         {reasons:?}",
-        rs.rejected()
-    );
-    assert_eq!(
-        tally.errors, 0,
-        "failed requests, e.g. {:?}",
-        tally.examples
-    );
-    assert_eq!(
-        tally.other, 0,
-        "unexpected statuses, e.g. {:?}",
-        tally.examples
-    );
-    assert_eq!(tally.ok, tally.sent);
-    assert_eq!(rs.accepted(), tally.ok);
+    tally.assert_all_ok(rs.accepted(), rs.rejected(), &reasons);
     assert!(
         tally.sent > 1_000,
         "{} requests: not a load test",
@@ -625,69 +543,4 @@ async fn under_load_16_tasks_with_the_shortest_tokens_get_no_401() {
         token_requests as u64 >= RUN.as_secs() / ROTATION_LIFESPAN,
         "{token_requests} token requests in {RUN:?}"
     );
-}
-
-/// What the callers of the load test got back.
-#[derive(Default)]
-struct Tally {
-    sent: u64,
-    ok: u64,
-    unauthorized: u64,
-    other: u64,
-    errors: u64,
-    examples: Vec<String>,
-}
-
-impl Tally {
-    fn record(&mut self, outcome: Result<StatusCode, String>) {
-        self.sent += 1;
-        match outcome {
-            Ok(StatusCode::OK) => self.ok += 1,
-            Ok(StatusCode::UNAUTHORIZED) => self.unauthorized += 1,
-            Ok(status) => {
-                self.other += 1;
-                self.example(status.to_string());
-            }
-            Err(error) => {
-                self.errors += 1;
-                self.example(error);
-            }
-        }
-    }
-
-    fn example(&mut self, what: String) {
-        if self.examples.len() < 5 {
-            self.examples.push(what);
-        }
-    }
-
-    fn add(&mut self, other: Tally) {
-        self.sent += other.sent;
-        self.ok += other.ok;
-        self.unauthorized += other.unauthorized;
-        self.other += other.other;
-        self.errors += other.errors;
-        for example in other.examples {
-            self.example(example);
-        }
-    }
-}
-
-/// A GET through the middleware: its status once the body is read, or the error.
-async fn send(api: &Api, url: &str) -> Result<StatusCode, String> {
-    let request = Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let response = api
-        .clone()
-        .oneshot(request)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
-    let status = response.status();
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?;
-    Ok(status)
 }

@@ -10,7 +10,6 @@
 //! named in every failure.
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::Mutex,
@@ -20,14 +19,14 @@ use std::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use http_body_util::Full;
 use serde_json::Value;
 use tokio::sync::{OnceCell, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tower_client_credentials::{ClientKey, SigningAlgorithm};
+
+use crate::real_servers::http::{
+    HttpClient, announce, http_client, in_ci, send_form, send_request,
+};
 
 /// The realm the tests use.
 pub(crate) const REALM: &str = "tcc";
@@ -44,23 +43,6 @@ pub(crate) const ROTATION_LIFESPAN: u64 = 1;
 /// How long start-up may take: 3 minutes were measured on the 2-core machine under a load
 /// average of 9 (augmentation included).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(480);
-
-/// A hyper client for the requests the tests make themselves (not through the crate).
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-pub(crate) fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// Writes to stderr past libtest's capture, so the line shows for a passing test too.
-pub(crate) fn announce(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// Whether this is a CI run (`CI` set and non-empty), where a missing prerequisite fails.
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-}
 
 /// The client keys registered in the realm, generated for this run.
 pub(crate) struct ClientKeys {
@@ -409,21 +391,7 @@ wait "$pid"
         form: &[(&str, &str)],
         headers: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, Bytes) {
-        let mut request = Request::builder().method(method).uri(url);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some((id, secret)) = basic {
-            request = request.header(header::AUTHORIZATION, basic_authorization(id, secret));
-        }
-        let body = if form.is_empty() {
-            Bytes::new()
-        } else {
-            request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-            Bytes::from(serde_urlencoded::to_string(form).expect("form"))
-        };
-        let request = request.body(Full::new(body)).expect("request");
-        send_request(&http_client(), request).await
+        send_form(&http_client(), method, url, basic, form, headers).await
     }
 
     /// A token straight from the token endpoint (not through the crate), as JSON.
@@ -442,16 +410,6 @@ wait "$pid"
     }
 }
 
-async fn send_request(
-    client: &HttpClient,
-    request: Request<Full<Bytes>>,
-) -> (StatusCode, HeaderMap, Bytes) {
-    let response = client.request(request).await.expect("request to Keycloak");
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.expect("Keycloak body").to_bytes();
-    (parts.status, parts.headers, body)
-}
-
 async fn get_status(client: &HttpClient, url: &str) -> Option<StatusCode> {
     let request = Request::get(url).body(Full::new(Bytes::new())).ok()?;
     let response = tokio::time::timeout(Duration::from_secs(5), client.request(request))
@@ -465,18 +423,6 @@ async fn get_status(client: &HttpClient, url: &str) -> Option<StatusCode> {
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
-}
-
-/// `Basic base64(urlencode(id) ":" urlencode(secret))`, as RFC 6749 §2.3.1 asks.
-pub(crate) fn basic_authorization(id: &str, secret: &str) -> String {
-    use base64::engine::general_purpose::STANDARD;
-    let encode = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    format!(
-        "Basic {}",
-        STANDARD.encode(format!("{}:{}", encode(id), encode(secret)))
-    )
 }
 
 /// The public JWKs registered for the `private_key_jwt` clients.

@@ -17,7 +17,6 @@
 //! | 9 | the same with an EdDSA key |
 //! | 10 | the inner service plus one ES256 signature of a proof-sized message (the DPoP floor) |
 //! | 11 | the same with Ed25519 |
-//! | 12 | the inner service plus one read of tokio's clock: what the request path's expiry check costs |
 //!
 //! Rows 8 and 9 against 10 and 11 show what a DPoP request costs beyond its one signature:
 //! the claims, base64url, the nonce lookup and the header.
@@ -56,7 +55,7 @@ use common::{
     timed_batch, verdict,
 };
 
-const ROWS: [&str; 12] = [
+const ROWS: [&str; 11] = [
     "1_inner_only",
     "2_tower_http_static_header",
     "3_bearer_auth_retry_off",
@@ -68,7 +67,6 @@ const ROWS: [&str; 12] = [
     "9_dpop_eddsa_retry_off",
     "10_inner_plus_es256_signature",
     "11_inner_plus_ed25519_signature",
-    "12_inner_plus_clock_read",
 ];
 
 /// The length of the message a proof signs (header with its JWK, claims with `ath`), about.
@@ -234,16 +232,6 @@ macro_rules! with_row {
                 let $template = Template::new();
                 $body
             }
-            12 => {
-                // The layer's expiry check: `tokio::time::Instant::now()` against the token's
-                // end (here compared with a fixed instant, so the read is not optimized out).
-                let end = tokio::time::Instant::now() + Duration::from_secs(3600);
-                let mut $svc = SignThen::new(inner(), move |_: &[u8]| {
-                    black_box(tokio::time::Instant::now() < black_box(end));
-                });
-                let $template = Template::new();
-                $body
-            }
             other => panic!("no row {other}"),
         }
     }};
@@ -402,13 +390,6 @@ fn paired_ratios(fixture: &Fixture, rounds: usize, batch: usize) {
                 format!(
                     "report: +{:.0} ns over its signature (row 11)",
                     Summary::of(row(9)).median - Summary::of(row(11)).median
-                ),
-            ),
-            12 => (
-                format!("{} x row 1", ratio(12, 1)),
-                format!(
-                    "report: +{:.1} ns over row 1 (the expiry check)",
-                    Summary::of(row(12)).median - Summary::of(row(1)).median
                 ),
             ),
             _ => (

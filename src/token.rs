@@ -14,6 +14,7 @@
 
 use std::{
     fmt,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -46,6 +47,8 @@ pub struct Token {
     /// For a DPoP-bound token, its `ath` (base64url SHA-256 of the token), which every proof
     /// sent with it carries.
     pub(crate) ath: Option<Box<str>>,
+    /// Set by the refresher's timer when `usable_until` passes (see `refresher::arm`).
+    expired: AtomicBool,
 }
 
 impl Token {
@@ -75,6 +78,7 @@ impl Token {
             lifetime,
             scope,
             ath: (scheme == DPOP).then(|| crate::dpop::ath(access_token).into_boxed_str()),
+            expired: AtomicBool::new(false),
         })
     }
 
@@ -117,7 +121,18 @@ impl Token {
 
     /// Whether the token may still be sent at `now` (the safety margin before expiry included).
     pub(crate) fn is_usable_at(&self, now: Instant) -> bool {
-        now < self.usable_until
+        now < self.usable_until && !self.is_marked_expired()
+    }
+
+    /// Whether the timer armed when the token was published has marked it expired: the
+    /// request path's check, one relaxed load.
+    #[inline]
+    pub(crate) fn is_marked_expired(&self) -> bool {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_expired(&self) {
+        self.expired.store(true, Ordering::Relaxed);
     }
 
     /// When to withdraw the token, corrected for time the monotonic clock did not see (a

@@ -82,9 +82,11 @@
 //!
 //! # Expired tokens
 //!
-//! The refresher withdraws a token before it expires. The request path checks too, with one
-//! read of the monotonic clock: a token past its usable end is never sent, even when the
-//! refresher has not run (a starved runtime).
+//! The refresher withdraws a token before it expires. The request path checks too: a timer
+//! armed when the token was published marks it expired at its usable end, from tokio's timer
+//! driver (no task needs to run), and each request reads the mark with one relaxed load. A
+//! token past its usable end is never sent, even when the refresher has not run (a starved
+//! runtime).
 
 mod body;
 mod config;

@@ -187,8 +187,8 @@ where
         }
         match cache.load() {
             // The store holds a token until the refresher withdraws it; a starved refresher
-            // must not let it out past its time.
-            Some(token) if token.is_usable_at(Instant::now()) => auth.send(inner, request, token),
+            // must not let it out past its time: the timer marks it expired (no clock read).
+            Some(token) if !token.is_marked_expired() => auth.send(inner, request, token),
             _ => self.call_when_token(request),
         }
     }

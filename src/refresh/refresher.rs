@@ -2,7 +2,8 @@ use std::{
     fmt,
     future::{Future, IntoFuture},
     pin::{Pin, pin},
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Weak, atomic::Ordering},
+    task::{Context, Wake, Waker},
     time::{Duration, SystemTime},
 };
 
@@ -139,6 +140,8 @@ impl Task {
         let mut refresh_at: Option<Instant> = None;
         let mut failures = 0_u32;
         let mut backoff_until: Option<Instant> = None;
+        // The timer that marks the current token expired at its usable end (see `arm`).
+        let mut _alarm: Option<Pin<Box<tokio::time::Sleep>>> = None;
 
         loop {
             let mut closed = pin!(shared.close.notified());
@@ -242,7 +245,9 @@ impl Task {
                             shared = !requested,
                             "access token obtained"
                         );
-                        shared.current.store(Some(Arc::new(token)));
+                        let token = Arc::new(token);
+                        _alarm = Some(arm(&token));
+                        shared.current.store(Some(token));
                         {
                             let mut state = shared.state();
                             state.fetching = false;
@@ -354,4 +359,36 @@ async fn sleep_until_some(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// Marks `token` expired when its usable end comes, from the timer driver itself: the waker of
+/// a `Sleep` polled once here is called by the driver when the deadline passes, whether or not
+/// this task is then polled. The request path reads the mark (one relaxed load), so a starved
+/// refresher cannot let an expired token out, at no clock read per request. The returned
+/// `Sleep` must be kept: dropping it cancels the timer.
+fn arm(token: &Arc<Token>) -> Pin<Box<tokio::time::Sleep>> {
+    struct Alarm(Weak<Token>);
+
+    impl Wake for Alarm {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            if let Some(token) = self.0.upgrade() {
+                token.mark_expired();
+            }
+        }
+    }
+
+    let mut sleep = Box::pin(tokio::time::sleep_until(token.usable_until));
+    let waker = Waker::from(Arc::new(Alarm(Arc::downgrade(token))));
+    if sleep
+        .as_mut()
+        .poll(&mut Context::from_waker(&waker))
+        .is_ready()
+    {
+        token.mark_expired();
+    }
+    sleep
 }

@@ -947,15 +947,7 @@ mod tests {
         let builder = builder.http_client(tower::service_fn(|_: Request<Full<Bytes>>| async {
             Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
         }));
-        match builder.build() {
-            Ok(_) => None,
-            Err(error @ ConfigError::InvalidTiming { name, .. }) => {
-                let text = error.to_string();
-                assert!(text.contains(name) && text.contains("must be"), "{text}");
-                Some(name)
-            }
-            Err(other) => panic!("not a timing error: {other}"),
-        }
+        crate::error::refused_option(builder.build())
     }
 
     /// Every checked option builds at the limits of its range and is refused, by name, just

@@ -71,6 +71,22 @@ pub enum ConfigError {
     },
 }
 
+/// For the range tests of the builders: the option a `build()` result refused, or `None` when
+/// it built. Panics unless the refusal is a timing error whose message names the option and
+/// says what it must be.
+#[cfg(test)]
+pub(crate) fn refused_option<T>(result: Result<T, ConfigError>) -> Option<&'static str> {
+    match result {
+        Ok(_) => None,
+        Err(error @ ConfigError::InvalidTiming { name, .. }) => {
+            let text = error.to_string();
+            assert!(text.contains(name) && text.contains("must be"), "{text}");
+            Some(name)
+        }
+        Err(other) => panic!("not a timing error: {other}"),
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

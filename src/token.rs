@@ -428,6 +428,20 @@ mod tests {
 
     const IN_FLIGHT: Duration = Duration::from_millis(50);
 
+    /// The default source's full answer (skew report included) for a token response with
+    /// `expires_in` and `token`, received at `at`, 50 ms after the request was sent.
+    fn expires_in_at(expires_in: Duration, token: &str, at: SystemTime) -> Lifetime {
+        lifetime(
+            ExpirySource::ExpiresIn,
+            Some(expires_in),
+            token,
+            expires_in,
+            at,
+            IN_FLIGHT,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn lifetime_sources() {
         let token = jwt(r#"{"iat":0,"exp":120}"#);
@@ -466,43 +480,19 @@ mod tests {
         let two = Duration::from_secs(2);
         // Issued at …99.9 (0.1 s ago): iat …99, exp …01, 1 s from now, 1.05 s from the send.
         let token = floored(0.1, 2);
-        let got = lifetime(
-            ExpirySource::ExpiresIn,
-            Some(two),
-            &token,
-            two,
-            now(),
-            IN_FLIGHT,
-        )
-        .unwrap();
+        let got = expires_in_at(two, &token, now());
         assert_eq!(got.duration, Duration::from_millis(1050));
         assert_eq!(got.skew, None);
         // Issued exactly on a second: `exp` and `expires_in` agree (to the send's 50 ms).
         let token = jwt(r#"{"iat":1700000000,"exp":1700000002}"#);
-        let got = lifetime(
-            ExpirySource::ExpiresIn,
-            Some(two),
-            &token,
-            two,
-            now(),
-            IN_FLIGHT,
-        )
-        .unwrap();
+        let got = expires_in_at(two, &token, now());
         assert_eq!(got.duration, Duration::from_millis(2000));
         // A 1-second token issued at …99.7 (iat …99, exp …00): it dies 0.3 s later, and is
         // used no longer.
         let one = Duration::from_secs(1);
         let token = jwt(r#"{"iat":1699999999,"exp":1700000000}"#);
         let at = UNIX_EPOCH + Duration::from_millis(1_699_999_999_700);
-        let got = lifetime(
-            ExpirySource::ExpiresIn,
-            Some(one),
-            &token,
-            one,
-            at,
-            IN_FLIGHT,
-        )
-        .unwrap();
+        let got = expires_in_at(one, &token, at);
         let seconds = got.duration.as_secs_f64();
         assert!((seconds - 0.35).abs() < 1e-6, "{seconds}");
         assert_eq!(got.skew, None);
@@ -518,58 +508,26 @@ mod tests {
         let hour = Duration::from_secs(3600);
         // The local clock runs 30 s ahead of the server's: exp looks 30 s early.
         let token = jwt(r#"{"iat":1699999970,"exp":1700003570}"#);
-        let got = lifetime(
-            ExpirySource::ExpiresIn,
-            Some(hour),
-            &token,
-            hour,
-            now(),
-            IN_FLIGHT,
-        )
-        .unwrap();
+        let got = expires_in_at(hour, &token, now());
         assert_eq!(got.duration, hour);
         let skew = got.skew.expect("reported");
         assert!((skew + 29.95).abs() < 1e-6, "{skew}");
         // 4 s ahead is within the bound: believed.
         let token = jwt(r#"{"iat":1699999996,"exp":1700003596}"#);
-        let got = lifetime(
-            ExpirySource::ExpiresIn,
-            Some(hour),
-            &token,
-            hour,
-            now(),
-            IN_FLIGHT,
-        )
-        .unwrap();
+        let got = expires_in_at(hour, &token, now());
         assert_eq!(got.duration, Duration::from_millis(3_596_050));
         assert_eq!(got.skew, None);
         // A 2-second token whose exp is already past on our clock: a skewed clock, not a dead
         // token; expires_in holds.
         let two = Duration::from_secs(2);
         let token = jwt(r#"{"iat":1699999997,"exp":1699999999}"#);
-        let got = lifetime(
-            ExpirySource::ExpiresIn,
-            Some(two),
-            &token,
-            two,
-            now(),
-            IN_FLIGHT,
-        )
-        .unwrap();
+        let got = expires_in_at(two, &token, now());
         assert_eq!(got.duration, two);
         assert!(got.skew.is_some());
         // exp later than expires_in says (our clock behind): expires_in holds, silently
         // within the bound.
         let token = jwt(r#"{"iat":1700000000,"exp":1700000004}"#);
-        let got = lifetime(
-            ExpirySource::ExpiresIn,
-            Some(two),
-            &token,
-            two,
-            now(),
-            IN_FLIGHT,
-        )
-        .unwrap();
+        let got = expires_in_at(two, &token, now());
         assert_eq!((got.duration, got.skew), (two, None));
     }
 

@@ -209,15 +209,7 @@ mod tests {
 
     /// The option `cache` is refused for, or `None` when it is accepted.
     fn refused(cache: RedisCache) -> Option<&'static str> {
-        match cache.prepare() {
-            Ok(_) => None,
-            Err(error @ ConfigError::InvalidTiming { name, .. }) => {
-                let text = error.to_string();
-                assert!(text.contains(name) && text.contains("must be"), "{text}");
-                Some(name)
-            }
-            Err(other) => panic!("not a timing error: {other}"),
-        }
+        crate::error::refused_option(cache.prepare())
     }
 
     #[test]

@@ -273,6 +273,24 @@ impl TokenError {
     }
 }
 
+/// An error and its causes, `: `-separated, as `anyhow`'s `{:#}` prints them: what the crate
+/// logs, since an error's own `Display` leaves its cause to `source()`.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        // Bounded: a cyclic or absurdly deep chain is cut off.
+        for _ in 0..16 {
+            let Some(next) = cause else { break };
+            write!(f, ": {next}")?;
+            cause = next.source();
+        }
+        Ok(())
+    }
+}
+
 fn status_is_transient(status: StatusCode) -> bool {
     status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS
@@ -352,16 +370,12 @@ impl fmt::Display for TokenError {
             Self::ClientAssertion { reason } => {
                 write!(f, "cannot sign the client assertion: {reason}")
             }
-            Self::Transport { source } => {
-                // HTTP clients nest the cause (`client error (Connect)` → `tcp connect error` →
-                // `Connection refused`): name the innermost one, which is what a reader of a
-                // log line needs; `source()` still leads to the whole chain.
-                let mut cause: &(dyn StdError + 'static) = &**source;
-                while let Some(next) = cause.source() {
-                    cause = next;
-                }
-                write!(f, "token request failed: {cause}")
-            }
+            // The cause is `source()`'s alone: printing it here too would print it twice in
+            // every report that walks the chain (`anyhow`'s `{:#}`, `tracing` with `Chain`).
+            Self::Transport { .. } => f.write_str(
+                "token request failed: the token endpoint could not be reached or its response \
+                 not read",
+            ),
         }
     }
 }
@@ -512,5 +526,24 @@ mod tests {
         );
         let wrapped = TokenUnavailable::FetchFailed(e);
         assert!(wrapped.source().unwrap().to_string().contains("502"));
+    }
+
+    /// The API guidelines' rule: a cause is printed by whoever walks `source()`, not by the
+    /// error's own `Display`, so `anyhow`'s `{:#}` (here `Chain`) names it exactly once.
+    #[test]
+    fn transport_cause_is_printed_once_in_a_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused by peer");
+        let error = TokenError::transport(Box::new(io));
+        assert!(!error.to_string().contains("refused by peer"), "{error}");
+        assert_eq!(error.source().unwrap().to_string(), "refused by peer");
+        let chain = Chain(&error).to_string();
+        assert_eq!(chain.matches("refused by peer").count(), 1, "{chain}");
+        let wrapped = TokenUnavailable::FetchFailed(error);
+        let chain = Chain(&wrapped).to_string();
+        assert_eq!(
+            chain,
+            "no access token: the token request failed: token request failed: the token \
+             endpoint could not be reached or its response not read: refused by peer"
+        );
     }
 }

@@ -145,7 +145,8 @@ impl fmt::Display for DiscoveryError {
             Self::InvalidIssuer { issuer, reason } => {
                 write!(f, "invalid issuer `{issuer}`: {reason}")
             }
-            Self::Config(error) => write!(f, "cannot set up discovery: {error}"),
+            // The causes of `Config` and `Transport` are `source()`'s alone (see `TokenError`).
+            Self::Config(_) => f.write_str("cannot set up discovery"),
             Self::NotFound { urls, status } => write!(
                 f,
                 "no authorization server metadata at {} (last answer: HTTP {status})",
@@ -189,13 +190,11 @@ impl fmt::Display for DiscoveryError {
                     "metadata request to {url} did not complete within {after:?}"
                 )
             }
-            Self::Transport { url, source } => {
-                let mut cause: &(dyn StdError + 'static) = &**source;
-                while let Some(next) = cause.source() {
-                    cause = next;
-                }
-                write!(f, "metadata request to {url} failed: {cause}")
-            }
+            Self::Transport { url, .. } => write!(
+                f,
+                "metadata request to {url} failed: the server could not be reached or its \
+                 response not read"
+            ),
         }
     }
 }

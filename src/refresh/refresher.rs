@@ -274,7 +274,7 @@ impl Task {
                         span.record("outcome", error.kind());
                         metrics::fetch(outcome, elapsed);
                         tracing::warn!(
-                            error = %error,
+                            error = %crate::error::Chain(&error),
                             kind = error.kind(),
                             transient = error.is_transient(),
                             status = error.status().map(|s| s.as_u16()),

@@ -21,7 +21,7 @@ use crate::{
     common,
     support::{
         Recorder, SECOND, Schedule, assert_error_has_no_secret, assert_no_secret, call, chain_text,
-        refreshes_allowed,
+        display_chain, refreshes_allowed,
     },
 };
 
@@ -103,7 +103,8 @@ impl Failure {
     }
 
     fn check(&self, row: &str, error: &TokenError, tokens: &[String]) {
-        let text = error.to_string();
+        // What a report that walks `source()` prints (`anyhow`'s `{:#}`).
+        let text = display_chain(error);
         assert_eq!(error.kind(), self.kind, "[{row}] {text}");
         assert_eq!(error.is_transient(), self.transient, "[{row}] {text}");
         assert_eq!(

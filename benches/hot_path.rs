@@ -39,7 +39,6 @@ use std::{
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion};
-use ed25519_dalek::Signer;
 use http::Request;
 use http_body_util::Full;
 use std::hint::black_box;
@@ -205,17 +204,10 @@ macro_rules! with_row {
                 $body
             }
             10 => {
-                // The signer DPoP uses for ES256: ring's.
-                let rng = ring::rand::SystemRandom::new();
-                let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
-                    &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                    &rng,
-                )
-                .expect("a key");
-                let key = ring::signature::EcdsaKeyPair::from_pkcs8(
-                    &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                    pkcs8.as_ref(),
-                    &rng,
+                // The signer DPoP uses for ES256: aws-lc-rs's.
+                let rng = aws_lc_rs::rand::SystemRandom::new();
+                let key = aws_lc_rs::signature::EcdsaKeyPair::generate(
+                    &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
                 )
                 .expect("a key");
                 let mut $svc = SignThen::new(inner(), move |message: &[u8]| {
@@ -225,7 +217,8 @@ macro_rules! with_row {
                 $body
             }
             11 => {
-                let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+                let key = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&[7; 32])
+                    .expect("a key");
                 let mut $svc = SignThen::new(inner(), move |message: &[u8]| {
                     black_box(key.sign(message));
                 });

@@ -63,7 +63,14 @@
 //! # Feature flags
 //!
 //! - `rustls` (default): the built-in token-endpoint transport can reach `https` endpoints,
-//!   through hyper-util and rustls with the platform's root certificates.
+//!   through hyper-util and rustls (aws-lc-rs, or the process's default rustls provider if the
+//!   application installed one). It trusts the roots of the next three features.
+//! - `native-roots` (default): the operating system's root certificates (`SSL_CERT_FILE` and
+//!   `SSL_CERT_DIR` are honoured).
+//! - `webpki-roots`: Mozilla's roots compiled in, for images without CA files (distroless,
+//!   scratch). With `native-roots` too, both sets are trusted.
+//! - `platform-verifier`: the operating system's verifier (`rustls-platform-verifier`); it
+//!   takes precedence over the two root features.
 //! - `tonic`: [`ReplayBody`] for `tonic::body::Body`, so gRPC calls are retried after
 //!   `UNAUTHENTICATED`.
 //! - `axum`: [`ReplayBody`] for `axum::body::Body`, so that an axum handler can send the body

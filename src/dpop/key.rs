@@ -1,11 +1,16 @@
 use std::{fmt, sync::Arc};
 
+use aws_lc_rs::{
+    digest::{SHA256, digest},
+    rand::SystemRandom,
+    rsa::KeySize,
+    signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
+        RsaKeyPair,
+    },
+};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use p256::ecdsa::signature::{SignatureEncoding, Signer};
-use p256::pkcs8::DecodePrivateKey;
-use rand_core::OsRng;
-use rsa::{pkcs1::DecodeRsaPrivateKey, traits::PublicKeyParts};
-use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::error::ConfigError;
 
@@ -45,9 +50,8 @@ impl fmt::Display for DpopAlgorithm {
 /// Its public half goes, as a JWK, in the header of every proof; the authorization server binds
 /// the tokens it issues to that key's [thumbprint](Self::thumbprint) (`cnf.jkt`). Cheap to
 /// clone (the key is shared, not copied). Its `Debug` output shows the algorithm and the
-/// thumbprint, never the private key. The key is held by the RustCrypto crates (`p256`,
-/// `ed25519-dalek`, `rsa`), which wipe it when the last clone is dropped; ES256 proofs are
-/// signed by `ring`, which keeps its own copy and does not promise to wipe it.
+/// thumbprint, never the private key. The key is held by aws-lc-rs (the crate's one crypto
+/// backend), which frees it with AWS-LC's cleansing free when the last clone is dropped.
 ///
 /// ```
 /// use tower_client_credentials::{DpopAlgorithm, DpopKey};
@@ -76,15 +80,9 @@ struct KeyInner {
 }
 
 enum SigningKey {
-    Es256 {
-        /// Signs (ring's P-256 is several times faster than p256's).
-        signer: ring::signature::EcdsaKeyPair,
-        rng: ring::rand::SystemRandom,
-        /// Kept for the JWK; the private half is zeroed when dropped.
-        key: p256::ecdsa::SigningKey,
-    },
-    EdDsa(ed25519_dalek::SigningKey),
-    Rs256(Box<rsa::pkcs1v15::SigningKey<Sha256>>),
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+    Rs256(RsaKeyPair),
 }
 
 impl DpopKey {
@@ -92,21 +90,16 @@ impl DpopKey {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::InvalidClientKey`] when the random source or the RSA key generation
-    /// fails.
+    /// [`ConfigError::InvalidClientKey`] when the key generation fails.
     pub fn generate(algorithm: DpopAlgorithm) -> Result<Self, ConfigError> {
+        let failed = |_| invalid(format!("{algorithm} key generation failed"));
         let signer = match algorithm {
-            DpopAlgorithm::ES256 => SigningKey::es256(p256::ecdsa::SigningKey::random(&mut OsRng))?,
-            DpopAlgorithm::EdDSA => {
-                let mut seed = zeroize::Zeroizing::new([0_u8; 32]);
-                rand_core::RngCore::try_fill_bytes(&mut OsRng, &mut *seed)
-                    .map_err(|error| invalid(format!("no random source: {error}")))?;
-                SigningKey::EdDsa(ed25519_dalek::SigningKey::from_bytes(&seed))
-            }
+            DpopAlgorithm::ES256 => SigningKey::Es256(
+                EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(failed)?,
+            ),
+            DpopAlgorithm::EdDSA => SigningKey::EdDsa(Ed25519KeyPair::generate().map_err(failed)?),
             DpopAlgorithm::RS256 => {
-                let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048)
-                    .map_err(|error| invalid(format!("RSA key generation failed: {error}")))?;
-                SigningKey::Rs256(Box::new(rsa::pkcs1v15::SigningKey::new(key)))
+                SigningKey::Rs256(RsaKeyPair::generate(KeySize::Rsa2048).map_err(failed)?)
             }
         };
         Self::from_signer(signer)
@@ -120,44 +113,47 @@ impl DpopKey {
     /// [`ConfigError::InvalidClientKey`] when the PEM holds no key of that algorithm (an RSA
     /// key shorter than 2048 bits included). The message never contains key material.
     pub fn from_pem(algorithm: DpopAlgorithm, pem: &[u8]) -> Result<Self, ConfigError> {
-        let text = std::str::from_utf8(pem).map_err(|_| invalid("the PEM is not UTF-8"))?;
+        let parsed = pem::parse(pem).map_err(|_| invalid("no PEM block found"))?;
+        let tag = parsed.tag().to_owned();
+        let der = Zeroizing::new(parsed.into_contents());
         let wrong = |what: &str| invalid(format!("not a {algorithm} private key in {what} PEM"));
-        let signer = match algorithm {
-            DpopAlgorithm::ES256 => {
-                let key = if text.contains("BEGIN EC PRIVATE KEY") {
-                    use p256::elliptic_curve::SecretKey;
-                    SecretKey::<p256::NistP256>::from_sec1_pem(text)
-                        .map(Into::into)
-                        .map_err(|_| wrong("SEC 1"))?
-                } else {
-                    p256::ecdsa::SigningKey::from_pkcs8_pem(text).map_err(|_| wrong("PKCS#8"))?
-                };
-                SigningKey::es256(key)?
-            }
-            DpopAlgorithm::EdDSA => SigningKey::EdDsa(
-                ed25519_dalek::SigningKey::from_pkcs8_pem(text).map_err(|_| wrong("PKCS#8"))?,
+        let signer = match (algorithm, tag.as_str()) {
+            // `from_private_key_der` reads SEC 1 (RFC 5915) and PKCS#8 alike.
+            (DpopAlgorithm::ES256, "EC PRIVATE KEY" | "PRIVATE KEY") => SigningKey::Es256(
+                EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                    .map_err(|_| {
+                        wrong(if tag == "PRIVATE KEY" {
+                            "PKCS#8"
+                        } else {
+                            "SEC 1"
+                        })
+                    })?,
             ),
-            DpopAlgorithm::RS256 => {
-                let key = if text.contains("BEGIN RSA PRIVATE KEY") {
-                    rsa::RsaPrivateKey::from_pkcs1_pem(text).map_err(|_| wrong("PKCS#1"))?
-                } else {
-                    rsa::RsaPrivateKey::from_pkcs8_pem(text).map_err(|_| wrong("PKCS#8"))?
-                };
-                if key.size() < 256 {
-                    return Err(invalid(format!(
-                        "the RSA key has {} bits; DPoP needs at least 2048",
-                        key.size() * 8
-                    )));
-                }
-                SigningKey::Rs256(Box::new(rsa::pkcs1v15::SigningKey::new(key)))
+            (DpopAlgorithm::EdDSA, "PRIVATE KEY") => SigningKey::EdDsa(
+                Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|_| wrong("PKCS#8"))?,
+            ),
+            (DpopAlgorithm::RS256, "RSA PRIVATE KEY") => {
+                SigningKey::Rs256(RsaKeyPair::from_der(&der).map_err(|_| rsa_refused("PKCS#1"))?)
             }
+            (DpopAlgorithm::RS256, "PRIVATE KEY") => {
+                SigningKey::Rs256(RsaKeyPair::from_pkcs8(&der).map_err(|_| rsa_refused("PKCS#8"))?)
+            }
+            _ => return Err(wrong(&format!("a `{}`", printable(&tag)))),
         };
+        if let SigningKey::Rs256(key) = &signer
+            && key.public_modulus_len() < 256
+        {
+            return Err(invalid(format!(
+                "the RSA key has {} bits; DPoP needs at least 2048",
+                key.public_modulus_len() * 8
+            )));
+        }
         Self::from_signer(signer)
     }
 
     fn from_signer(signer: SigningKey) -> Result<Self, ConfigError> {
         let jwk = signer.public_jwk();
-        let thumbprint = URL_SAFE_NO_PAD.encode(Sha256::digest(jwk.as_bytes()));
+        let thumbprint = URL_SAFE_NO_PAD.encode(digest(&SHA256, jwk.as_bytes()));
         let header = format!(
             r#"{{"typ":"dpop+jwt","alg":"{}","jwk":{jwk}}}"#,
             signer.algorithm().as_str()
@@ -171,7 +167,8 @@ impl DpopKey {
             }),
         };
         // Sign once, so that a key that cannot sign is a configuration error.
-        key.sign(b"check");
+        key.try_sign(b"check")
+            .ok_or_else(|| invalid("the key cannot sign"))?;
         Ok(key)
     }
 
@@ -198,39 +195,38 @@ impl DpopKey {
 
     /// Signs `message` (`header.claims`), returning the raw JWS signature.
     pub(crate) fn sign(&self, message: &[u8]) -> Vec<u8> {
+        // A key that signed once at construction signs again: AWS-LC fails only on an
+        // allocation failure or a broken random source, and an empty signature is refused by
+        // the server rather than panicking here.
+        self.try_sign(message).unwrap_or_default()
+    }
+
+    fn try_sign(&self, message: &[u8]) -> Option<Vec<u8>> {
         match &self.inner.signer {
-            SigningKey::Es256 { signer, rng, key } => match signer.sign(rng, message) {
-                Ok(signature) => signature.as_ref().to_vec(),
-                // ring fails only when the system's random source does; p256 needs none.
-                Err(_) => {
-                    let signature: p256::ecdsa::Signature = key.sign(message);
-                    signature.to_vec()
-                }
-            },
-            SigningKey::EdDsa(key) => key.sign(message).to_vec(),
-            SigningKey::Rs256(key) => key.sign(message).to_vec(),
+            SigningKey::Es256(key) => key
+                .sign(&SystemRandom::new(), message)
+                .ok()
+                .map(|signature| signature.as_ref().to_vec()),
+            SigningKey::EdDsa(key) => Some(key.sign(message).as_ref().to_vec()),
+            SigningKey::Rs256(key) => {
+                let mut signature = vec![0; key.public_modulus_len()];
+                key.sign(
+                    &RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut signature,
+                )
+                .ok()
+                .map(|()| signature)
+            }
         }
     }
 }
 
 impl SigningKey {
-    fn es256(key: p256::ecdsa::SigningKey) -> Result<Self, ConfigError> {
-        let rng = ring::rand::SystemRandom::new();
-        let private = zeroize::Zeroizing::new(key.to_bytes());
-        let public = key.verifying_key().to_encoded_point(false);
-        let signer = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
-            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &private,
-            public.as_bytes(),
-            &rng,
-        )
-        .map_err(|error| invalid(format!("P-256 key rejected: {error}")))?;
-        Ok(Self::Es256 { signer, rng, key })
-    }
-
     fn algorithm(&self) -> DpopAlgorithm {
         match self {
-            Self::Es256 { .. } => DpopAlgorithm::ES256,
+            Self::Es256(_) => DpopAlgorithm::ES256,
             Self::EdDsa(_) => DpopAlgorithm::EdDSA,
             Self::Rs256(_) => DpopAlgorithm::RS256,
         }
@@ -241,26 +237,29 @@ impl SigningKey {
     /// escaping is needed.
     fn public_jwk(&self) -> String {
         match self {
-            Self::Es256 { key, .. } => {
-                let point = key.verifying_key().to_encoded_point(false);
-                let (x, y) = (point.x(), point.y());
+            Self::Es256(key) => {
+                // The uncompressed point: 0x04 ‖ x ‖ y, 32 bytes each.
+                let point = key.public_key().as_ref();
+                let (x, y) = point
+                    .get(1..)
+                    .unwrap_or_default()
+                    .split_at(32.min(point.len() / 2));
                 format!(
                     r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-                    URL_SAFE_NO_PAD.encode(x.map(|x| &x[..]).unwrap_or_default()),
-                    URL_SAFE_NO_PAD.encode(y.map(|y| &y[..]).unwrap_or_default()),
+                    URL_SAFE_NO_PAD.encode(x),
+                    URL_SAFE_NO_PAD.encode(y),
                 )
             }
             Self::EdDsa(key) => format!(
                 r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
-                URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes())
+                URL_SAFE_NO_PAD.encode(key.public_key().as_ref())
             ),
             Self::Rs256(key) => {
-                let private: &rsa::RsaPrivateKey = (**key).as_ref();
-                let public = private.to_public_key();
+                let public = key.public_key();
                 format!(
                     r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
-                    URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
-                    URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
+                    URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+                    URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
                 )
             }
         }
@@ -274,6 +273,25 @@ impl fmt::Debug for DpopKey {
             .field("thumbprint", &self.thumbprint())
             .field("private_key", &"[redacted]")
             .finish()
+    }
+}
+
+fn rsa_refused(what: &str) -> ConfigError {
+    invalid(format!(
+        "not an RS256 private key in {what} PEM, or one shorter than 2048 bits"
+    ))
+}
+
+/// A PEM label from the user's file, shown in an error only if it is a plain label.
+fn printable(label: &str) -> &str {
+    if label.len() <= 40
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b' ')
+    {
+        label
+    } else {
+        "PEM"
     }
 }
 

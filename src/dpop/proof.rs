@@ -11,7 +11,6 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::{DpopError, DpopKey};
 use crate::{layer::Origin, www_authenticate};
@@ -58,7 +57,11 @@ struct Claims<'a> {
 impl Prover {
     pub(crate) fn new(key: DpopKey) -> Self {
         let mut jti_prefix = [0_u8; 12];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut jti_prefix);
+        // `jti` only has to be unique; should the system's random source fail, a non-secret
+        // random prefix still is.
+        if aws_lc_rs::rand::fill(&mut jti_prefix).is_err() {
+            fastrand::fill(&mut jti_prefix);
+        }
         Self {
             key,
             jti_prefix,
@@ -215,7 +218,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// `base64url(SHA-256(access_token))`, the `ath` claim (RFC 9449 §4.2).
 pub(crate) fn ath(access_token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(hash)
 }
 
 /// The `DPoP-Nonce` header, when it holds a usable nonce (`1*NQCHAR`, RFC 9449 §8.1).

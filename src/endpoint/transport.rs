@@ -55,12 +55,8 @@ pub(crate) fn default_client(uri: &Uri) -> Result<HttpClient, ConfigError> {
 
 #[cfg(feature = "rustls")]
 fn https_client() -> Result<HttpClient, ConfigError> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider)
-        .map_err(|error| ConfigError::Tls {
-            reason: error.to_string(),
-        })?
+        .with_tls_config(tls_config()?)
         .https_or_http()
         .enable_http1()
         .enable_http2()
@@ -71,7 +67,92 @@ fn https_client() -> Result<HttpClient, ConfigError> {
     Ok(boxed(client))
 }
 
+/// The rustls configuration of the built-in transport: the process's default crypto provider
+/// if the application installed one (ring, a FIPS build), aws-lc-rs otherwise; the platform
+/// verifier with `platform-verifier`, else the roots of `native-roots` and `webpki-roots`
+/// together.
+#[cfg(feature = "rustls")]
+pub(crate) fn tls_config() -> Result<rustls::ClientConfig, ConfigError> {
+    use std::sync::Arc;
+
+    let tls = |reason: String| ConfigError::Tls { reason };
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| {
+            tls(format!(
+                "the crypto provider cannot do TLS 1.2 or 1.3: {error}"
+            ))
+        })?;
+
+    #[cfg(feature = "platform-verifier")]
+    {
+        let verifier = rustls_platform_verifier::Verifier::new(provider)
+            .map_err(|error| tls(format!("the platform verifier failed to start: {error}")))?;
+        Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth())
+    }
+
+    #[cfg(not(feature = "platform-verifier"))]
+    {
+        let _ = provider;
+        #[allow(unused_mut)]
+        let mut roots = rustls::RootCertStore::empty();
+        #[allow(unused_mut)]
+        let mut problems: Vec<String> = Vec::new();
+        #[cfg(feature = "native-roots")]
+        {
+            let found = rustls_native_certs::load_native_certs();
+            // Unreadable files are reported only if nothing usable was found: a system with
+            // one broken bundle among several still works.
+            problems.extend(found.errors.iter().map(ToString::to_string));
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added > 0 {
+                problems.clear();
+            }
+        }
+        #[cfg(feature = "webpki-roots")]
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if roots.is_empty() {
+            let features = if cfg!(feature = "native-roots") {
+                "no root certificate found on this system (`native-roots`); in an image \
+                 without CA files, enable the `webpki-roots` feature"
+            } else {
+                "no root certificates: enable `native-roots`, `webpki-roots` or \
+                 `platform-verifier`, or pass your own client with `http_client`"
+            };
+            let mut reason = features.to_owned();
+            if let Some(first) = problems.first() {
+                reason.push_str(&format!(" ({first})"));
+            }
+            return Err(tls(reason));
+        }
+        Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    }
+}
+
 #[cfg(not(feature = "rustls"))]
 fn https_client() -> Result<HttpClient, ConfigError> {
     Err(ConfigError::NoTlsTransport)
+}
+
+#[cfg(all(test, feature = "rustls"))]
+mod tests {
+    use super::*;
+
+    /// The configuration the default features build trusts something: a machine without any
+    /// root would fail every `https` token request.
+    #[test]
+    fn the_built_in_tls_configuration_builds() {
+        let config = tls_config().expect("a TLS configuration");
+        assert!(
+            config.alpn_protocols.is_empty(),
+            "hyper-rustls sets ALPN itself"
+        );
+        default_client(&"https://127.0.0.1/token".parse().unwrap()).expect("an https client");
+    }
 }

@@ -16,7 +16,6 @@
 //! ```
 
 use http::Uri;
-use sha2::{Digest, Sha256};
 
 use crate::endpoint::{AuthMethod, Parameters};
 
@@ -76,15 +75,17 @@ impl KeyMaterial {
 
     /// SHA-256 over the derivation version and every field, each length-prefixed.
     pub(crate) fn digest(&self) -> [u8; 32] {
-        let mut hash = Sha256::new();
+        let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         hash.update(DERIVATION);
         for (name, value) in &self.fields {
             for part in [name.as_bytes(), value.as_bytes()] {
-                hash.update((part.len() as u64).to_be_bytes());
+                hash.update(&(part.len() as u64).to_be_bytes());
                 hash.update(part);
             }
         }
-        hash.finalize().into()
+        let mut out = [0_u8; 32];
+        out.copy_from_slice(hash.finish().as_ref());
+        out
     }
 
     /// `prefix` followed by the digest in lowercase hex.

@@ -8,7 +8,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use aes_gcm::aead::{OsRng, rand_core::RngCore};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
@@ -374,7 +373,11 @@ impl SharedSource {
 /// 128 random bits in hex: only the lease holder knows them, so only it can release the lease.
 fn lease_token() -> String {
     let mut bytes = [0_u8; 16];
-    OsRng.fill_bytes(&mut bytes);
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // Without the system's random source, fastrand's: unguessable enough to tell lease
+        // holders apart, which is all the token guards against (it is no credential).
+        fastrand::fill(&mut bytes);
+    }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -15,10 +15,9 @@
 
 use std::{borrow::Cow, fmt, time::Duration};
 
-use aes_gcm::{
-    Aes256Gcm, KeyInit, Nonce,
-    aead::{Aead, OsRng, Payload, rand_core::RngCore},
-};
+use std::sync::Arc;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -124,14 +123,18 @@ impl std::error::Error for ValueError {}
 #[derive(Clone)]
 pub(crate) struct Sealing {
     id: u8,
-    cipher: Aes256Gcm,
+    /// "Less safe" only in that the caller picks the nonces: a fresh random 96-bit one per
+    /// value, well inside the birthday bound for the handful of values a key ever seals.
+    cipher: Arc<LessSafeKey>,
 }
 
 impl Sealing {
     pub(crate) fn new(id: u8, key: &[u8; 32]) -> Self {
+        // A 32-byte key is exactly what AES-256-GCM takes, so this cannot fail.
+        let key = UnboundKey::new(&AES_256_GCM, key).expect("an AES-256 key is 32 bytes");
         Self {
             id,
-            cipher: Aes256Gcm::new(key.into()),
+            cipher: Arc::new(LessSafeKey::new(key)),
         }
     }
 
@@ -176,24 +179,27 @@ impl Codec {
             }
             Some(sealing) => {
                 let mut nonce = [0_u8; NONCE_LEN];
-                OsRng.fill_bytes(&mut nonce);
                 let header = [SEALED, sealing.id];
                 let aad = aad(&header, key);
-                // AES-GCM encryption fails only for messages beyond 64 GiB.
-                let sealed = sealing
-                    .cipher
-                    .encrypt(
-                        &Nonce::from(nonce),
-                        Payload {
-                            msg: &json,
-                            aad: &aad,
-                        },
-                    )
-                    .unwrap_or_default();
+                let mut sealed = Zeroizing::new(Vec::with_capacity(json.len() + TAG_LEN));
+                sealed.extend_from_slice(&json);
+                // Sealing fails only when the random source does, or for messages beyond
+                // 64 GiB: the value is then empty, which every reader takes as a miss.
+                let sealed_ok = aws_lc_rs::rand::fill(&mut nonce).is_ok()
+                    && sealing
+                        .cipher
+                        .seal_in_place_append_tag(
+                            Nonce::assume_unique_for_key(nonce),
+                            Aad::from(&aad[..]),
+                            &mut *sealed,
+                        )
+                        .is_ok();
                 let mut value = Zeroizing::new(Vec::with_capacity(2 + NONCE_LEN + sealed.len()));
-                value.extend_from_slice(&header);
-                value.extend_from_slice(&nonce);
-                value.extend_from_slice(&sealed);
+                if sealed_ok {
+                    value.extend_from_slice(&header);
+                    value.extend_from_slice(&nonce);
+                    value.extend_from_slice(&sealed);
+                }
                 value
             }
         }
@@ -220,19 +226,16 @@ impl Codec {
                 let (nonce, sealed) = rest.split_at(NONCE_LEN);
                 let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| ValueError::Truncated)?;
                 let aad = aad(&[SEALED, id], key);
-                let json = Zeroizing::new(
-                    sealing
-                        .cipher
-                        .decrypt(
-                            &Nonce::from(nonce),
-                            Payload {
-                                msg: sealed,
-                                aad: &aad,
-                            },
-                        )
-                        .map_err(|_| ValueError::Decrypt)?,
-                );
-                parse(&json)
+                let mut buffer = Zeroizing::new(sealed.to_vec());
+                let json = sealing
+                    .cipher
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(&aad[..]),
+                        &mut buffer[..],
+                    )
+                    .map_err(|_| ValueError::Decrypt)?;
+                parse(json)
             }
             (other, _) => Err(ValueError::UnknownFormat(other)),
         }

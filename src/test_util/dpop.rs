@@ -43,7 +43,6 @@ use jsonwebtoken::{
     jwk::{AlgorithmParameters, EllipticCurve, Jwk, ThumbprintHash},
 };
 use serde_json::{Map, Value};
-use sha2::{Digest as _, Sha256};
 
 /// The `DPoP` request header, which carries the proof ([RFC 9449 §4.1]).
 ///
@@ -231,7 +230,10 @@ pub fn proof_header(headers: &HeaderMap) -> Result<&str, ProofError> {
 
 /// `base64url(SHA-256(access_token))`, the `ath` claim of a proof sent with `access_token`.
 pub fn access_token_hash(access_token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))
+    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        access_token.as_bytes(),
+    ))
 }
 
 /// Checks a DPoP proof as [RFC 9449 §4.3] says a server does, for a request with `method` to

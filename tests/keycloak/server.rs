@@ -433,8 +433,12 @@ struct PublicKeys {
 
 /// A P-256 and a 2048-bit RSA key pair, made for this run.
 fn generate_keys() -> (ClientKeys, PublicKeys) {
-    use p256::{elliptic_curve::sec1::ToEncodedPoint as _, pkcs8::EncodePrivateKey as _};
-    use rsa::traits::PublicKeyParts as _;
+    use aws_lc_rs::{
+        encoding::{AsDer as _, Pkcs8V1Der},
+        rsa::KeySize,
+        signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, RsaKeyPair},
+    };
+    let pkcs8_pem = |der: &[u8]| pem::encode(&pem::Pem::new("PRIVATE KEY", der.to_vec()));
 
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -442,28 +446,29 @@ fn generate_keys() -> (ClientKeys, PublicKeys) {
         .as_secs();
     let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
 
-    let ec = p256::SecretKey::random(&mut rand_core::OsRng);
-    let point = ec.public_key().to_encoded_point(false);
+    let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("P-256 key");
+    // The uncompressed point: 0x04 ‖ x ‖ y.
+    let point = ec.public_key().as_ref();
     let es256_kid = format!("tcc-es256-{stamp}");
     let es256_public = serde_json::json!({
         "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": es256_kid,
-        "x": b64(point.x().expect("x")), "y": b64(point.y().expect("y")),
+        "x": b64(&point[1..33]), "y": b64(&point[33..65]),
     });
-    let pem = ec
-        .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
-        .expect("PKCS#8");
+    let pem = pkcs8_pem(ec.to_pkcs8v1().expect("PKCS#8").as_ref());
     let es256 = ClientKey::from_pem(SigningAlgorithm::ES256, pem.as_bytes())
         .expect("ES256 key")
         .with_key_id(es256_kid);
 
-    let rsa = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).expect("RSA key");
+    let rsa = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key");
     let rs256_kid = format!("tcc-rs256-{stamp}");
+    let public = rsa.public_key();
     let rs256_public = serde_json::json!({
         "kty": "RSA", "use": "sig", "alg": "RS256", "kid": rs256_kid,
-        "n": b64(&rsa.n().to_bytes_be()), "e": b64(&rsa.e().to_bytes_be()),
+        "n": b64(public.modulus().big_endian_without_leading_zero()),
+        "e": b64(public.exponent().big_endian_without_leading_zero()),
     });
-    let pem = rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&rsa, rsa::pkcs8::LineEnding::LF)
-        .expect("PKCS#8");
+    let der: Pkcs8V1Der<'_> = rsa.as_der().expect("PKCS#8");
+    let pem = pkcs8_pem(der.as_ref());
     let rs256 = ClientKey::from_pem(SigningAlgorithm::RS256, pem.as_bytes())
         .expect("RS256 key")
         .with_key_id(rs256_kid);

@@ -109,7 +109,8 @@ pub use crate::{
     },
     error::{BoxError, ConfigError, TokenError, TokenUnavailable},
     layer::{
-        BearerAuth, BearerAuthLayer, Origin, RecordedBody, Replay, ReplayBody, ResponseFuture,
+        BearerAuth, BearerAuthLayer, Error as BearerAuthError, Origin, RecordedBody, Replay,
+        ReplayBody, ResponseFuture,
     },
     refresh::{Refresher, TokenHandle, TokenStatus},
     token::{ExpirySource, Token},

@@ -16,10 +16,9 @@ use smallvec::SmallVec;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::{Origin, Replay, config::Config};
+use super::{Error, Origin, Replay, config::Config};
 use crate::{
     dpop::{self, Challenge, DpopError},
-    error::BoxError,
     refresh::{Refusal, Shared, TokenHandle},
     token::Token,
     www_authenticate,
@@ -139,11 +138,11 @@ impl<S, B> Retry<S, B> {
     pub(crate) fn into_retry<ResBody>(
         self,
         first: Response<ResBody>,
-    ) -> Result<BoxFuture<Result<Response<ResBody>, BoxError>>, Response<ResBody>>
+    ) -> Result<BoxFuture<Result<Response<ResBody>, Error<S::Error>>>, Response<ResBody>>
     where
         S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
+        S::Error: Send + 'static,
         B: Send + 'static,
         ResBody: Send + 'static,
     {
@@ -232,7 +231,7 @@ impl<S, B> Retry<S, B> {
             );
             crate::metrics::retried();
             let uri = request.uri().clone();
-            let response = service.oneshot(request).await.map_err(Into::into)?;
+            let response = service.oneshot(request).await.map_err(Error::Inner)?;
             // The retry's answer teaches what the first one would have: a nonce, and whether
             // the new token is accepted (or refused too, which the refusal backoff counts).
             if inspect(shared, &uri, &dpop, token.generation, &config, &response)

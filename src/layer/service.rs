@@ -13,13 +13,12 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
-    Origin, ReplayBody,
+    Error, Origin, ReplayBody,
     config::Config,
     future::ResponseFuture,
     retry::{DpopBase, Retry, authorize},
 };
 use crate::{
-    error::BoxError,
     refresh::{Shared, TokenHandle},
     token::Token,
 };
@@ -164,16 +163,16 @@ impl<S, B, ResBody> Service<Request<B>> for BearerAuth<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
+    S::Error: Send + 'static,
     B: ReplayBody + Send + 'static,
     ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
-    type Error = BoxError;
+    type Error = Error<S::Error>;
     type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
@@ -216,7 +215,7 @@ impl Authorizer {
     where
         S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
+        S::Error: Send + 'static,
         B: ReplayBody + Send + 'static,
         ResBody: Send + 'static,
     {
@@ -257,7 +256,7 @@ impl<S> BearerAuth<S> {
     where
         S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
+        S::Error: Send + 'static,
         B: ReplayBody + Send + 'static,
         ResBody: Send + 'static,
     {
@@ -276,7 +275,7 @@ impl<S> BearerAuth<S> {
                         error = %error,
                         "request failed waiting for an access token"
                     );
-                    return Err(BoxError::from(error));
+                    return Err(Error::TokenUnavailable(error));
                 }
             };
             tracing::trace!(

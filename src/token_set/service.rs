@@ -9,10 +9,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::TokenSet;
-use crate::{
-    error::BoxError,
-    layer::{BearerAuth, Config, Origin, ReplayBody, ResponseFuture},
-};
+use crate::layer::{BearerAuth, Config, Error, Origin, ReplayBody, ResponseFuture};
 
 /// Middleware that authorizes each request with the token of the key its route picks.
 ///
@@ -119,23 +116,23 @@ impl<S, B, ResBody> Service<Request<B>> for TokenSetAuth<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
+    S::Error: Send + 'static,
     B: ReplayBody + Send + 'static,
     ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
-    type Error = BoxError;
+    type Error = Error<S::Error>;
     type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let handle = match self.set.handle_for(&request) {
             Some(Ok(handle)) => handle,
             Some(Err(error)) => {
-                return ResponseFuture::failed(error);
+                return ResponseFuture::failed(Error::TokenKey(error));
             }
             None => {
                 tracing::debug!(

@@ -10,7 +10,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -24,6 +24,7 @@ use tokio::{sync::Notify, task::JoinSet};
 use tower::{Layer, ServiceExt, service_fn};
 use tower_client_credentials::{
     BearerAuthLayer, BoxError,
+    layer::default_unauthorized,
     test_util::{BoxBody, MockApi, RejectReason, TRAILERS_HEADER},
 };
 
@@ -234,6 +235,41 @@ async fn retry_can_be_switched_off() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(api.requests(), 1);
     assert_eq!(auth.token_requests(), 1);
+}
+
+/// `unauthorized_if` takes a closure that captures: here a counter, then a switch.
+#[tokio::test(start_paused = true)]
+async fn unauthorized_if_takes_a_capturing_closure() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    auth.revoke_all();
+
+    // Asked about every response; calls none a refusal, so the 401 comes back as it is.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    let never = BearerAuthLayer::new(handle.clone())
+        .unauthorized_if(move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            false
+        })
+        .layer(api.service());
+    let (status, _) = send(&never, request("x")).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert_eq!((api.requests(), auth.token_requests()), (1, 1));
+
+    // The same rule as the default while the switch is on: refused, replaced, retried.
+    let strict = Arc::new(AtomicBool::new(true));
+    let switch = Arc::clone(&strict);
+    let service = BearerAuthLayer::new(handle)
+        .unauthorized_if(move |status, headers| {
+            switch.load(Ordering::SeqCst) && default_unauthorized(status, headers)
+        })
+        .layer(api.service());
+    let (status, _) = send(&service, request("x")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((api.requests(), auth.token_requests()), (3, 2));
 }
 
 /// A refused request that waits for a new token and gets none within `max_wait` fails as a

@@ -80,10 +80,36 @@ impl BearerAuthLayer {
         self
     }
 
-    /// Decides which responses mean "the token was refused". Default: status 401, or a
+    /// Decides which responses mean "the token was refused", from their status and headers.
+    /// Default: [`default_unauthorized`](super::default_unauthorized), status 401 or a
     /// `grpc-status: 16` (UNAUTHENTICATED) header.
-    pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
-        self.config.is_unauthorized = predicate;
+    ///
+    /// `rule` may capture what it needs (a per-API rule, a metrics handle): it is put behind
+    /// an `Arc` once, here, and shared by every service and request of the layer. A plain `fn`
+    /// works as before.
+    ///
+    /// ```
+    /// # fn f(tokens: tower_client_credentials::TokenHandle) {
+    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    /// use http::StatusCode;
+    /// use tower_client_credentials::BearerAuthLayer;
+    ///
+    /// let refusals = Arc::new(AtomicU64::new(0));
+    /// let counted = Arc::clone(&refusals);
+    /// let layer = BearerAuthLayer::new(tokens).unauthorized_if(move |status, _| {
+    ///     let refused = status == StatusCode::UNAUTHORIZED;
+    ///     if refused {
+    ///         counted.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    ///     refused
+    /// });
+    /// # }
+    /// ```
+    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    {
+        self.config.unauthorized_if = Some(Arc::new(rule));
         self
     }
 }
@@ -95,7 +121,7 @@ impl<S> Layer<S> for BearerAuthLayer {
         BearerAuth::from_parts(
             inner,
             self.handle.clone(),
-            self.config,
+            self.config.clone(),
             self.origins.clone(),
             self.dpop_origin.clone(),
         )

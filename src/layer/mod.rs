@@ -106,6 +106,7 @@ mod retry;
 mod service;
 
 pub(crate) use self::config::Config;
+pub use self::config::default_unauthorized;
 pub use self::{
     body::{RecordedBody, Replay, ReplayBody},
     error::Error,

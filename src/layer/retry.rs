@@ -258,7 +258,7 @@ fn inspect<ResBody>(
     if let (DpopBase::Proof(base), Some(prover)) = (dpop, &shared.dpop) {
         prover.learn_api_nonce(uri, base.as_deref(), response.headers());
     }
-    let refused = (config.is_unauthorized)(response.status(), response.headers());
+    let refused = config.is_unauthorized(response.status(), response.headers());
     if !refused && !response.status().is_server_error() {
         shared.accepted(generation);
     }

@@ -122,8 +122,11 @@ impl<S> BearerAuth<S> {
     }
 
     /// See [`BearerAuthLayer::unauthorized_if`](super::BearerAuthLayer::unauthorized_if).
-    pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
-        self.auth.config.is_unauthorized = predicate;
+    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    {
+        self.auth.config.unauthorized_if = Some(Arc::new(rule));
         self
     }
 
@@ -236,7 +239,7 @@ impl Authorizer {
             inner.clone(),
             self.handle.clone(),
             token.generation,
-            self.config,
+            self.config.clone(),
             if dpop {
                 DpopBase::Proof(self.dpop_origin.clone())
             } else {

@@ -57,9 +57,13 @@ impl TokenSetLayer {
     }
 
     /// Decides which responses mean "the token was refused". Default: status 401, or a
-    /// `grpc-status: 16` (UNAUTHENTICATED) header.
-    pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
-        self.config.is_unauthorized = predicate;
+    /// `grpc-status: 16` (UNAUTHENTICATED) header. See
+    /// [`BearerAuthLayer::unauthorized_if`](crate::BearerAuthLayer::unauthorized_if).
+    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    {
+        self.config.unauthorized_if = Some(Arc::new(rule));
         self
     }
 }
@@ -71,7 +75,7 @@ impl<S> Layer<S> for TokenSetLayer {
         TokenSetAuth::from_parts(
             inner,
             self.set.clone(),
-            self.config,
+            self.config.clone(),
             self.dpop_origin.clone(),
         )
     }

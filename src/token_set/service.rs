@@ -75,8 +75,11 @@ impl<S> TokenSetAuth<S> {
     }
 
     /// See [`TokenSetLayer::unauthorized_if`](super::TokenSetLayer::unauthorized_if).
-    pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
-        self.config.is_unauthorized = predicate;
+    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    {
+        self.config.unauthorized_if = Some(Arc::new(rule));
         self
     }
 
@@ -145,7 +148,13 @@ where
         // The service driven to readiness goes to the key's `BearerAuth`; a clone stays.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        BearerAuth::from_parts(inner, handle, self.config, None, self.dpop_origin.clone())
-            .call(request)
+        BearerAuth::from_parts(
+            inner,
+            handle,
+            self.config.clone(),
+            None,
+            self.dpop_origin.clone(),
+        )
+        .call(request)
     }
 }

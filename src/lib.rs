@@ -109,8 +109,8 @@ pub use crate::{
     },
     error::{BoxError, ConfigError, TokenError, TokenUnavailable},
     layer::{
-        BearerAuth, BearerAuthLayer, Error as BearerAuthError, Origin, RecordedBody, Replay,
-        ReplayBody, ResponseFuture,
+        BearerAuth, BearerAuthLayer, Error as BearerAuthError, NoReplay, Origin, RecordedBody,
+        Replay, ReplayBodies, ReplayBody, ReplayPolicy, ResponseFuture,
     },
     refresh::{Refresher, TokenHandle, TokenStatus},
     token::{ExpirySource, Token},

@@ -3,16 +3,20 @@ use std::{sync::Arc, time::Duration};
 use http::{HeaderMap, StatusCode};
 use tower_layer::Layer;
 
-use super::{BearerAuth, Config, Origin};
+use super::{BearerAuth, Config, Origin, ReplayBodies};
 use crate::refresh::TokenHandle;
 
 /// Applies [`BearerAuth`] to a service. See the [`layer` module documentation](crate::layer) for what it does.
+///
+/// `P` is the [replay policy](super::ReplayPolicy) for request bodies, set with
+/// [`replay_policy`](Self::replay_policy).
 #[derive(Debug, Clone)]
-pub struct BearerAuthLayer {
+pub struct BearerAuthLayer<P = ReplayBodies> {
     handle: TokenHandle,
     config: Config,
     origins: Option<Arc<[Origin]>>,
     dpop_origin: Option<Arc<Origin>>,
+    replay: P,
 }
 
 impl BearerAuthLayer {
@@ -24,6 +28,24 @@ impl BearerAuthLayer {
             config,
             origins: None,
             dpop_origin: None,
+            replay: ReplayBodies,
+        }
+    }
+}
+
+impl<P> BearerAuthLayer<P> {
+    /// How request bodies are kept for the retry after a refusal. Default:
+    /// [`ReplayBodies`], which asks the body type ([`ReplayBody`](super::ReplayBody)).
+    /// [`NoReplay`](super::NoReplay) takes any body type and never retries; a closure
+    /// `Fn(B, usize) -> (B, Replay<B>)` decides for a body type of your own choosing. See
+    /// [`ReplayPolicy`](super::ReplayPolicy).
+    pub fn replay_policy<Q>(self, policy: Q) -> BearerAuthLayer<Q> {
+        BearerAuthLayer {
+            handle: self.handle,
+            config: self.config,
+            origins: self.origins,
+            dpop_origin: self.dpop_origin,
+            replay: policy,
         }
     }
 
@@ -114,8 +136,8 @@ impl BearerAuthLayer {
     }
 }
 
-impl<S> Layer<S> for BearerAuthLayer {
-    type Service = BearerAuth<S>;
+impl<S, P: Clone> Layer<S> for BearerAuthLayer<P> {
+    type Service = BearerAuth<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         BearerAuth::from_parts(
@@ -124,6 +146,7 @@ impl<S> Layer<S> for BearerAuthLayer {
             self.config.clone(),
             self.origins.clone(),
             self.dpop_origin.clone(),
+            self.replay.clone(),
         )
     }
 }

@@ -32,7 +32,7 @@
 //! clones its prebuilt header value (a reference-count increment) into the request and calls
 //! the inner service. With [`retry_unauthorized`](BearerAuthLayer::retry_unauthorized) on, it
 //! also keeps a copy of the method, URI, headers and extensions, a clone of the inner service
-//! and a [replayable](ReplayBody) body for the retry.
+//! and the body's replay for the retry, as the layer's [replay policy](ReplayPolicy) says.
 //!
 //! With no valid token, the request waits for the token request in flight (there is at most
 //! one), for at most [`max_wait`](BearerAuthLayer::max_wait), then goes out through the inner
@@ -108,7 +108,7 @@ mod service;
 pub(crate) use self::config::Config;
 pub use self::config::default_unauthorized;
 pub use self::{
-    body::{RecordedBody, Replay, ReplayBody},
+    body::{NoReplay, RecordedBody, Replay, ReplayBodies, ReplayBody, ReplayPolicy},
     error::Error,
     future::ResponseFuture,
     layer::BearerAuthLayer,

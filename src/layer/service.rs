@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
-    Error, Origin, ReplayBody,
+    Error, Origin, Replay, ReplayBodies, ReplayPolicy,
     config::Config,
     future::ResponseFuture,
     retry::{DpopBase, Retry, authorize},
@@ -42,41 +42,46 @@ type TokenCache = Cache<Store, Option<Arc<Token>>>;
 /// Middleware that authorizes requests with a client-credentials access token.
 ///
 /// Made by [`BearerAuthLayer`](super::BearerAuthLayer) or [`BearerAuth::new`]. See the
-/// [`layer` module documentation](crate::layer) for what it does.
+/// [`layer` module documentation](crate::layer) for what it does. `P` is the
+/// [replay policy](super::ReplayPolicy) for request bodies.
 #[derive(Clone)]
-pub struct BearerAuth<S> {
+pub struct BearerAuth<S, P = ReplayBodies> {
     inner: S,
     cache: TokenCache,
-    auth: Authorizer,
+    auth: Authorizer<P>,
 }
 
 /// Everything but the inner service and the token cache: what a request needs to be sent.
 #[derive(Clone)]
-struct Authorizer {
+struct Authorizer<P> {
     handle: TokenHandle,
     config: Config,
     origins: Option<Arc<[Origin]>>,
     dpop_origin: Option<Arc<Origin>>,
+    replay: P,
 }
 
 impl<S> BearerAuth<S> {
     /// Wraps `inner`, authorizing its requests with `handle`'s token.
     pub fn new(inner: S, handle: TokenHandle) -> Self {
         let config = Config::new(&handle);
-        Self::from_parts(inner, handle, config, None, None)
+        Self::from_parts(inner, handle, config, None, None, ReplayBodies)
     }
 
     /// A [`BearerAuthLayer`](super::BearerAuthLayer) for this middleware.
     pub fn layer(handle: TokenHandle) -> super::BearerAuthLayer {
         super::BearerAuthLayer::new(handle)
     }
+}
 
+impl<S, P> BearerAuth<S, P> {
     pub(crate) fn from_parts(
         inner: S,
         handle: TokenHandle,
         config: Config,
         origins: Option<Arc<[Origin]>>,
         dpop_origin: Option<Arc<Origin>>,
+        replay: P,
     ) -> Self {
         let cache = Cache::new(Store(handle.shared_arc()));
         Self {
@@ -87,6 +92,29 @@ impl<S> BearerAuth<S> {
                 config,
                 origins,
                 dpop_origin,
+                replay,
+            },
+        }
+    }
+
+    /// See [`BearerAuthLayer::replay_policy`](super::BearerAuthLayer::replay_policy).
+    pub fn replay_policy<Q>(self, policy: Q) -> BearerAuth<S, Q> {
+        let Authorizer {
+            handle,
+            config,
+            origins,
+            dpop_origin,
+            replay: _,
+        } = self.auth;
+        BearerAuth {
+            inner: self.inner,
+            cache: self.cache,
+            auth: Authorizer {
+                handle,
+                config,
+                origins,
+                dpop_origin,
+                replay: policy,
             },
         }
     }
@@ -151,23 +179,35 @@ impl<S> BearerAuth<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for BearerAuth<S> {
+impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for BearerAuth<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuth")
             .field("inner", &self.inner)
             .field("config", &self.auth.config)
             .field("origins", &self.auth.origins)
             .field("dpop_origin", &self.auth.dpop_origin)
+            .field("replay", &self.auth.replay)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, B, ResBody> Service<Request<B>> for BearerAuth<S>
+/// What each bound is for:
+///
+/// - `S: Clone`: a request that waits for a token is sent through the service `poll_ready`
+///   made ready, and a clone stays behind for the next request; a retry sends through a clone.
+/// - `Send + 'static` on `S`, `S::Future`, `S::Error`, `B` and `ResBody`: those two rare paths
+///   (waiting for a token, retrying after a refusal) are boxed `Send` futures, so that the
+///   response future stays small and `Send` on the common path.
+/// - `P: ReplayPolicy<B>`: how the body is kept for the retry. The default policy asks
+///   `B: ReplayBody`; [`NoReplay`](super::NoReplay) asks nothing of `B`.
+/// - Nothing of `S::Error`: it comes back as [`Error::Inner`], typed.
+impl<S, P, B, ResBody> Service<Request<B>> for BearerAuth<S, P>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: ReplayBody + Send + 'static,
+    P: ReplayPolicy<B> + Clone + Send + 'static,
+    B: Send + 'static,
     ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
@@ -196,7 +236,7 @@ where
     }
 }
 
-impl Authorizer {
+impl<P> Authorizer<P> {
     /// Whether the token may go with a request to `uri`.
     fn authorizes(&self, uri: &http::Uri) -> bool {
         match &self.origins {
@@ -219,7 +259,8 @@ impl Authorizer {
         S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Send + 'static,
-        B: ReplayBody + Send + 'static,
+        P: ReplayPolicy<B>,
+        B: Send + 'static,
         ResBody: Send + 'static,
     {
         let shared = self.handle.shared();
@@ -232,7 +273,12 @@ impl Authorizer {
             return ResponseFuture::direct(inner.call(request));
         }
         let (parts, body) = request.into_parts();
-        let (body, replay) = body.into_replay(self.config.replay_limit);
+        // Without retries (a DPoP request's answer is still looked at), nothing to keep.
+        let (body, replay) = if self.config.retry {
+            self.replay.replay(body, self.config.replay_limit)
+        } else {
+            (body, Replay::none())
+        };
         let retry = Retry::new(
             &parts,
             replay,
@@ -250,7 +296,7 @@ impl Authorizer {
     }
 }
 
-impl<S> BearerAuth<S> {
+impl<S, P> BearerAuth<S, P> {
     /// The slow path: no valid token. The service that `poll_ready` made ready goes with the
     /// request (a clone, not yet ready, stays behind, as `tower::buffer` and tower-http's
     /// `FollowRedirect` do), so that a concurrency limit's permit or a buffer slot it reserved
@@ -260,7 +306,8 @@ impl<S> BearerAuth<S> {
         S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Send + 'static,
-        B: ReplayBody + Send + 'static,
+        P: ReplayPolicy<B> + Clone + Send + 'static,
+        B: Send + 'static,
         ResBody: Send + 'static,
     {
         let clone = self.inner.clone();

@@ -4,16 +4,18 @@ use http::{HeaderMap, StatusCode};
 use tower_layer::Layer;
 
 use super::{TokenSet, TokenSetAuth};
-use crate::layer::{Config, Origin};
+use crate::layer::{Config, Origin, ReplayBodies};
 
 /// Applies [`TokenSetAuth`] to a service: each request gets the token of the
 /// [`TokenKey`](super::TokenKey) its route picks, or none. See the
-/// [module documentation](super).
+/// [module documentation](super). `P` is the [replay policy](crate::ReplayPolicy) for request
+/// bodies.
 #[derive(Debug, Clone)]
-pub struct TokenSetLayer {
+pub struct TokenSetLayer<P = ReplayBodies> {
     set: TokenSet,
     config: Config,
     dpop_origin: Option<Arc<Origin>>,
+    replay: P,
 }
 
 impl TokenSetLayer {
@@ -24,6 +26,20 @@ impl TokenSetLayer {
             set,
             config,
             dpop_origin: None,
+            replay: ReplayBodies,
+        }
+    }
+}
+
+impl<P> TokenSetLayer<P> {
+    /// How request bodies are kept for the retry. Default: [`ReplayBodies`]. See
+    /// [`BearerAuthLayer::replay_policy`](crate::BearerAuthLayer::replay_policy).
+    pub fn replay_policy<Q>(self, policy: Q) -> TokenSetLayer<Q> {
+        TokenSetLayer {
+            set: self.set,
+            config: self.config,
+            dpop_origin: self.dpop_origin,
+            replay: policy,
         }
     }
 
@@ -68,8 +84,8 @@ impl TokenSetLayer {
     }
 }
 
-impl<S> Layer<S> for TokenSetLayer {
-    type Service = TokenSetAuth<S>;
+impl<S, P: Clone> Layer<S> for TokenSetLayer<P> {
+    type Service = TokenSetAuth<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         TokenSetAuth::from_parts(
@@ -77,6 +93,7 @@ impl<S> Layer<S> for TokenSetLayer {
             self.set.clone(),
             self.config.clone(),
             self.dpop_origin.clone(),
+            self.replay.clone(),
         )
     }
 }

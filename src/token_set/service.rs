@@ -9,44 +9,62 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::TokenSet;
-use crate::layer::{BearerAuth, Config, Error, Origin, ReplayBody, ResponseFuture};
+use crate::layer::{BearerAuth, Config, Error, Origin, ReplayBodies, ReplayPolicy, ResponseFuture};
 
 /// Middleware that authorizes each request with the token of the key its route picks.
 ///
 /// Made by [`TokenSetLayer`](super::TokenSetLayer) or [`TokenSetAuth::new`]. Once the key is
 /// chosen it behaves exactly like [`BearerAuth`] with that key's token: waiting for the token,
 /// retrying once after a 401. See the [module documentation](super).
+///
+/// `P` is the [replay policy](crate::ReplayPolicy) for request bodies.
 #[derive(Clone)]
-pub struct TokenSetAuth<S> {
+pub struct TokenSetAuth<S, P = ReplayBodies> {
     inner: S,
     set: TokenSet,
     config: Config,
     dpop_origin: Option<Arc<Origin>>,
+    replay: P,
 }
 
 impl<S> TokenSetAuth<S> {
     /// Wraps `inner`, authorizing its requests with the tokens of `set`.
     pub fn new(inner: S, set: TokenSet) -> Self {
         let config = Config::with_max_wait(set.max_wait());
-        Self::from_parts(inner, set, config, None)
+        Self::from_parts(inner, set, config, None, ReplayBodies)
     }
 
     /// A [`TokenSetLayer`](super::TokenSetLayer) for this middleware.
     pub fn layer(set: TokenSet) -> super::TokenSetLayer {
         super::TokenSetLayer::new(set)
     }
+}
 
+impl<S, P> TokenSetAuth<S, P> {
     pub(crate) fn from_parts(
         inner: S,
         set: TokenSet,
         config: Config,
         dpop_origin: Option<Arc<Origin>>,
+        replay: P,
     ) -> Self {
         Self {
             inner,
             set,
             config,
             dpop_origin,
+            replay,
+        }
+    }
+
+    /// See [`TokenSetLayer::replay_policy`](super::TokenSetLayer::replay_policy).
+    pub fn replay_policy<Q>(self, policy: Q) -> TokenSetAuth<S, Q> {
+        TokenSetAuth {
+            inner: self.inner,
+            set: self.set,
+            config: self.config,
+            dpop_origin: self.dpop_origin,
+            replay: policy,
         }
     }
 
@@ -104,23 +122,27 @@ impl<S> TokenSetAuth<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for TokenSetAuth<S> {
+impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for TokenSetAuth<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSetAuth")
             .field("inner", &self.inner)
             .field("set", &self.set)
             .field("config", &self.config)
             .field("dpop_origin", &self.dpop_origin)
+            .field("replay", &self.replay)
             .finish()
     }
 }
 
-impl<S, B, ResBody> Service<Request<B>> for TokenSetAuth<S>
+/// The bounds are [`BearerAuth`]'s, for the same reasons (see its `Service` implementation);
+/// `P: Clone` because each request's key gets its own copy.
+impl<S, P, B, ResBody> Service<Request<B>> for TokenSetAuth<S, P>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: ReplayBody + Send + 'static,
+    P: ReplayPolicy<B> + Clone + Send + 'static,
+    B: Send + 'static,
     ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
@@ -154,6 +176,7 @@ where
             self.config.clone(),
             None,
             self.dpop_origin.clone(),
+            self.replay.clone(),
         )
         .call(request)
     }

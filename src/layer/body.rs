@@ -28,7 +28,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{
@@ -138,7 +138,8 @@ impl<B> Replay<B> {
     /// Returns the body for the first attempt and the replay.
     pub fn record<I, W>(inner: I, limit: usize, wrap: W) -> (B, Self)
     where
-        I: Body<Data = Bytes> + Unpin + Send + 'static,
+        I: Body + Unpin + Send + 'static,
+        I::Data: Buf,
         W: Fn(RecordedBody<I, B>) -> B + Send + Sync + 'static,
         B: 'static,
     {
@@ -302,7 +303,8 @@ impl<I, B> fmt::Debug for RecordedBody<I, B> {
 
 impl<I, B> Body for RecordedBody<I, B>
 where
-    I: Body<Data = Bytes> + Unpin,
+    I: Body + Unpin,
+    I::Data: Buf,
 {
     type Data = Bytes;
     type Error = I::Error;
@@ -350,7 +352,10 @@ where
                 state.failed = true;
                 return Poll::Ready(Some(Err(error)));
             }
-            Poll::Ready(Some(Ok(frame))) => frame,
+            // `Bytes` as it is (its `copy_to_bytes` is a reference count); other buffers once.
+            Poll::Ready(Some(Ok(frame))) => {
+                frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+            }
         };
         if recording {
             if let Some(data) = frame.data_ref() {
@@ -636,6 +641,23 @@ mod tests {
         let (first, replay) = body.into_replay(1024);
         assert!(matches!(replay.kind, Kind::Ready(_)));
         assert!(first.is_end_stream());
+    }
+
+    /// Any `Buf` data is recorded (as `Bytes`), here a `Vec`-backed buffer of a body type the
+    /// crate knows nothing of; `Either` replays through its side.
+    #[tokio::test]
+    async fn buf_data_and_either_replay_exactly() {
+        let body = Full::new(VecDeque::from(b"vec-backed".to_vec()));
+        let (first, replay) = Replay::record(body, 1024, UnsyncBoxBody::new);
+        assert_eq!(read(first).await.0, b"vec-backed");
+        assert_eq!(read(replay.take().unwrap()).await.0, b"vec-backed");
+
+        let body: Either<Full<Bytes>, TestBody> = Either::Right(chunked(&["a", "b"], None));
+        let (first, replay) = body.into_replay(1024);
+        assert_eq!(read(first).await.0, b"ab");
+        let again = replay.take().unwrap();
+        assert!(matches!(again, Either::Right(_)));
+        assert_eq!(read(again).await.0, b"ab");
     }
 
     #[test]

@@ -26,6 +26,9 @@ use crate::{
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// The boxed future of a rare path (waiting for a token, retrying): the response, or the error.
+pub(crate) type BoxResponseFuture<R, E> = BoxFuture<Result<R, Error<E>>>;
+
 /// Puts `token` in `request`: its `Authorization` header (a reference-count increment) and,
 /// for a DPoP-bound token, a fresh proof.
 pub(crate) fn authorize<B>(
@@ -138,7 +141,7 @@ impl<S, B> Retry<S, B> {
     pub(crate) fn into_retry<ResBody>(
         self,
         first: Response<ResBody>,
-    ) -> Result<BoxFuture<Result<Response<ResBody>, Error<S::Error>>>, Response<ResBody>>
+    ) -> Result<BoxResponseFuture<Response<ResBody>, S::Error>, Response<ResBody>>
     where
         S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
         S::Future: Send + 'static,

@@ -738,6 +738,10 @@ async fn no_replay_takes_any_body_type() {
     let auth = auth_server(HOUR);
     let api = auth.api();
     let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    // A closure policy has no `Debug`; the layer still has.
+    let layer = BearerAuthLayer::new(handle.clone())
+        .replay_policy(|body: OneShot, _: usize| (body, Replay::<OneShot>::none()));
+    assert!(format!("{layer:?}").starts_with("BearerAuthLayer {"));
     let service = BearerAuthLayer::new(handle)
         .retry_unauthorized(false)
         .replay_policy(NoReplay)

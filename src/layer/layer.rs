@@ -1,4 +1,4 @@
-use std::{sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use http::{HeaderMap, StatusCode};
 use tower_layer::Layer;
@@ -10,7 +10,7 @@ use crate::refresh::TokenHandle;
 ///
 /// `P` is the [replay policy](super::ReplayPolicy) for request bodies, set with
 /// [`replay_policy`](Self::replay_policy).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BearerAuthLayer<P = ReplayBodies> {
     handle: TokenHandle,
     config: Config,
@@ -133,6 +133,19 @@ impl<P> BearerAuthLayer<P> {
     {
         self.config.unauthorized_if = Some(Arc::new(rule));
         self
+    }
+}
+
+/// The replay policy is shown by its type name: a closure has no `Debug`.
+impl<P> fmt::Debug for BearerAuthLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuthLayer")
+            .field("handle", &self.handle)
+            .field("config", &self.config)
+            .field("origins", &self.origins)
+            .field("dpop_origin", &self.dpop_origin)
+            .field("replay", &std::any::type_name::<P>())
+            .finish()
     }
 }
 

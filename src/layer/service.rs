@@ -179,14 +179,14 @@ impl<S, P> BearerAuth<S, P> {
     }
 }
 
-impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for BearerAuth<S, P> {
+impl<S: fmt::Debug, P> fmt::Debug for BearerAuth<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuth")
             .field("inner", &self.inner)
             .field("config", &self.auth.config)
             .field("origins", &self.auth.origins)
             .field("dpop_origin", &self.auth.dpop_origin)
-            .field("replay", &self.auth.replay)
+            .field("replay", &std::any::type_name::<P>())
             .finish_non_exhaustive()
     }
 }

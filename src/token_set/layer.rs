@@ -1,4 +1,4 @@
-use std::{sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use http::{HeaderMap, StatusCode};
 use tower_layer::Layer;
@@ -10,7 +10,7 @@ use crate::layer::{Config, Origin, ReplayBodies};
 /// [`TokenKey`](super::TokenKey) its route picks, or none. See the
 /// [module documentation](super). `P` is the [replay policy](crate::ReplayPolicy) for request
 /// bodies.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TokenSetLayer<P = ReplayBodies> {
     set: TokenSet,
     config: Config,
@@ -81,6 +81,18 @@ impl<P> TokenSetLayer<P> {
     {
         self.config.unauthorized_if = Some(Arc::new(rule));
         self
+    }
+}
+
+/// The replay policy is shown by its type name: a closure has no `Debug`.
+impl<P> fmt::Debug for TokenSetLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSetLayer")
+            .field("set", &self.set)
+            .field("config", &self.config)
+            .field("dpop_origin", &self.dpop_origin)
+            .field("replay", &std::any::type_name::<P>())
+            .finish()
     }
 }
 

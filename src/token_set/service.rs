@@ -122,14 +122,14 @@ impl<S, P> TokenSetAuth<S, P> {
     }
 }
 
-impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for TokenSetAuth<S, P> {
+impl<S: fmt::Debug, P> fmt::Debug for TokenSetAuth<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSetAuth")
             .field("inner", &self.inner)
             .field("set", &self.set)
             .field("config", &self.config)
             .field("dpop_origin", &self.dpop_origin)
-            .field("replay", &self.replay)
+            .field("replay", &std::any::type_name::<P>())
             .finish()
     }
 }

@@ -63,18 +63,16 @@ fn credentials(auth: &MockAuthServer) -> ClientCredentials {
 /// came back `200 OK`.
 async fn storm<S>(service: S, n: usize) -> usize
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>> + Clone + Send + 'static,
     S::Future: Send,
+    S::Error: Into<BoxError> + Send + 'static,
 {
     let template = Template::new();
     let mut tasks = JoinSet::new();
     for _ in 0..n {
         let service = service.clone();
         let request = template.request();
-        tasks.spawn(async move { service.oneshot(request).await });
+        tasks.spawn(async move { service.oneshot(request).await.map_err(Into::into) });
     }
     let mut ok = 0;
     while let Some(joined) = tasks.join_next().await {

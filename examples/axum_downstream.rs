@@ -30,7 +30,7 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_client_credentials::{
-    BearerAuth, BearerAuthLayer, BoxError, ClientCredentials, TokenUnavailable,
+    BearerAuth, BearerAuthError, BearerAuthLayer, BoxError, ClientCredentials,
     test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer},
 };
 
@@ -56,7 +56,7 @@ async fn order(
     let response = app.downstream.oneshot(request).await.map_err(|error| {
         // No token could be had (the authorization server is down, say): say so, rather
         // than blaming the downstream API.
-        if error.is::<TokenUnavailable>() {
+        if let BearerAuthError::TokenUnavailable(_) = error {
             (StatusCode::SERVICE_UNAVAILABLE, error.to_string())
         } else {
             (StatusCode::BAD_GATEWAY, error.to_string())

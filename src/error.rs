@@ -6,8 +6,9 @@
 //! - [`TokenError`] describes one failed token request. Every variant says whether it is
 //!   [transient](TokenError::is_transient) (worth retrying soon: network, timeout, 5xx, 429) or
 //!   permanent (bad credentials, bad scope, a response that is not a usable token).
-//! - [`TokenUnavailable`] is what [`BearerAuth`] returns, boxed, when a request could not get a
-//!   token. Downcast the service's [`BoxError`] to it.
+//! - [`TokenUnavailable`] is what [`BearerAuth`] returns, as
+//!   [`BearerAuthError::TokenUnavailable`](crate::BearerAuthError::TokenUnavailable), when a
+//!   request could not get a token; a [`BoxError`] made from that error downcasts to it.
 //!
 //! No error carries a secret: neither the client secret nor any access token appears in their
 //! `Display` or `Debug` output. Response excerpts are shortened and long token-like runs are
@@ -20,8 +21,8 @@ use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
 
 use http::StatusCode;
 
-/// A type-erased error, as returned by [`BearerAuth`](crate::BearerAuth) and accepted from
-/// user-supplied HTTP clients.
+/// A type-erased error, as accepted from user-supplied HTTP clients; a
+/// [`BearerAuthError`](crate::BearerAuthError) converts into one.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// A configuration that cannot work, reported by
@@ -405,8 +406,9 @@ impl StdError for TokenError {
     }
 }
 
-/// A request could not be given a token. Returned, boxed, by
-/// [`BearerAuth`](crate::BearerAuth) instead of sending the request without one.
+/// A request could not be given a token. Returned by [`BearerAuth`](crate::BearerAuth) (as
+/// [`BearerAuthError::TokenUnavailable`](crate::BearerAuthError::TokenUnavailable)) instead of
+/// sending the request without one.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum TokenUnavailable {

@@ -11,6 +11,7 @@
 //!   last handle is dropped.
 //! - [`BearerAuthLayer`] wraps any `tower::Service<http::Request<B>>`: it reads the current
 //!   token without locking, waits for one when none is valid, and retries once after a 401.
+//!   Its error, [`BearerAuthError`], keeps the inner service's error typed.
 //! - [`TokenSet`] and [`TokenSetLayer`] are the same for a client of several APIs, each with
 //!   its own audience, resources or scopes: one token per [`TokenKey`], chosen per request by
 //!   the request's origin; see [`token_set`].
@@ -116,7 +117,8 @@ pub use crate::{
     },
     error::{BoxError, ConfigError, TokenError, TokenUnavailable},
     layer::{
-        BearerAuth, BearerAuthLayer, Origin, RecordedBody, Replay, ReplayBody, ResponseFuture,
+        BearerAuth, BearerAuthLayer, Error as BearerAuthError, NoReplay, Origin, RecordedBody,
+        Replay, ReplayBodies, ReplayBody, ReplayPolicy, ResponseFuture,
     },
     refresh::{Refresher, TokenHandle, TokenStatus},
     token::{ExpirySource, Token},

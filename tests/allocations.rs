@@ -232,3 +232,33 @@ async fn retry_on_allocates_once_for_the_retry_state_and_head_copy() {
     // future stays small when retry is off.
     assert_eq!(row4, row3 + 1);
 }
+
+/// A user's `unauthorized_if` closure (capturing) is boxed once, when it is set: the request
+/// path allocates no more with it than with the default rule, retry on or off.
+#[tokio::test]
+async fn a_custom_unauthorized_rule_allocates_nothing_per_request() {
+    let (_auth, handle) = handle().await;
+    let refused = http::StatusCode::UNAUTHORIZED;
+    let rule = move |status: http::StatusCode, _: &http::HeaderMap| status == refused;
+    let row3 = per_request(
+        BearerAuthLayer::new(handle.clone())
+            .retry_unauthorized(false)
+            .layer(inner()),
+    );
+    let row3_rule = per_request(
+        BearerAuthLayer::new(handle.clone())
+            .retry_unauthorized(false)
+            .unauthorized_if(rule)
+            .layer(inner()),
+    );
+    let row4 = per_request(BearerAuthLayer::new(handle.clone()).layer(inner()));
+    let row4_rule = per_request(
+        BearerAuthLayer::new(handle.clone())
+            .unauthorized_if(rule)
+            .layer(inner()),
+    );
+    println!(
+        "allocations per request: row 3 {row3} (with a rule {row3_rule}), row 4 {row4} (with a rule {row4_rule})"
+    );
+    assert_eq!((row3_rule, row4_rule), (row3, row4));
+}

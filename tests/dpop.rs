@@ -20,8 +20,8 @@ use http_body_util::Full;
 use tokio::task::JoinSet;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_client_credentials::{
-    BearerAuthLayer, BoxError, ClientCredentials, DpopAlgorithm, DpopError, DpopKey, Origin,
-    TokenError, TokenHandle,
+    BearerAuthLayer, ClientCredentials, DpopAlgorithm, DpopError, DpopKey, Origin, TokenError,
+    TokenHandle,
     test_util::{MockApi, MockAuthServer, RejectReason, dpop::DecodedProof},
 };
 
@@ -340,10 +340,13 @@ async fn relative_uris_need_the_dpop_origin() {
 
     // Without it the request fails before it is sent, saying why.
     let service = client(&handle, &api);
-    let error: BoxError = service.oneshot(relative()).await.unwrap_err();
-    assert_eq!(
-        error.downcast_ref::<DpopError>(),
-        Some(&DpopError::RelativeUri)
+    let error = service.oneshot(relative()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            tower_client_credentials::BearerAuthError::Dpop(DpopError::RelativeUri)
+        ),
+        "{error:?}"
     );
     assert_eq!(api.requests(), 0);
 

@@ -10,7 +10,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -19,11 +19,14 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header::AUTHORIZATION};
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::UnsyncBoxBody};
+use http_body_util::{
+    BodyExt, Either, Empty, Full, Limited, StreamBody, combinators::UnsyncBoxBody,
+};
 use tokio::{sync::Notify, task::JoinSet};
 use tower::{Layer, ServiceExt, service_fn};
 use tower_client_credentials::{
-    BearerAuthLayer, BoxError,
+    BearerAuthLayer, BoxError, NoReplay, Replay, ReplayBodies, ReplayPolicy,
+    layer::default_unauthorized,
     test_util::{BoxBody, MockApi, RejectReason, TRAILERS_HEADER},
 };
 
@@ -236,6 +239,41 @@ async fn retry_can_be_switched_off() {
     assert_eq!(auth.token_requests(), 1);
 }
 
+/// `unauthorized_if` takes a closure that captures: here a counter, then a switch.
+#[tokio::test(start_paused = true)]
+async fn unauthorized_if_takes_a_capturing_closure() {
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    auth.revoke_all();
+
+    // Asked about every response; calls none a refusal, so the 401 comes back as it is.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    let never = BearerAuthLayer::new(handle.clone())
+        .unauthorized_if(move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            false
+        })
+        .layer(api.service());
+    let (status, _) = send(&never, request("x")).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert_eq!((api.requests(), auth.token_requests()), (1, 1));
+
+    // The same rule as the default while the switch is on: refused, replaced, retried.
+    let strict = Arc::new(AtomicBool::new(true));
+    let switch = Arc::clone(&strict);
+    let service = BearerAuthLayer::new(handle)
+        .unauthorized_if(move |status, headers| {
+            switch.load(Ordering::SeqCst) && default_unauthorized(status, headers)
+        })
+        .layer(api.service());
+    let (status, _) = send(&service, request("x")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((api.requests(), auth.token_requests()), (3, 2));
+}
+
 /// A refused request that waits for a new token and gets none within `max_wait` fails as a
 /// request that found no token does: the first response was released when the wait began.
 #[tokio::test(start_paused = true)]
@@ -404,11 +442,26 @@ where
     B: tower_client_credentials::ReplayBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    revoked_then_with(body, replay_limit, ReplayBodies).await
+}
+
+/// [`revoked_then`] with the layer's replay policy set to `policy`.
+async fn revoked_then_with<B, P>(
+    body: B,
+    replay_limit: usize,
+    policy: P,
+) -> (StatusCode, Bytes, Option<String>, u64, u64)
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    P: ReplayPolicy<B> + Clone + Send + 'static,
+{
     let auth = auth_server(HOUR);
     let api = auth.api();
     let handle = builder(&auth).build().unwrap().start().await.unwrap();
     let service = BearerAuthLayer::new(handle.clone())
         .replay_limit(replay_limit)
+        .replay_policy(policy)
         .layer(api.service());
     auth.revoke_all();
     let request = Request::post("http://127.0.0.1/echo").body(body).unwrap();
@@ -608,6 +661,100 @@ async fn an_unreplayable_body_type_is_not_retried() {
         revoked_then(OneShot(Some(Bytes::from("x"))), 1024).await;
     assert_eq!((status, requests), (StatusCode::UNAUTHORIZED, 1));
     assert_eq!(tokens, 2, "the refused token is still replaced");
+}
+
+/// `Either` of two replayable bodies is replayable, whichever side it holds.
+#[tokio::test(start_paused = true)]
+async fn replays_either_side_of_an_either() {
+    type Forwarded = Either<Full<Bytes>, TestBody>;
+    // A `Vec<u8>` the caller built, in a `Full`: copied, not recorded.
+    let left: Forwarded = Either::Left(Full::new(Bytes::from(b"from a vec".to_vec())));
+    let (status, body, _, requests, _) = revoked_then(left, 4).await;
+    assert_eq!((status, requests), (StatusCode::OK, 2));
+    assert_eq!(body, "from a vec");
+    let right: Forwarded = Either::Right(streamed(&["stre", "amed"], Some(("x-sum", "7"))));
+    let (status, body, trailers, requests, _) = revoked_then(right, 1024).await;
+    assert_eq!((status, requests), (StatusCode::OK, 2));
+    assert_eq!(body, "streamed");
+    assert_eq!(trailers.as_deref(), Some("x-sum=7"));
+}
+
+/// An axum body streamed in chunks.
+fn axum_stream(chunks: &[&'static str]) -> axum::body::Body {
+    let chunks: Vec<Result<Bytes, Infallible>> = chunks
+        .iter()
+        .map(|chunk| Ok(Bytes::from_static(chunk.as_bytes())))
+        .collect();
+    axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+}
+
+/// A foreign body type the crate knows nothing of, `Limited<axum::body::Body>` (no feature
+/// needed): a closure policy records it as it streams and rebuilds it for the retry.
+#[tokio::test(start_paused = true)]
+async fn a_closure_policy_replays_a_limited_axum_body() {
+    let policy = |body: Limited<axum::body::Body>, limit: usize| {
+        Replay::record(body, limit, |recorded| {
+            Limited::new(axum::body::Body::new(recorded), 1024)
+        })
+    };
+    let body = Limited::new(axum_stream(&["capped ", "axum ", "stream"]), 1024);
+    let (status, body, _, requests, _) = revoked_then_with(body, 1024, policy).await;
+    assert_eq!((status, requests), (StatusCode::OK, 2));
+    assert_eq!(body, "capped axum stream");
+
+    // A body from a `Vec<u8>`, the same way.
+    let body = Limited::new(axum::body::Body::from(b"vec bytes".to_vec()), 1024);
+    let (status, body, _, requests, _) = revoked_then_with(body, 1024, policy).await;
+    assert_eq!((status, requests), (StatusCode::OK, 2));
+    assert_eq!(body, "vec bytes");
+
+    // Over the replay limit: sent once, its 401 comes back, the token is still replaced.
+    let body = Limited::new(axum_stream(&["0123456789", "abcdef"]), 1024);
+    let (status, _, _, requests, tokens) = revoked_then_with(body, 8, policy).await;
+    assert_eq!((status, requests, tokens), (StatusCode::UNAUTHORIZED, 1, 2));
+}
+
+/// With `NoReplay` the layer asks nothing of the body type: one that implements no replay
+/// at all goes through, and a refusal comes back as it is.
+#[tokio::test(start_paused = true)]
+async fn no_replay_takes_any_body_type() {
+    struct OneShot(Option<Bytes>);
+    impl Body for OneShot {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+        }
+    }
+    let (status, _, _, requests, tokens) =
+        revoked_then_with(OneShot(Some(Bytes::from("x"))), 1024, NoReplay).await;
+    assert_eq!((status, requests), (StatusCode::UNAUTHORIZED, 1));
+    assert_eq!(tokens, 2, "the refused token is still replaced");
+
+    // Accepted, it is sent as it is.
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    // A closure policy has no `Debug`; the layer still has.
+    let layer = BearerAuthLayer::new(handle.clone())
+        .replay_policy(|body: OneShot, _: usize| (body, Replay::<OneShot>::none()));
+    assert!(format!("{layer:?}").starts_with("BearerAuthLayer {"));
+    let service = BearerAuthLayer::new(handle)
+        .retry_unauthorized(false)
+        .replay_policy(NoReplay)
+        .layer(api.service());
+    let request = Request::post("http://127.0.0.1/echo")
+        .body(OneShot(Some(Bytes::from("once"))))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "once"
+    );
 }
 
 // ---- Composition -------------------------------------------------------------------------

@@ -224,3 +224,81 @@ async fn a_revoked_token_through_tower_test_mock() {
     })
     .await;
 }
+
+/// hyper-util's client below the layer: its typed error comes back as
+/// `BearerAuthError::Inner`, `?` boxes it with the concrete error inside, and stacks that box
+/// (`Buffer` outside the layer, `BoxCloneService`) take the layer as they take the client.
+#[tokio::test]
+async fn hyper_util_errors_stay_typed() {
+    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+    use tower::util::BoxCloneService;
+    use tower_client_credentials::BearerAuthError;
+
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let url = format!("http://{}/api/orders", api.serve().await.unwrap());
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    // A loopback port with nothing listening: connecting fails at once.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let service = BearerAuthLayer::new(handle).layer(client);
+    let to = |url: &str| Request::get(url).body(Full::new(Bytes::new())).unwrap();
+
+    // Typed: no downcast to see that the connection was refused.
+    let refused = format!("http://{closed}/api/orders");
+    match service.clone().oneshot(to(&refused)).await {
+        Err(BearerAuthError::Inner(error)) => assert!(error.is_connect(), "{error:?}"),
+        other => panic!("expected hyper-util's connect error, got {other:?}"),
+    }
+
+    // `?` into a boxed error: the box holds hyper-util's error itself.
+    async fn status<S>(service: S, request: Request<Full<Bytes>>) -> Result<StatusCode, BoxError>
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<hyper::body::Incoming>>,
+        S::Error: Into<BoxError>,
+    {
+        Ok(service.oneshot(request).await.map_err(Into::into)?.status())
+    }
+    async fn status_with_question_mark(
+        service: tower_client_credentials::BearerAuth<
+            Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+        >,
+        request: Request<Full<Bytes>>,
+    ) -> Result<StatusCode, BoxError> {
+        Ok(service.oneshot(request).await?.status())
+    }
+    let error = status_with_question_mark(service.clone(), to(&refused))
+        .await
+        .unwrap_err();
+    let hyper_error = error
+        .downcast_ref::<hyper_util::client::legacy::Error>()
+        .unwrap_or_else(|| panic!("not hyper-util's error: {error:?}"));
+    assert!(hyper_error.is_connect());
+    assert_eq!(
+        status_with_question_mark(service.clone(), to(&url))
+            .await
+            .unwrap(),
+        StatusCode::OK
+    );
+
+    // Boxing stacks around the layer.
+    let buffered = tower::buffer::Buffer::new(service.clone(), 8);
+    assert_eq!(
+        status(buffered.clone(), to(&url)).await.unwrap(),
+        StatusCode::OK
+    );
+    let error = status(buffered, to(&refused)).await.unwrap_err();
+    assert!(
+        error
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some(),
+        "{error:?}"
+    );
+    let boxed: BoxCloneService<_, _, BoxError> =
+        BoxCloneService::new(service.map_err(BoxError::from));
+    assert_eq!(status(boxed, to(&url)).await.unwrap(), StatusCode::OK);
+    assert_eq!(api.accepted(), 3);
+}

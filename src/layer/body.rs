@@ -1,19 +1,24 @@
 //! Request bodies that can be sent twice, for the retry after a 401.
 //!
-//! `http_body::Body` cannot be cloned, so [`ReplayBody`] says, per body type, how to send the
-//! same bytes again:
+//! `http_body::Body` cannot be cloned, so the layer's [`ReplayPolicy`] says how to send the
+//! same bytes again: [`NoReplay`] never does (and takes any body type), a closure decides for
+//! a body type of your choosing, and the default, [`ReplayBodies`], asks the body type's
+//! [`ReplayBody`] implementation:
 //!
 //! - bodies that are already in memory (`Full<Bytes>`, `Empty<Bytes>`, `String`) are simply
 //!   copied: for `Full<Bytes>` that is one `Bytes` clone, a reference-count increment;
 //! - boxed bodies (`BoxBody`, `UnsyncBoxBody`, `tonic::body::Body` with the `tonic` feature,
-//!   `axum::body::Body` with the `axum` feature) are wrapped in a [`RecordedBody`] that keeps each chunk it passes on (up to a
-//!   limit), and the retry sends the kept chunks followed by whatever the first attempt had not
-//!   read yet, then the trailers: byte for byte what the first attempt would have sent;
-//! - a body known to be empty costs nothing;
+//!   `axum::body::Body` with the `axum` feature) are wrapped in a [`RecordedBody`] that keeps
+//!   each chunk it passes on (up to a limit), and the retry sends the kept chunks followed by
+//!   whatever the first attempt had not read yet, then the trailers: byte for byte what the
+//!   first attempt would have sent;
+//! - a boxed body known to be empty costs nothing;
+//! - `Either<L, R>` is replayed as its side is;
 //! - `hyper::body::Incoming` (a proxied body) cannot be rebuilt and is never retried.
 //!
-//! Implement [`ReplayBody`] for your own body type with [`Replay::ready`] (a copy you made),
-//! [`Replay::record`] (for a type that can box another body) or [`Replay::none`].
+//! Implement [`ReplayBody`] for your own body type, or write a closure policy for a foreign
+//! one, with [`Replay::ready`] (a copy you made), [`Replay::record`] (for a type that can be
+//! built around another body) or [`Replay::none`].
 
 use std::{
     convert::Infallible,
@@ -23,15 +28,80 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{
-    BodyExt, Empty, Full,
+    BodyExt, Either, Empty, Full,
     combinators::{BoxBody, UnsyncBoxBody},
 };
 
-/// A request body that [`BearerAuth`](crate::BearerAuth) can send a second time.
+/// How [`BearerAuth`](crate::BearerAuth) gets a request body back for the retry after a
+/// refusal: the layer's replay policy, set with
+/// [`BearerAuthLayer::replay_policy`](crate::BearerAuthLayer::replay_policy), as tower-http's
+/// `FollowRedirect` takes a `Policy` that says how to clone a body.
+///
+/// - [`ReplayBodies`] (the default) asks the body type, through [`ReplayBody`].
+/// - [`NoReplay`] replays nothing and asks nothing of the body type: any body can be sent; a
+///   refused request is not retried (its 401 comes back, and the token is still replaced).
+/// - A closure `Fn(B, usize) -> (B, Replay<B>)` decides for a body type of your own choosing,
+///   foreign ones included (`limit` is the [`replay_limit`](crate::BearerAuthLayer::replay_limit)).
+///
+/// ```
+/// # fn f(tokens: tower_client_credentials::TokenHandle) {
+/// use http_body_util::Limited;
+/// use tower_client_credentials::{BearerAuthLayer, Replay};
+///
+/// // A capped axum body: recorded as it streams, rebuilt capped the same way for the retry.
+/// let layer = BearerAuthLayer::new(tokens).replay_policy(
+///     |body: Limited<axum::body::Body>, limit: usize| {
+///         Replay::record(body, limit, |recorded| {
+///             Limited::new(axum::body::Body::new(recorded), 1 << 20)
+///         })
+///     },
+/// );
+/// # let _ = layer;
+/// # }
+/// ```
+pub trait ReplayPolicy<B> {
+    /// Splits `body` into the body for the first attempt and the means to send the same bytes
+    /// again, keeping at most `limit` bytes.
+    fn replay(&self, body: B, limit: usize) -> (B, Replay<B>);
+}
+
+/// The default [`ReplayPolicy`]: the body type says how it is replayed, through
+/// [`ReplayBody`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayBodies;
+
+impl<B: ReplayBody> ReplayPolicy<B> for ReplayBodies {
+    fn replay(&self, body: B, limit: usize) -> (B, Replay<B>) {
+        body.into_replay(limit)
+    }
+}
+
+/// A [`ReplayPolicy`] that never replays, for any body type: with it the layer asks nothing
+/// of the request body, and a refused request is not retried.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReplay;
+
+impl<B> ReplayPolicy<B> for NoReplay {
+    fn replay(&self, body: B, _limit: usize) -> (B, Replay<B>) {
+        (body, Replay::none())
+    }
+}
+
+impl<B, F> ReplayPolicy<B> for F
+where
+    F: Fn(B, usize) -> (B, Replay<B>),
+{
+    fn replay(&self, body: B, limit: usize) -> (B, Replay<B>) {
+        self(body, limit)
+    }
+}
+
+/// A request body that [`BearerAuth`](crate::BearerAuth) can send a second time, under the
+/// default [`ReplayPolicy`] ([`ReplayBodies`]).
 pub trait ReplayBody: Body + Sized {
     /// Splits `self` into the body for the first attempt and the means to send the same bytes
     /// again. Bodies that would need more than `limit` bytes of buffering may decline.
@@ -63,11 +133,14 @@ impl<B> Replay<B> {
     }
 
     /// Wraps `inner` in a [`RecordedBody`] that keeps up to `limit` bytes as they are sent.
-    /// `wrap` turns a recorded body into `B` (for a boxed body type, its `new`). Returns the
-    /// body for the first attempt and the replay.
-    pub fn record<I>(inner: I, limit: usize, wrap: fn(RecordedBody<I, B>) -> B) -> (B, Self)
+    /// `wrap` turns a recorded body into `B` (for a boxed body type, its `new`; for
+    /// `Limited<axum::body::Body>`, `|recorded| Limited::new(Body::new(recorded), max)`).
+    /// Returns the body for the first attempt and the replay.
+    pub fn record<I, W>(inner: I, limit: usize, wrap: W) -> (B, Self)
     where
-        I: Body<Data = Bytes> + Unpin + Send + 'static,
+        I: Body + Unpin + Send + 'static,
+        I::Data: Buf,
+        W: Fn(RecordedBody<I, B>) -> B + Send + Sync + 'static,
         B: 'static,
     {
         let recording = Arc::new(Recording {
@@ -84,8 +157,8 @@ impl<B> Replay<B> {
             }),
             wrap,
         });
-        let first = wrap(RecordedBody {
-            recording: Arc::clone(&recording),
+        let first = (recording.wrap)(RecordedBody {
+            recording: Arc::clone(&recording) as Arc<Recording<I, Wrap<I, B>>>,
             epoch: 0,
             cursor: Cursor::Recording,
         });
@@ -93,6 +166,22 @@ impl<B> Replay<B> {
             kind: Kind::Recorded(recording),
         };
         (first, replay)
+    }
+
+    /// The same replay for a body `B` wrapped in `C` (an `Either` variant, say).
+    pub fn map<C, F>(self, f: F) -> Replay<C>
+    where
+        B: 'static,
+        C: 'static,
+        F: Fn(B) -> C + Send + Sync + 'static,
+    {
+        Replay {
+            kind: match self.kind {
+                Kind::None => Kind::None,
+                Kind::Ready(body) => Kind::Ready(f(body)),
+                Kind::Recorded(source) => Kind::Recorded(Arc::new(Mapped { source, f })),
+            },
+        }
     }
 
     /// The body for the retry, or `None` if it cannot be had (more than the limit was sent,
@@ -121,10 +210,29 @@ trait Source<B>: Send + Sync {
     fn replay(self: Arc<Self>) -> Option<B>;
 }
 
-struct Recording<I, B> {
-    state: Mutex<RecordingState<I>>,
-    wrap: fn(RecordedBody<I, B>) -> B,
+/// A recorded replay whose body is then wrapped ([`Replay::map`]).
+struct Mapped<B, F> {
+    source: Arc<dyn Source<B>>,
+    f: F,
 }
+
+impl<B, C, F> Source<C> for Mapped<B, F>
+where
+    F: Fn(B) -> C + Send + Sync,
+{
+    fn replay(self: Arc<Self>) -> Option<C> {
+        Arc::clone(&self.source).replay().map(&self.f)
+    }
+}
+
+/// The recording shared by the attempts' bodies and the replay (one allocation); `W` is the
+/// user's `wrap`, unsized to [`Wrap`] in the bodies so that their type does not name it.
+struct Recording<I, W: ?Sized> {
+    state: Mutex<RecordingState<I>>,
+    wrap: W,
+}
+
+type Wrap<I, B> = dyn Fn(RecordedBody<I, B>) -> B + Send + Sync;
 
 struct RecordingState<I> {
     /// The original body, read by whichever attempt is current.
@@ -140,15 +248,17 @@ struct RecordingState<I> {
     epoch: u32,
 }
 
-impl<I, B> Recording<I, B> {
+impl<I, W: ?Sized> Recording<I, W> {
     fn lock(&self) -> MutexGuard<'_, RecordingState<I>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl<I, B> Source<B> for Recording<I, B>
+impl<I, B, W> Source<B> for Recording<I, W>
 where
-    I: Send,
+    I: Send + 'static,
+    B: 'static,
+    W: Fn(RecordedBody<I, B>) -> B + Send + Sync + 'static,
 {
     fn replay(self: Arc<Self>) -> Option<B> {
         let epoch = {
@@ -159,9 +269,8 @@ where
             state.epoch += 1;
             state.epoch
         };
-        let wrap = self.wrap;
-        Some(wrap(RecordedBody {
-            recording: self,
+        Some((self.wrap)(RecordedBody {
+            recording: Arc::clone(&self) as Arc<Recording<I, Wrap<I, B>>>,
             epoch,
             cursor: Cursor::Replaying {
                 next: 0,
@@ -181,7 +290,7 @@ enum Cursor {
 /// A body that keeps the chunks it passes on so they can be sent again. Made by
 /// [`Replay::record`].
 pub struct RecordedBody<I, B> {
-    recording: Arc<Recording<I, B>>,
+    recording: Arc<Recording<I, Wrap<I, B>>>,
     epoch: u32,
     cursor: Cursor,
 }
@@ -194,7 +303,8 @@ impl<I, B> fmt::Debug for RecordedBody<I, B> {
 
 impl<I, B> Body for RecordedBody<I, B>
 where
-    I: Body<Data = Bytes> + Unpin,
+    I: Body + Unpin,
+    I::Data: Buf,
 {
     type Data = Bytes;
     type Error = I::Error;
@@ -242,7 +352,10 @@ where
                 state.failed = true;
                 return Poll::Ready(Some(Err(error)));
             }
-            Poll::Ready(Some(Ok(frame))) => frame,
+            // `Bytes` as it is (its `copy_to_bytes` is a reference count); other buffers once.
+            Poll::Ready(Some(Ok(frame))) => {
+                frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+            }
         };
         if recording {
             if let Some(data) = frame.data_ref() {
@@ -325,6 +438,28 @@ impl ReplayBody for String {
         }
         let copy = self.clone();
         (self, Replay::ready(copy))
+    }
+}
+
+/// Either side, replayed as that side's type is.
+impl<L, R> ReplayBody for Either<L, R>
+where
+    L: ReplayBody + 'static,
+    L::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    R: ReplayBody<Data = L::Data> + 'static,
+    R::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn into_replay(self, limit: usize) -> (Self, Replay<Self>) {
+        match self {
+            Either::Left(body) => {
+                let (first, replay) = body.into_replay(limit);
+                (Either::Left(first), replay.map(Either::Left))
+            }
+            Either::Right(body) => {
+                let (first, replay) = body.into_replay(limit);
+                (Either::Right(first), replay.map(Either::Right))
+            }
+        }
     }
 }
 
@@ -506,6 +641,23 @@ mod tests {
         let (first, replay) = body.into_replay(1024);
         assert!(matches!(replay.kind, Kind::Ready(_)));
         assert!(first.is_end_stream());
+    }
+
+    /// Any `Buf` data is recorded (as `Bytes`), here a `Vec`-backed buffer of a body type the
+    /// crate knows nothing of; `Either` replays through its side.
+    #[tokio::test]
+    async fn buf_data_and_either_replay_exactly() {
+        let body = Full::new(VecDeque::from(b"vec-backed".to_vec()));
+        let (first, replay) = Replay::record(body, 1024, UnsyncBoxBody::new);
+        assert_eq!(read(first).await.0, b"vec-backed");
+        assert_eq!(read(replay.take().unwrap()).await.0, b"vec-backed");
+
+        let body: Either<Full<Bytes>, TestBody> = Either::Right(chunked(&["a", "b"], None));
+        let (first, replay) = body.into_replay(1024);
+        assert_eq!(read(first).await.0, b"ab");
+        let again = replay.take().unwrap();
+        assert!(matches!(again, Either::Right(_)));
+        assert_eq!(read(again).await.0, b"ab");
     }
 
     #[test]

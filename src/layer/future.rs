@@ -11,8 +11,10 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::retry::{BoxFuture, Retry};
-use crate::error::BoxError;
+use super::{
+    Error,
+    retry::{BoxFuture, Retry},
+};
 
 pin_project! {
     /// The response future of [`BearerAuth`](super::BearerAuth).
@@ -41,7 +43,7 @@ pin_project! {
         },
         // Waiting for a token, or retrying: the rare paths, boxed.
         Boxed {
-            future: BoxFuture<Result<S::Response, BoxError>>,
+            future: BoxFuture<Result<S::Response, Error<S::Error>>>,
         },
     }
 }
@@ -69,14 +71,15 @@ where
     }
 
     /// A request that fails before it is sent.
-    pub(crate) fn failed(error: impl Into<BoxError>) -> Self
+    pub(crate) fn failed(error: impl Into<Error<S::Error>>) -> Self
     where
         S::Response: Send + 'static,
+        S::Error: Send + 'static,
     {
         Self::boxed(Box::pin(std::future::ready(Err(error.into()))))
     }
 
-    pub(crate) fn boxed(future: BoxFuture<Result<S::Response, BoxError>>) -> Self {
+    pub(crate) fn boxed(future: BoxFuture<Result<S::Response, Error<S::Error>>>) -> Self {
         Self {
             state: State::Boxed { future },
         }
@@ -96,18 +99,18 @@ impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
+    S::Error: Send + 'static,
     B: Send + 'static,
     ResBody: Send + 'static,
 {
-    type Output = Result<Response<ResBody>, BoxError>;
+    type Output = Result<Response<ResBody>, Error<S::Error>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Called { future, retry } => {
-                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
                     let Some(retry) = retry.take() else {
                         return Poll::Ready(Ok(response));
                     };

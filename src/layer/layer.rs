@@ -1,18 +1,22 @@
-use std::{sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use http::{HeaderMap, StatusCode};
 use tower_layer::Layer;
 
-use super::{BearerAuth, Config, Origin};
+use super::{BearerAuth, Config, Origin, ReplayBodies};
 use crate::refresh::TokenHandle;
 
 /// Applies [`BearerAuth`] to a service. See the [`layer` module documentation](crate::layer) for what it does.
-#[derive(Debug, Clone)]
-pub struct BearerAuthLayer {
+///
+/// `P` is the [replay policy](super::ReplayPolicy) for request bodies, set with
+/// [`replay_policy`](Self::replay_policy).
+#[derive(Clone)]
+pub struct BearerAuthLayer<P = ReplayBodies> {
     handle: TokenHandle,
     config: Config,
     origins: Option<Arc<[Origin]>>,
     dpop_origin: Option<Arc<Origin>>,
+    replay: P,
 }
 
 impl BearerAuthLayer {
@@ -24,6 +28,24 @@ impl BearerAuthLayer {
             config,
             origins: None,
             dpop_origin: None,
+            replay: ReplayBodies,
+        }
+    }
+}
+
+impl<P> BearerAuthLayer<P> {
+    /// How request bodies are kept for the retry after a refusal. Default:
+    /// [`ReplayBodies`], which asks the body type ([`ReplayBody`](super::ReplayBody)).
+    /// [`NoReplay`](super::NoReplay) takes any body type and never retries; a closure
+    /// `Fn(B, usize) -> (B, Replay<B>)` decides for a body type of your own choosing. See
+    /// [`ReplayPolicy`](super::ReplayPolicy).
+    pub fn replay_policy<Q>(self, policy: Q) -> BearerAuthLayer<Q> {
+        BearerAuthLayer {
+            handle: self.handle,
+            config: self.config,
+            origins: self.origins,
+            dpop_origin: self.dpop_origin,
+            replay: policy,
         }
     }
 
@@ -80,24 +102,64 @@ impl BearerAuthLayer {
         self
     }
 
-    /// Decides which responses mean "the token was refused". Default: status 401, or a
+    /// Decides which responses mean "the token was refused", from their status and headers.
+    /// Default: [`default_unauthorized`](super::default_unauthorized), status 401 or a
     /// `grpc-status: 16` (UNAUTHENTICATED) header.
-    pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
-        self.config.is_unauthorized = predicate;
+    ///
+    /// `rule` may capture what it needs (a per-API rule, a metrics handle): it is put behind
+    /// an `Arc` once, here, and shared by every service and request of the layer. A plain `fn`
+    /// works as before.
+    ///
+    /// ```
+    /// # fn f(tokens: tower_client_credentials::TokenHandle) {
+    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    /// use http::StatusCode;
+    /// use tower_client_credentials::BearerAuthLayer;
+    ///
+    /// let refusals = Arc::new(AtomicU64::new(0));
+    /// let counted = Arc::clone(&refusals);
+    /// let layer = BearerAuthLayer::new(tokens).unauthorized_if(move |status, _| {
+    ///     let refused = status == StatusCode::UNAUTHORIZED;
+    ///     if refused {
+    ///         counted.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    ///     refused
+    /// });
+    /// # }
+    /// ```
+    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    {
+        self.config.unauthorized_if = Some(Arc::new(rule));
         self
     }
 }
 
-impl<S> Layer<S> for BearerAuthLayer {
-    type Service = BearerAuth<S>;
+/// The replay policy is shown by its type name: a closure has no `Debug`.
+impl<P> fmt::Debug for BearerAuthLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuthLayer")
+            .field("handle", &self.handle)
+            .field("config", &self.config)
+            .field("origins", &self.origins)
+            .field("dpop_origin", &self.dpop_origin)
+            .field("replay", &std::any::type_name::<P>())
+            .finish()
+    }
+}
+
+impl<S, P: Clone> Layer<S> for BearerAuthLayer<P> {
+    type Service = BearerAuth<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         BearerAuth::from_parts(
             inner,
             self.handle.clone(),
-            self.config,
+            self.config.clone(),
             self.origins.clone(),
             self.dpop_origin.clone(),
+            self.replay.clone(),
         )
     }
 }

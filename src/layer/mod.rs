@@ -32,13 +32,20 @@
 //! clones its prebuilt header value (a reference-count increment) into the request and calls
 //! the inner service. With [`retry_unauthorized`](BearerAuthLayer::retry_unauthorized) on, it
 //! also keeps a copy of the method, URI, headers and extensions, a clone of the inner service
-//! and a [replayable](ReplayBody) body for the retry.
+//! and the body's replay for the retry, as the layer's [replay policy](ReplayPolicy) says.
 //!
 //! With no valid token, the request waits for the token request in flight (there is at most
 //! one), for at most [`max_wait`](BearerAuthLayer::max_wait), then goes out through the inner
 //! service that `poll_ready` made ready (a clone stays in the layer for the next request). If the token request fails or the wait runs out, the
-//! request fails with [`TokenUnavailable`](crate::TokenUnavailable); it is never sent without
-//! a token.
+//! request fails with [`Error::TokenUnavailable`]; it is never sent without a token.
+//!
+//! # Errors
+//!
+//! The service's error is [`Error<E>`] (re-exported as
+//! [`BearerAuthError`](crate::BearerAuthError)): `Error::Inner(e)` is the inner service's own
+//! error `e`, typed as the inner service returned it, and the other variants are the
+//! middleware's (no token, no DPoP proof), for requests it did not send. Converting it into a
+//! [`BoxError`](crate::BoxError) unwraps it, so boxing stacks see the concrete error.
 //!
 //! # Where the token goes
 //!
@@ -90,6 +97,7 @@
 
 mod body;
 mod config;
+mod error;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
@@ -98,8 +106,10 @@ mod retry;
 mod service;
 
 pub(crate) use self::config::Config;
+pub use self::config::default_unauthorized;
 pub use self::{
-    body::{RecordedBody, Replay, ReplayBody},
+    body::{NoReplay, RecordedBody, Replay, ReplayBodies, ReplayBody, ReplayPolicy},
+    error::Error,
     future::ResponseFuture,
     layer::BearerAuthLayer,
     origin::Origin,

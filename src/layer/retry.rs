@@ -16,16 +16,18 @@ use smallvec::SmallVec;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::{Origin, Replay, config::Config};
+use super::{Error, Origin, Replay, config::Config};
 use crate::{
     dpop::{self, Challenge, DpopError},
-    error::BoxError,
     refresh::{Refusal, Shared, TokenHandle},
     token::Token,
     www_authenticate,
 };
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The boxed future of a rare path (waiting for a token, retrying): the response, or the error.
+pub(crate) type BoxResponseFuture<R, E> = BoxFuture<Result<R, Error<E>>>;
 
 /// Puts `token` in `request`: its `Authorization` header (a reference-count increment) and,
 /// for a DPoP-bound token, a fresh proof.
@@ -139,11 +141,11 @@ impl<S, B> Retry<S, B> {
     pub(crate) fn into_retry<ResBody>(
         self,
         first: Response<ResBody>,
-    ) -> Result<BoxFuture<Result<Response<ResBody>, BoxError>>, Response<ResBody>>
+    ) -> Result<BoxResponseFuture<Response<ResBody>, S::Error>, Response<ResBody>>
     where
         S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
+        S::Error: Send + 'static,
         B: Send + 'static,
         ResBody: Send + 'static,
     {
@@ -232,7 +234,7 @@ impl<S, B> Retry<S, B> {
             );
             crate::metrics::retried();
             let uri = request.uri().clone();
-            let response = service.oneshot(request).await.map_err(Into::into)?;
+            let response = service.oneshot(request).await.map_err(Error::Inner)?;
             // The retry's answer teaches what the first one would have: a nonce, and whether
             // the new token is accepted (or refused too, which the refusal backoff counts).
             if inspect(shared, &uri, &dpop, token.generation, &config, &response)
@@ -259,7 +261,7 @@ fn inspect<ResBody>(
     if let (DpopBase::Proof(base), Some(prover)) = (dpop, &shared.dpop) {
         prover.learn_api_nonce(uri, base.as_deref(), response.headers());
     }
-    let refused = (config.is_unauthorized)(response.status(), response.headers());
+    let refused = config.is_unauthorized(response.status(), response.headers());
     if !refused && !response.status().is_server_error() {
         shared.accepted(generation);
     }

@@ -13,13 +13,12 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
-    Origin, ReplayBody,
+    Error, Origin, Replay, ReplayBodies, ReplayPolicy,
     config::Config,
     future::ResponseFuture,
     retry::{DpopBase, Retry, authorize},
 };
 use crate::{
-    error::BoxError,
     refresh::{Shared, TokenHandle},
     token::Token,
 };
@@ -43,41 +42,46 @@ type TokenCache = Cache<Store, Option<Arc<Token>>>;
 /// Middleware that authorizes requests with a client-credentials access token.
 ///
 /// Made by [`BearerAuthLayer`](super::BearerAuthLayer) or [`BearerAuth::new`]. See the
-/// [`layer` module documentation](crate::layer) for what it does.
+/// [`layer` module documentation](crate::layer) for what it does. `P` is the
+/// [replay policy](super::ReplayPolicy) for request bodies.
 #[derive(Clone)]
-pub struct BearerAuth<S> {
+pub struct BearerAuth<S, P = ReplayBodies> {
     inner: S,
     cache: TokenCache,
-    auth: Authorizer,
+    auth: Authorizer<P>,
 }
 
 /// Everything but the inner service and the token cache: what a request needs to be sent.
 #[derive(Clone)]
-struct Authorizer {
+struct Authorizer<P> {
     handle: TokenHandle,
     config: Config,
     origins: Option<Arc<[Origin]>>,
     dpop_origin: Option<Arc<Origin>>,
+    replay: P,
 }
 
 impl<S> BearerAuth<S> {
     /// Wraps `inner`, authorizing its requests with `handle`'s token.
     pub fn new(inner: S, handle: TokenHandle) -> Self {
         let config = Config::new(&handle);
-        Self::from_parts(inner, handle, config, None, None)
+        Self::from_parts(inner, handle, config, None, None, ReplayBodies)
     }
 
     /// A [`BearerAuthLayer`](super::BearerAuthLayer) for this middleware.
     pub fn layer(handle: TokenHandle) -> super::BearerAuthLayer {
         super::BearerAuthLayer::new(handle)
     }
+}
 
+impl<S, P> BearerAuth<S, P> {
     pub(crate) fn from_parts(
         inner: S,
         handle: TokenHandle,
         config: Config,
         origins: Option<Arc<[Origin]>>,
         dpop_origin: Option<Arc<Origin>>,
+        replay: P,
     ) -> Self {
         let cache = Cache::new(Store(handle.shared_arc()));
         Self {
@@ -88,6 +92,29 @@ impl<S> BearerAuth<S> {
                 config,
                 origins,
                 dpop_origin,
+                replay,
+            },
+        }
+    }
+
+    /// See [`BearerAuthLayer::replay_policy`](super::BearerAuthLayer::replay_policy).
+    pub fn replay_policy<Q>(self, policy: Q) -> BearerAuth<S, Q> {
+        let Authorizer {
+            handle,
+            config,
+            origins,
+            dpop_origin,
+            replay: _,
+        } = self.auth;
+        BearerAuth {
+            inner: self.inner,
+            cache: self.cache,
+            auth: Authorizer {
+                handle,
+                config,
+                origins,
+                dpop_origin,
+                replay: policy,
             },
         }
     }
@@ -123,8 +150,11 @@ impl<S> BearerAuth<S> {
     }
 
     /// See [`BearerAuthLayer::unauthorized_if`](super::BearerAuthLayer::unauthorized_if).
-    pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
-        self.auth.config.is_unauthorized = predicate;
+    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    {
+        self.auth.config.unauthorized_if = Some(Arc::new(rule));
         self
     }
 
@@ -149,31 +179,43 @@ impl<S> BearerAuth<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for BearerAuth<S> {
+impl<S: fmt::Debug, P> fmt::Debug for BearerAuth<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuth")
             .field("inner", &self.inner)
             .field("config", &self.auth.config)
             .field("origins", &self.auth.origins)
             .field("dpop_origin", &self.auth.dpop_origin)
+            .field("replay", &std::any::type_name::<P>())
             .finish_non_exhaustive()
     }
 }
 
-impl<S, B, ResBody> Service<Request<B>> for BearerAuth<S>
+/// What each bound is for:
+///
+/// - `S: Clone`: a request that waits for a token is sent through the service `poll_ready`
+///   made ready, and a clone stays behind for the next request; a retry sends through a clone.
+/// - `Send + 'static` on `S`, `S::Future`, `S::Error`, `B` and `ResBody`: those two rare paths
+///   (waiting for a token, retrying after a refusal) are boxed `Send` futures, so that the
+///   response future stays small and `Send` on the common path.
+/// - `P: ReplayPolicy<B>`: how the body is kept for the retry. The default policy asks
+///   `B: ReplayBody`; [`NoReplay`](super::NoReplay) asks nothing of `B`.
+/// - Nothing of `S::Error`: it comes back as [`Error::Inner`], typed.
+impl<S, P, B, ResBody> Service<Request<B>> for BearerAuth<S, P>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: ReplayBody + Send + 'static,
+    S::Error: Send + 'static,
+    P: ReplayPolicy<B> + Clone + Send + 'static,
+    B: Send + 'static,
     ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
-    type Error = BoxError;
+    type Error = Error<S::Error>;
     type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
@@ -194,7 +236,7 @@ where
     }
 }
 
-impl Authorizer {
+impl<P> Authorizer<P> {
     /// Whether the token may go with a request to `uri`.
     fn authorizes(&self, uri: &http::Uri) -> bool {
         match &self.origins {
@@ -216,8 +258,9 @@ impl Authorizer {
     where
         S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: ReplayBody + Send + 'static,
+        S::Error: Send + 'static,
+        P: ReplayPolicy<B>,
+        B: Send + 'static,
         ResBody: Send + 'static,
     {
         let shared = self.handle.shared();
@@ -230,14 +273,19 @@ impl Authorizer {
             return ResponseFuture::direct(inner.call(request));
         }
         let (parts, body) = request.into_parts();
-        let (body, replay) = body.into_replay(self.config.replay_limit);
+        // Without retries (a DPoP request's answer is still looked at), nothing to keep.
+        let (body, replay) = if self.config.retry {
+            self.replay.replay(body, self.config.replay_limit)
+        } else {
+            (body, Replay::none())
+        };
         let retry = Retry::new(
             &parts,
             replay,
             inner.clone(),
             self.handle.clone(),
             token.generation,
-            self.config,
+            self.config.clone(),
             if dpop {
                 DpopBase::Proof(self.dpop_origin.clone())
             } else {
@@ -248,7 +296,7 @@ impl Authorizer {
     }
 }
 
-impl<S> BearerAuth<S> {
+impl<S, P> BearerAuth<S, P> {
     /// The slow path: no valid token. The service that `poll_ready` made ready goes with the
     /// request (a clone, not yet ready, stays behind, as `tower::buffer` and tower-http's
     /// `FollowRedirect` do), so that a concurrency limit's permit or a buffer slot it reserved
@@ -257,8 +305,9 @@ impl<S> BearerAuth<S> {
     where
         S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
         S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: ReplayBody + Send + 'static,
+        S::Error: Send + 'static,
+        P: ReplayPolicy<B> + Clone + Send + 'static,
+        B: Send + 'static,
         ResBody: Send + 'static,
     {
         let clone = self.inner.clone();
@@ -276,7 +325,7 @@ impl<S> BearerAuth<S> {
                         error = %error,
                         "request failed waiting for an access token"
                     );
-                    return Err(BoxError::from(error));
+                    return Err(Error::TokenUnavailable(error));
                 }
             };
             tracing::trace!(

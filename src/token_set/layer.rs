@@ -1,19 +1,21 @@
-use std::{sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use http::{HeaderMap, StatusCode};
 use tower_layer::Layer;
 
 use super::{TokenSet, TokenSetAuth};
-use crate::layer::{Config, Origin};
+use crate::layer::{Config, Origin, ReplayBodies};
 
 /// Applies [`TokenSetAuth`] to a service: each request gets the token of the
 /// [`TokenKey`](super::TokenKey) its route picks, or none. See the
-/// [module documentation](super).
-#[derive(Debug, Clone)]
-pub struct TokenSetLayer {
+/// [module documentation](super). `P` is the [replay policy](crate::ReplayPolicy) for request
+/// bodies.
+#[derive(Clone)]
+pub struct TokenSetLayer<P = ReplayBodies> {
     set: TokenSet,
     config: Config,
     dpop_origin: Option<Arc<Origin>>,
+    replay: P,
 }
 
 impl TokenSetLayer {
@@ -24,6 +26,20 @@ impl TokenSetLayer {
             set,
             config,
             dpop_origin: None,
+            replay: ReplayBodies,
+        }
+    }
+}
+
+impl<P> TokenSetLayer<P> {
+    /// How request bodies are kept for the retry. Default: [`ReplayBodies`]. See
+    /// [`BearerAuthLayer::replay_policy`](crate::BearerAuthLayer::replay_policy).
+    pub fn replay_policy<Q>(self, policy: Q) -> TokenSetLayer<Q> {
+        TokenSetLayer {
+            set: self.set,
+            config: self.config,
+            dpop_origin: self.dpop_origin,
+            replay: policy,
         }
     }
 
@@ -57,22 +73,39 @@ impl TokenSetLayer {
     }
 
     /// Decides which responses mean "the token was refused". Default: status 401, or a
-    /// `grpc-status: 16` (UNAUTHENTICATED) header.
-    pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
-        self.config.is_unauthorized = predicate;
+    /// `grpc-status: 16` (UNAUTHENTICATED) header. See
+    /// [`BearerAuthLayer::unauthorized_if`](crate::BearerAuthLayer::unauthorized_if).
+    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    {
+        self.config.unauthorized_if = Some(Arc::new(rule));
         self
     }
 }
 
-impl<S> Layer<S> for TokenSetLayer {
-    type Service = TokenSetAuth<S>;
+/// The replay policy is shown by its type name: a closure has no `Debug`.
+impl<P> fmt::Debug for TokenSetLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSetLayer")
+            .field("set", &self.set)
+            .field("config", &self.config)
+            .field("dpop_origin", &self.dpop_origin)
+            .field("replay", &std::any::type_name::<P>())
+            .finish()
+    }
+}
+
+impl<S, P: Clone> Layer<S> for TokenSetLayer<P> {
+    type Service = TokenSetAuth<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         TokenSetAuth::from_parts(
             inner,
             self.set.clone(),
-            self.config,
+            self.config.clone(),
             self.dpop_origin.clone(),
+            self.replay.clone(),
         )
     }
 }

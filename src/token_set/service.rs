@@ -9,47 +9,62 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::TokenSet;
-use crate::{
-    error::BoxError,
-    layer::{BearerAuth, Config, Origin, ReplayBody, ResponseFuture},
-};
+use crate::layer::{BearerAuth, Config, Error, Origin, ReplayBodies, ReplayPolicy, ResponseFuture};
 
 /// Middleware that authorizes each request with the token of the key its route picks.
 ///
 /// Made by [`TokenSetLayer`](super::TokenSetLayer) or [`TokenSetAuth::new`]. Once the key is
 /// chosen it behaves exactly like [`BearerAuth`] with that key's token: waiting for the token,
 /// retrying once after a 401. See the [module documentation](super).
+///
+/// `P` is the [replay policy](crate::ReplayPolicy) for request bodies.
 #[derive(Clone)]
-pub struct TokenSetAuth<S> {
+pub struct TokenSetAuth<S, P = ReplayBodies> {
     inner: S,
     set: TokenSet,
     config: Config,
     dpop_origin: Option<Arc<Origin>>,
+    replay: P,
 }
 
 impl<S> TokenSetAuth<S> {
     /// Wraps `inner`, authorizing its requests with the tokens of `set`.
     pub fn new(inner: S, set: TokenSet) -> Self {
         let config = Config::with_max_wait(set.max_wait());
-        Self::from_parts(inner, set, config, None)
+        Self::from_parts(inner, set, config, None, ReplayBodies)
     }
 
     /// A [`TokenSetLayer`](super::TokenSetLayer) for this middleware.
     pub fn layer(set: TokenSet) -> super::TokenSetLayer {
         super::TokenSetLayer::new(set)
     }
+}
 
+impl<S, P> TokenSetAuth<S, P> {
     pub(crate) fn from_parts(
         inner: S,
         set: TokenSet,
         config: Config,
         dpop_origin: Option<Arc<Origin>>,
+        replay: P,
     ) -> Self {
         Self {
             inner,
             set,
             config,
             dpop_origin,
+            replay,
+        }
+    }
+
+    /// See [`TokenSetLayer::replay_policy`](super::TokenSetLayer::replay_policy).
+    pub fn replay_policy<Q>(self, policy: Q) -> TokenSetAuth<S, Q> {
+        TokenSetAuth {
+            inner: self.inner,
+            set: self.set,
+            config: self.config,
+            dpop_origin: self.dpop_origin,
+            replay: policy,
         }
     }
 
@@ -78,8 +93,11 @@ impl<S> TokenSetAuth<S> {
     }
 
     /// See [`TokenSetLayer::unauthorized_if`](super::TokenSetLayer::unauthorized_if).
-    pub fn unauthorized_if(mut self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
-        self.config.is_unauthorized = predicate;
+    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    {
+        self.config.unauthorized_if = Some(Arc::new(rule));
         self
     }
 
@@ -104,38 +122,42 @@ impl<S> TokenSetAuth<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for TokenSetAuth<S> {
+impl<S: fmt::Debug, P> fmt::Debug for TokenSetAuth<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSetAuth")
             .field("inner", &self.inner)
             .field("set", &self.set)
             .field("config", &self.config)
             .field("dpop_origin", &self.dpop_origin)
+            .field("replay", &std::any::type_name::<P>())
             .finish()
     }
 }
 
-impl<S, B, ResBody> Service<Request<B>> for TokenSetAuth<S>
+/// The bounds are [`BearerAuth`]'s, for the same reasons (see its `Service` implementation);
+/// `P: Clone` because each request's key gets its own copy.
+impl<S, P, B, ResBody> Service<Request<B>> for TokenSetAuth<S, P>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: ReplayBody + Send + 'static,
+    S::Error: Send + 'static,
+    P: ReplayPolicy<B> + Clone + Send + 'static,
+    B: Send + 'static,
     ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
-    type Error = BoxError;
+    type Error = Error<S::Error>;
     type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let handle = match self.set.handle_for(&request) {
             Some(Ok(handle)) => handle,
             Some(Err(error)) => {
-                return ResponseFuture::failed(error);
+                return ResponseFuture::failed(Error::TokenKey(error));
             }
             None => {
                 tracing::debug!(
@@ -148,7 +170,14 @@ where
         // The service driven to readiness goes to the key's `BearerAuth`; a clone stays.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        BearerAuth::from_parts(inner, handle, self.config, None, self.dpop_origin.clone())
-            .call(request)
+        BearerAuth::from_parts(
+            inner,
+            handle,
+            self.config.clone(),
+            None,
+            self.dpop_origin.clone(),
+            self.replay.clone(),
+        )
+        .call(request)
     }
 }

@@ -51,9 +51,11 @@ pub async fn send<S>(
     request: Request<Full<Bytes>>,
 ) -> Result<(StatusCode, Bytes), BoxError>
 where
-    S: tower::Service<Request<Full<Bytes>>, Response = Response<BoxBody>, Error = BoxError> + Clone,
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<BoxBody>> + Clone,
+    S::Error: Into<BoxError>,
 {
-    let response = service.clone().oneshot(request).await?;
+    // Boxed, the layer's error is the concrete one inside (`TokenUnavailable`, the API's).
+    let response = service.clone().oneshot(request).await.map_err(Into::into)?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     Ok((status, body))

@@ -136,7 +136,7 @@ pub(crate) fn api_request() -> Request<Full<Bytes>> {
 pub(crate) async fn call(
     service: &BearerAuth<Recorder>,
 ) -> Result<Response<Full<Bytes>>, BoxError> {
-    service.clone().oneshot(api_request()).await
+    Ok(service.clone().oneshot(api_request()).await?)
 }
 
 /// The `Display` and `Debug` text of an error and of every error in its `source()` chain.

@@ -18,7 +18,7 @@ use http_body_util::Full;
 use tokio::{task::JoinSet, time::Instant};
 use tower::{Layer, Service, ServiceExt};
 use tower_client_credentials::{
-    BearerAuthLayer, BoxError, ClientCredentials, ClientCredentialsBuilder, TokenUnavailable,
+    BearerAuthLayer, BoxError, ClientCredentials, ClientCredentialsBuilder,
     test_util::{
         DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockApi, MockApiService, MockAuthServer,
         RejectReason,
@@ -100,9 +100,10 @@ async fn outcome(service: &tower_client_credentials::BearerAuth<MockApiService>)
             Outcome::Refused
         }
         Err(error) => {
-            let unavailable = error
-                .downcast_ref::<TokenUnavailable>()
-                .unwrap_or_else(|| panic!("untyped error: {error:?}"));
+            let tower_client_credentials::BearerAuthError::TokenUnavailable(unavailable) = error
+            else {
+                panic!("not TokenUnavailable: {error:?}");
+            };
             assert!(unavailable.is_transient(), "{unavailable:?}");
             assert!(unavailable.token_error().is_some(), "{unavailable:?}");
             Outcome::Unavailable

@@ -21,12 +21,82 @@ use crate::{
     },
     error::{BoxError, ConfigError, TokenError},
     refresh::{RefreshPolicy, Refresher, Shared, TokenHandle},
+    source::{Fetcher, TokenSource},
     token::{ExpirySource, MAX_LIFETIME},
 };
 
-/// A checked client-credentials configuration, ready to [`start`](Self::start).
+/// The refresh options, written once for both builders: each holds `policy` and `max_wait`.
+macro_rules! refresh_options {
+    () => {
+        /// Refresh at most this long before expiry. Default: 60 s; any length (the margin never
+        /// exceeds what [`refresh_ratio`](Self::refresh_ratio) leaves).
+        ///
+        /// The refresh happens at whichever comes later of this margin and
+        /// [`refresh_ratio`](Self::refresh_ratio) of the lifetime, made up to 10 % earlier at random
+        /// so that many clients do not refresh in step: a 5-second token is refreshed at about
+        /// 4 s, a 24-hour token about a minute before it expires.
+        pub fn refresh_before(mut self, margin: Duration) -> Self {
+            self.policy.refresh_before = margin;
+            self
+        }
+
+        /// Refresh once this fraction of the lifetime has passed, at the latest. Default: `0.8`;
+        /// at least `0.1` (below it, the jitter of the refresh margin could make a token due the
+        /// moment it arrives), at most `1.0`.
+        pub fn refresh_ratio(mut self, ratio: f64) -> Self {
+            self.policy.refresh_ratio = ratio;
+            self
+        }
+
+        /// Backoff after a transient failure: the first delay, doubling up to `max`, with jitter,
+        /// and never past the current token's expiry. `Retry-After` is honoured (up to 10
+        /// minutes). Default: 500 ms doubling to 30 s. The first delay is at least 1 ms and at most
+        /// `max`; `max` is at most 10 minutes, the longest the refresher ever waits.
+        pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
+            self.policy.backoff_base = first;
+            self.policy.backoff_max = max;
+            self
+        }
+
+        /// The delay before trying again after a permanent failure (`invalid_client`, a malformed
+        /// response, …). Default: 60 s; at least 1 s, at most 10 minutes (the longest the
+        /// refresher ever waits).
+        pub fn permanent_retry(mut self, delay: Duration) -> Self {
+            self.policy.permanent_retry = delay;
+            self
+        }
+
+        /// How the handle answers an API that refuses the fresh tokens it brings: the first delay
+        /// and the cap of the refusal backoff. Default: 5 s doubling to 5 minutes; `first` from
+        /// 1 ms to `max`, `max` at most a day.
+        ///
+        /// A token that an API accepted before and now refuses has expired or been revoked: it is
+        /// replaced at once, always. A fresh token refused before any request succeeded with it is
+        /// replaced at once the first time; each further one in a row waits `first`, then twice
+        /// that, up to `max`, while the 401s go back to the callers. The first accepted request
+        /// ends the backoff. See [`TokenStatus::refused_in_a_row`](crate::TokenStatus).
+        pub fn refused_token_backoff(mut self, first: Duration, max: Duration) -> Self {
+            self.policy.refusal_backoff = first;
+            self.policy.refusal_backoff_max = max;
+            self
+        }
+
+        /// How long a request waits for a token when none is valid. Default: 30 s; any length:
+        /// `Duration::MAX` waits as long as it takes.
+        pub fn max_wait(mut self, wait: Duration) -> Self {
+            self.max_wait = wait;
+            self
+        }
+    };
+}
+
+/// A checked configuration of where tokens come from and how they are kept fresh, ready to
+/// [`start`](Self::start): the built-in client-credentials request, or any
+/// [`TokenSource`] ([`from_source`](Self::from_source)).
 pub struct ClientCredentials {
-    endpoint: TokenEndpoint,
+    source: Fetcher,
+    /// With DPoP (built-in source only): makes the proofs of API requests.
+    dpop: Option<Arc<Prover>>,
     policy: RefreshPolicy,
     max_wait: Duration,
     #[cfg(feature = "redis")]
@@ -148,6 +218,35 @@ impl ClientCredentials {
         )
     }
 
+    /// Starts configuring a handle whose tokens come from `source` instead of the built-in
+    /// client-credentials request: the same refresh schedule, single flight, backoff and 401
+    /// handling, for tokens obtained any other way. A closure makes a source with
+    /// [`source_fn`](crate::source_fn), which is also how to unit-test code that uses the
+    /// layer (see the [`source` module](crate::source)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_client_credentials::{ClientCredentials, IssuedToken, TokenError, source_fn};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let tokens = ClientCredentials::from_source(source_fn(|| async {
+    ///     let token = std::env::var("API_TOKEN").map_err(TokenError::permanent)?;
+    ///     Ok(IssuedToken::bearer(token, Duration::from_secs(3600)))
+    /// }))
+    /// .refresh_before(Duration::from_secs(300))
+    /// .build()?
+    /// .start()
+    /// .await?;
+    /// # let _ = tokens; Ok(()) }
+    /// ```
+    pub fn from_source(source: impl TokenSource) -> TokenSourceBuilder {
+        TokenSourceBuilder {
+            source: Fetcher::of(source, DEFAULT_TIMEOUT),
+            policy: RefreshPolicy::default(),
+            max_wait: DEFAULT_MAX_WAIT,
+        }
+    }
+
     /// Spawns the refresher on the current tokio runtime and waits for the first token.
     ///
     /// Bad credentials, a wrong scope or an unreachable endpoint fail here rather than on the
@@ -181,15 +280,8 @@ impl ClientCredentials {
     /// The handle and the refresher, for running the refresher on an executor of your choice,
     /// like [`tower::buffer::Buffer::pair`](https://docs.rs/tower/latest/tower/buffer/struct.Buffer.html#method.pair). Requests wait until the refresher runs.
     pub fn into_parts(self) -> (TokenHandle, Refresher) {
-        let shared = Arc::new(Shared::new(
-            self.max_wait,
-            &self.policy,
-            self.endpoint
-                .dpop
-                .as_ref()
-                .map(|(prover, _)| Arc::clone(prover)),
-        ));
-        let refresher = Refresher::new(Arc::clone(&shared), self.endpoint, self.policy);
+        let shared = Arc::new(Shared::new(self.max_wait, &self.policy, self.dpop));
+        let refresher = Refresher::new(Arc::clone(&shared), self.source, self.policy);
         #[cfg(feature = "redis")]
         let refresher = refresher.with_shared_cache(self.shared_cache);
         (TokenHandle::new(shared), refresher)
@@ -264,11 +356,11 @@ impl ClientCredentialsBuilder {
             format: RequestFormat::default(),
             client: None,
             allow_insecure_http: false,
-            timeout: Duration::from_secs(30),
+            timeout: DEFAULT_TIMEOUT,
             max_response_size: 64 * 1024,
             expiry: ExpirySource::default(),
             default_lifetime: Duration::from_secs(300),
-            max_wait: Duration::from_secs(30),
+            max_wait: DEFAULT_MAX_WAIT,
             policy: RefreshPolicy::default(),
             dpop: None,
             #[cfg(feature = "redis")]
@@ -386,65 +478,7 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// Refresh at most this long before expiry. Default: 60 s; any length (the margin never
-    /// exceeds what [`refresh_ratio`](Self::refresh_ratio) leaves).
-    ///
-    /// The refresh happens at whichever comes later of this margin and
-    /// [`refresh_ratio`](Self::refresh_ratio) of the lifetime, made up to 10 % earlier at random
-    /// so that many clients do not refresh in step: a 5-second token is refreshed at about
-    /// 4 s, a 24-hour token about a minute before it expires.
-    pub fn refresh_before(mut self, margin: Duration) -> Self {
-        self.policy.refresh_before = margin;
-        self
-    }
-
-    /// Refresh once this fraction of the lifetime has passed, at the latest. Default: `0.8`;
-    /// at least `0.1` (below it, the jitter of the refresh margin could make a token due the
-    /// moment it arrives), at most `1.0`.
-    pub fn refresh_ratio(mut self, ratio: f64) -> Self {
-        self.policy.refresh_ratio = ratio;
-        self
-    }
-
-    /// Backoff after a transient failure: the first delay, doubling up to `max`, with jitter,
-    /// and never past the current token's expiry. `Retry-After` is honoured (up to 10
-    /// minutes). Default: 500 ms doubling to 30 s. The first delay is at least 1 ms and at most
-    /// `max`; `max` is at most 10 minutes, the longest the refresher ever waits.
-    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
-        self.policy.backoff_base = first;
-        self.policy.backoff_max = max;
-        self
-    }
-
-    /// The delay before trying again after a permanent failure (`invalid_client`, a malformed
-    /// response, …). Default: 60 s; at least 1 s, at most 10 minutes (the longest the
-    /// refresher ever waits).
-    pub fn permanent_retry(mut self, delay: Duration) -> Self {
-        self.policy.permanent_retry = delay;
-        self
-    }
-
-    /// How the handle answers an API that refuses the fresh tokens it brings: the first delay
-    /// and the cap of the refusal backoff. Default: 5 s doubling to 5 minutes; `first` from
-    /// 1 ms to `max`, `max` at most a day.
-    ///
-    /// A token that an API accepted before and now refuses has expired or been revoked: it is
-    /// replaced at once, always. A fresh token refused before any request succeeded with it is
-    /// replaced at once the first time; each further one in a row waits `first`, then twice
-    /// that, up to `max`, while the 401s go back to the callers. The first accepted request
-    /// ends the backoff. See [`TokenStatus::refused_in_a_row`](crate::TokenStatus).
-    pub fn refused_token_backoff(mut self, first: Duration, max: Duration) -> Self {
-        self.policy.refusal_backoff = first;
-        self.policy.refusal_backoff_max = max;
-        self
-    }
-
-    /// How long a request waits for a token when none is valid. Default: 30 s; any length:
-    /// `Duration::MAX` waits as long as it takes.
-    pub fn max_wait(mut self, wait: Duration) -> Self {
-        self.max_wait = wait;
-        self
-    }
+    refresh_options!();
 
     /// Shares the token with the other replicas of the service through Redis: a refresh adopts
     /// the token another replica fetched, or fetches it for all of them. Requests still read
@@ -533,7 +567,8 @@ impl ClientCredentialsBuilder {
         Ok(ClientCredentials {
             #[cfg(feature = "redis")]
             shared_cache: template.shared_source(&template.params)?,
-            endpoint: template.endpoint_with(request),
+            dpop: template.prover(),
+            source: template.fetcher(template.endpoint_with(request)),
             policy: template.policy,
             max_wait: template.max_wait,
         })
@@ -649,6 +684,62 @@ impl ClientCredentialsBuilder {
     }
 }
 
+/// The default [`timeout`](ClientCredentialsBuilder::timeout) of a token request.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default [`max_wait`](ClientCredentialsBuilder::max_wait) of a request for a token.
+const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Builds a [`ClientCredentials`] whose tokens come from a [`TokenSource`]. Created by
+/// [`ClientCredentials::from_source`].
+///
+/// The refresh options are those of [`ClientCredentialsBuilder`], with the same defaults and
+/// ranges.
+pub struct TokenSourceBuilder {
+    source: Fetcher,
+    policy: RefreshPolicy,
+    max_wait: Duration,
+}
+
+impl fmt::Debug for TokenSourceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSourceBuilder")
+            .field("timeout", &self.source.timeout)
+            .field("policy", &self.policy)
+            .field("max_wait", &self.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSourceBuilder {
+    /// The longest one [`fetch`](TokenSource::fetch) may take; a slower one fails with the
+    /// transient [`TokenError::Timeout`] and is dropped. Default: 30 s; must not be zero.
+    /// `Duration::MAX` sets no limit.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.source.timeout = timeout;
+        self
+    }
+
+    refresh_options!();
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidTiming`] naming the option outside its range.
+    pub fn build(self) -> Result<ClientCredentials, ConfigError> {
+        check_schedule(&self.policy, self.source.timeout)?;
+        Ok(ClientCredentials {
+            source: self.source,
+            dpop: None,
+            policy: self.policy,
+            max_wait: self.max_wait,
+            #[cfg(feature = "redis")]
+            shared_cache: None,
+        })
+    }
+}
+
 /// A checked configuration without its token-request parameters: what the tokens of a
 /// [`TokenSet`](crate::TokenSet) share. [`endpoint`](Self::endpoint) makes the token endpoint
 /// client for one parameter set.
@@ -705,6 +796,16 @@ impl EndpointTemplate {
             .transpose()
     }
 
+    /// The prover of the DPoP proofs of API requests, with DPoP.
+    pub(crate) fn prover(&self) -> Option<Arc<Prover>> {
+        self.dpop.as_ref().map(|(prover, _)| Arc::clone(prover))
+    }
+
+    /// `endpoint` with this template's request timeout.
+    pub(crate) fn fetcher(&self, endpoint: TokenEndpoint) -> Fetcher {
+        Fetcher::new(Arc::new(endpoint), self.timeout)
+    }
+
     /// The token endpoint client for `params`, sharing this template's HTTP client.
     pub(crate) fn endpoint(&self, params: &Parameters) -> Result<TokenEndpoint, ConfigError> {
         let request = PreparedRequest::new(
@@ -725,7 +826,6 @@ impl EndpointTemplate {
             expiry: self.expiry,
             default_lifetime: self.default_lifetime,
             client: self.client.clone(),
-            timeout: self.timeout,
             max_body: self.max_body,
             dpop: self.dpop.clone(),
         }
@@ -780,21 +880,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 /// Checks every timing and size option against its documented range, so that no arithmetic
 /// on them can overflow later.
 fn check_timing(builder: &ClientCredentialsBuilder) -> Result<(), ConfigError> {
-    let policy = &builder.policy;
-    // `contains` is false for NaN.
-    if !(0.1..=1.0).contains(&policy.refresh_ratio) {
-        return Err(ConfigError::InvalidTiming {
-            name: "refresh_ratio",
-            reason: format!("must be from 0.1 to 1.0, not {}", policy.refresh_ratio),
-        });
-    }
-    check_range(
-        "timeout",
-        builder.timeout,
-        Duration::from_nanos(1),
-        Duration::MAX,
-        "greater than zero",
-    )?;
+    check_schedule(&builder.policy, builder.timeout)?;
     check_range(
         "default_lifetime",
         builder.default_lifetime,
@@ -811,6 +897,25 @@ fn check_timing(builder: &ClientCredentialsBuilder) -> Result<(), ConfigError> {
             ),
         });
     }
+    Ok(())
+}
+
+/// Checks the options that every source shares: the refresh schedule and the fetch timeout.
+fn check_schedule(policy: &RefreshPolicy, timeout: Duration) -> Result<(), ConfigError> {
+    // `contains` is false for NaN.
+    if !(0.1..=1.0).contains(&policy.refresh_ratio) {
+        return Err(ConfigError::InvalidTiming {
+            name: "refresh_ratio",
+            reason: format!("must be from 0.1 to 1.0, not {}", policy.refresh_ratio),
+        });
+    }
+    check_range(
+        "timeout",
+        timeout,
+        Duration::from_nanos(1),
+        Duration::MAX,
+        "greater than zero",
+    )?;
     check_backoff(
         "backoff",
         (policy.backoff_base, policy.backoff_max),

@@ -85,6 +85,7 @@ mod error;
 pub mod layer;
 mod metrics;
 mod refresh;
+pub mod source;
 mod token;
 pub mod token_set;
 mod www_authenticate;
@@ -102,7 +103,7 @@ pub mod test_util;
 pub mod fuzzing;
 
 pub use crate::{
-    client_credentials::{ClientCredentials, ClientCredentialsBuilder},
+    client_credentials::{ClientCredentials, ClientCredentialsBuilder, TokenSourceBuilder},
     dpop::{DpopAlgorithm, DpopError, DpopKey},
     endpoint::{
         AssertionAudience, AuthMethod, ClientKey, DiscoveryError, RequestFormat, SigningAlgorithm,
@@ -112,6 +113,7 @@ pub use crate::{
         BearerAuth, BearerAuthLayer, Origin, RecordedBody, Replay, ReplayBody, ResponseFuture,
     },
     refresh::{Refresher, TokenHandle, TokenStatus},
+    source::{IssuedToken, SourceFn, TokenSource, source_fn},
     token::{ExpirySource, Token},
     token_set::{TokenKey, TokenSet, TokenSetAuth, TokenSetBuilder, TokenSetLayer},
 };

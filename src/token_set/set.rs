@@ -258,10 +258,11 @@ impl Inner {
         let shared = Arc::new(Shared::new(
             self.template.max_wait,
             &policy,
-            endpoint.dpop.as_ref().map(|(prover, _)| Arc::clone(prover)),
+            self.template.prover(),
         ));
         let outcomes = shared.outcomes();
-        let refresher = Refresher::new(Arc::clone(&shared), endpoint, policy);
+        let refresher =
+            Refresher::new(Arc::clone(&shared), self.template.fetcher(endpoint), policy);
         #[cfg(feature = "redis")]
         let refresher = refresher.with_shared_cache(self.template.shared_source(&params)?);
         let handle = TokenHandle::new(shared);

@@ -1,0 +1,265 @@
+//! Token sources other than the built-in client-credentials request, behind the same refresher
+//! and layer: a closure source ([`source_fn`]) through `BearerAuthLayer`, on tokio's paused
+//! clock.
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt, service_fn};
+use tower_client_credentials::{
+    BearerAuthLayer, BoxError, ClientCredentials, ConfigError, IssuedToken, TokenError,
+    TokenHandle, TokenUnavailable, source_fn,
+};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// What a scripted source answers on its nth fetch (from 0).
+type Script = dyn Fn(usize) -> Result<IssuedToken, TokenError> + Send + Sync;
+
+/// A closure source that answers by `script` and records when each fetch happened.
+#[derive(Clone)]
+struct Scripted {
+    fetches: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Scripted {
+    fn start(
+        script: impl Fn(usize) -> Result<IssuedToken, TokenError> + Send + Sync + 'static,
+    ) -> (Self, tower_client_credentials::TokenSourceBuilder) {
+        let this = Self {
+            fetches: Arc::default(),
+        };
+        let fetches = Arc::clone(&this.fetches);
+        let script: Arc<Script> = Arc::new(script);
+        let builder = ClientCredentials::from_source(source_fn(move || {
+            let n = {
+                let mut fetches = fetches.lock().unwrap();
+                fetches.push(Instant::now());
+                fetches.len() - 1
+            };
+            let script = Arc::clone(&script);
+            async move { script(n) }
+        }));
+        (this, builder)
+    }
+
+    fn count(&self) -> usize {
+        self.fetches.lock().unwrap().len()
+    }
+
+    fn at(&self) -> Vec<Instant> {
+        self.fetches.lock().unwrap().clone()
+    }
+}
+
+/// Sends one request through the layer to an API that answers 200 with the `Authorization`
+/// header it got as the body.
+async fn call(handle: &TokenHandle) -> Result<(StatusCode, String), BoxError> {
+    let api = service_fn(|request: Request<Full<Bytes>>| async move {
+        let authorization = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        Ok::<_, Infallible>(Response::new(authorization))
+    });
+    let service = BearerAuthLayer::new(handle.clone()).layer(api);
+    let request = Request::get("http://127.0.0.1/api")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = service.oneshot(request).await?;
+    Ok((response.status(), response.into_body()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closure_source_is_refreshed_before_expiry_through_the_layer() {
+    let (source, builder) =
+        Scripted::start(|n| Ok(IssuedToken::bearer(format!("tok-{n}"), 10 * SECOND)));
+    let start = Instant::now();
+    let handle = builder.build().unwrap().start().await.unwrap();
+    assert_eq!(call(&handle).await.unwrap().1, "Bearer tok-0");
+
+    // A 10-second token: margin min(60 s, 20 % = 2 s), up to 10 % earlier: at [7.8 s, 8 s].
+    tokio::time::sleep_until(start + Duration::from_millis(7_790)).await;
+    assert_eq!(source.count(), 1);
+    assert_eq!(call(&handle).await.unwrap().1, "Bearer tok-0");
+    tokio::time::sleep_until(start + Duration::from_millis(8_010)).await;
+    assert_eq!(source.count(), 2);
+    assert_eq!(call(&handle).await.unwrap().1, "Bearer tok-1");
+    // Never sent expired: at 10 s the first token would have died; the second lives on.
+    tokio::time::sleep_until(start + 12 * SECOND).await;
+    assert_eq!(call(&handle).await.unwrap().1, "Bearer tok-1");
+    assert_eq!(source.count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_error_is_retried_with_backoff_while_the_token_is_served() {
+    // Fetch 0 succeeds, 1 to 3 fail transiently, 4 succeeds.
+    let (source, builder) = Scripted::start(|n| match n {
+        1..=3 => Err(TokenError::transient("token service overloaded")),
+        _ => Ok(IssuedToken::bearer(format!("tok-{n}"), 60 * SECOND)),
+    });
+    let start = Instant::now();
+    let handle = builder
+        .backoff(SECOND, 8 * SECOND)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    // The refresh is due at [46.8 s, 48 s]; the retries follow it.
+    tokio::time::sleep_until(start + 50 * SECOND).await;
+    assert!(source.count() >= 2, "{}", source.count());
+    // The old token is still served while the refresher backs off.
+    assert_eq!(call(&handle).await.unwrap().1, "Bearer tok-0");
+    let status = handle.status();
+    assert!(status.valid);
+    assert!(
+        status
+            .last_error
+            .as_ref()
+            .is_some_and(|(error, _)| error.is_transient() && error.kind() == "source"),
+        "{status:?}"
+    );
+
+    tokio::time::sleep_until(start + 59 * SECOND).await;
+    assert_eq!(source.count(), 5);
+    assert_eq!(call(&handle).await.unwrap().1, "Bearer tok-4");
+    // Equal jitter: the nth retry waits between half and all of 1 s doubling.
+    let at = source.at();
+    for (retry, full) in [(2, SECOND), (3, 2 * SECOND), (4, 4 * SECOND)] {
+        let waited = at[retry] - at[retry - 1];
+        assert!(
+            waited >= full / 2 && waited <= full,
+            "retry {retry}: {waited:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_surfaces_to_requests_and_start() {
+    let (source, builder) =
+        Scripted::start(|_| Err(TokenError::permanent("no credentials configured")));
+    let error = builder.build().unwrap().start().await.unwrap_err();
+    assert!(!error.is_transient());
+    assert_eq!(
+        error.to_string(),
+        "token source failed: no credentials configured"
+    );
+    assert_eq!(source.count(), 1);
+
+    // Through the layer: the request fails with the source's error and is not sent.
+    let (source, builder) = Scripted::start(|_| Err(TokenError::permanent("revoked")));
+    let handle = builder.build().unwrap().spawn();
+    let error = call(&handle).await.unwrap_err();
+    let unavailable = error.downcast_ref::<TokenUnavailable>().unwrap();
+    let cause = unavailable.token_error().unwrap();
+    assert!(!cause.is_transient());
+    assert_eq!(cause.kind(), "source");
+    assert!(
+        std::error::Error::source(cause)
+            .unwrap()
+            .to_string()
+            .contains("revoked")
+    );
+    // Retried slowly: the permanent retry delay (60 s, up to 20 % less), not the backoff.
+    tokio::time::sleep(47 * SECOND).await;
+    assert_eq!(source.count(), 1);
+    tokio::time::sleep(14 * SECOND).await;
+    assert_eq!(source.count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_that_cannot_be_a_header_is_a_permanent_error() {
+    for bad in ["", "has space", "line\nbreak", "ünïcode"] {
+        let (_, builder) = Scripted::start(move |_| Ok(IssuedToken::bearer(bad, 60 * SECOND)));
+        let error = builder.build().unwrap().start().await.unwrap_err();
+        assert!(!error.is_transient(), "{bad:?}");
+        assert!(
+            !error.to_string().contains(bad) || bad.is_empty(),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_slower_than_the_timeout_fails_transiently() {
+    let handle = ClientCredentials::from_source(source_fn(|| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(IssuedToken::bearer("late", 60 * SECOND))
+    }))
+    .timeout(2 * SECOND)
+    .build()
+    .unwrap()
+    .start()
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(handle, TokenError::Timeout { after } if after == 2 * SECOND),
+        "{handle:?}"
+    );
+}
+
+#[test]
+fn source_options_are_checked_at_build() {
+    let builder = || {
+        ClientCredentials::from_source(source_fn(|| async { Ok(IssuedToken::bearer("t", SECOND)) }))
+    };
+    let name = |error: ConfigError| match error {
+        ConfigError::InvalidTiming { name, .. } => name,
+        other => panic!("{other}"),
+    };
+    assert_eq!(
+        name(builder().timeout(Duration::ZERO).build().unwrap_err()),
+        "timeout"
+    );
+    assert_eq!(
+        name(builder().refresh_ratio(f64::NAN).build().unwrap_err()),
+        "refresh_ratio"
+    );
+    assert_eq!(
+        name(
+            builder()
+                .backoff(Duration::MAX, Duration::MAX)
+                .build()
+                .unwrap_err()
+        ),
+        "backoff"
+    );
+    assert_eq!(
+        name(
+            builder()
+                .permanent_retry(Duration::ZERO)
+                .build()
+                .unwrap_err()
+        ),
+        "permanent_retry"
+    );
+    assert!(
+        builder()
+            .timeout(Duration::MAX)
+            .max_wait(Duration::MAX)
+            .refresh_before(Duration::MAX)
+            .build()
+            .is_ok()
+    );
+}
+
+#[test]
+fn issued_tokens_never_show_the_token() {
+    let token = IssuedToken::bearer("s3cr3t-token-value", Duration::MAX).with_scope("orders:read");
+    let debug = format!("{token:?}");
+    assert!(!debug.contains("s3cr3t"), "{debug}");
+    assert!(debug.contains("orders:read"), "{debug}");
+    // Lifetimes saturate at a year.
+    assert_eq!(token.lifetime(), Duration::from_secs(365 * 24 * 60 * 60));
+    assert_eq!(token.token_type(), "Bearer");
+    assert_eq!(token.scope(), Some("orders:read"));
+}

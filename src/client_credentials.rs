@@ -87,6 +87,18 @@ macro_rules! refresh_options {
             self.max_wait = wait;
             self
         }
+
+        /// Starts lazily: no token is requested until a request (or
+        /// [`TokenHandle::token`]) needs one; the requests that find no token then share the
+        /// one fetch, and from then on the token is refreshed as usual. For a CLI or a rarely
+        /// used client that should not call the authorization server at start-up.
+        /// [`start`](ClientCredentials::start) then returns at once, so bad credentials show
+        /// on the first request instead. For a [`TokenSet`](crate::TokenSet), `start` does not
+        /// fetch the routed keys' tokens either. Default: `false`.
+        pub fn lazy(mut self, lazy: bool) -> Self {
+            self.lazy = lazy;
+            self
+        }
     };
 }
 
@@ -99,6 +111,7 @@ pub struct ClientCredentials {
     dpop: Option<Arc<Prover>>,
     policy: RefreshPolicy,
     max_wait: Duration,
+    lazy: bool,
     #[cfg(feature = "redis")]
     shared_cache: Option<crate::shared_cache::SharedSource>,
 }
@@ -244,18 +257,23 @@ impl ClientCredentials {
             source: Fetcher::of(source, DEFAULT_TIMEOUT),
             policy: RefreshPolicy::default(),
             max_wait: DEFAULT_MAX_WAIT,
+            lazy: false,
         }
     }
 
     /// Spawns the refresher on the current tokio runtime and waits for the first token.
     ///
     /// Bad credentials, a wrong scope or an unreachable endpoint fail here rather than on the
-    /// first request.
+    /// first request. With [`lazy`](ClientCredentialsBuilder::lazy), returns at once: nothing
+    /// is fetched before a request needs a token.
     ///
     /// # Panics
     ///
     /// When called outside a tokio runtime.
     pub async fn start(self) -> Result<TokenHandle, TokenError> {
+        if self.lazy {
+            return Ok(self.spawn());
+        }
         let (handle, refresher) = self.into_parts();
         // Subscribed before the refresher runs: the first request's own outcome counts, not
         // that of a retry after it.
@@ -280,7 +298,8 @@ impl ClientCredentials {
     /// The handle and the refresher, for running the refresher on an executor of your choice,
     /// like [`tower::buffer::Buffer::pair`](https://docs.rs/tower/latest/tower/buffer/struct.Buffer.html#method.pair). Requests wait until the refresher runs.
     pub fn into_parts(self) -> (TokenHandle, Refresher) {
-        let shared = Arc::new(Shared::new(self.max_wait, &self.policy, self.dpop));
+        let shared = Shared::new(self.max_wait, &self.policy, self.dpop);
+        let shared = Arc::new(if self.lazy { shared.lazy() } else { shared });
         let refresher = Refresher::new(Arc::clone(&shared), self.source, self.policy);
         #[cfg(feature = "redis")]
         let refresher = refresher.with_shared_cache(self.shared_cache);
@@ -316,6 +335,7 @@ pub struct ClientCredentialsBuilder {
     expiry: ExpirySource,
     default_lifetime: Duration,
     max_wait: Duration,
+    lazy: bool,
     policy: RefreshPolicy,
     dpop: Option<DpopKey>,
     #[cfg(feature = "redis")]
@@ -361,6 +381,7 @@ impl ClientCredentialsBuilder {
             expiry: ExpirySource::default(),
             default_lifetime: Duration::from_secs(300),
             max_wait: DEFAULT_MAX_WAIT,
+            lazy: false,
             policy: RefreshPolicy::default(),
             dpop: None,
             #[cfg(feature = "redis")]
@@ -571,6 +592,7 @@ impl ClientCredentialsBuilder {
             source: template.fetcher(template.endpoint_with(request)),
             policy: template.policy,
             max_wait: template.max_wait,
+            lazy: template.lazy,
         })
     }
 
@@ -666,6 +688,7 @@ impl ClientCredentialsBuilder {
                 max_body: self.max_response_size,
                 policy: self.policy,
                 max_wait: self.max_wait,
+                lazy: self.lazy,
                 dpop,
                 #[cfg(feature = "redis")]
                 shared_cache: self.shared_cache,
@@ -699,6 +722,7 @@ pub struct TokenSourceBuilder {
     source: Fetcher,
     policy: RefreshPolicy,
     max_wait: Duration,
+    lazy: bool,
 }
 
 impl fmt::Debug for TokenSourceBuilder {
@@ -707,6 +731,7 @@ impl fmt::Debug for TokenSourceBuilder {
             .field("timeout", &self.source.timeout)
             .field("policy", &self.policy)
             .field("max_wait", &self.max_wait)
+            .field("lazy", &self.lazy)
             .finish_non_exhaustive()
     }
 }
@@ -734,6 +759,7 @@ impl TokenSourceBuilder {
             dpop: None,
             policy: self.policy,
             max_wait: self.max_wait,
+            lazy: self.lazy,
             #[cfg(feature = "redis")]
             shared_cache: None,
         })
@@ -759,6 +785,8 @@ pub(crate) struct EndpointTemplate {
     max_body: usize,
     pub(crate) policy: RefreshPolicy,
     pub(crate) max_wait: Duration,
+    /// Whether the set's `start` leaves the routed keys' first fetches to their first requests.
+    pub(crate) lazy: bool,
     dpop: Option<(Arc<Prover>, Arc<str>)>,
     #[cfg(feature = "redis")]
     shared_cache: Option<crate::RedisCache>,

@@ -1,6 +1,8 @@
 //! Token sources other than the built-in client-credentials request, behind the same refresher
-//! and layer: a closure source ([`source_fn`]) through `BearerAuthLayer`, on tokio's paused
-//! clock.
+//! and layer: a closure source ([`source_fn`]) through `BearerAuthLayer`, and lazy start
+//! against the embedded authorization server. On tokio's paused clock.
+
+mod common;
 
 use std::{
     convert::Infallible,
@@ -262,4 +264,89 @@ fn issued_tokens_never_show_the_token() {
     assert_eq!(token.lifetime(), Duration::from_secs(365 * 24 * 60 * 60));
     assert_eq!(token.token_type(), "Bearer");
     assert_eq!(token.scope(), Some("orders:read"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lazy_start_makes_no_request_before_the_first_and_one_for_2000_concurrent_firsts() {
+    let auth = common::auth_server(60 * SECOND);
+    // The token request takes a while, so that all 2,000 requests meet it in flight.
+    auth.set_fault_plan(|_| {
+        Some(tower_client_credentials::test_util::Fault::delay(
+            Duration::from_millis(50),
+        ))
+    });
+    let api = auth.api();
+    let handle = common::builder(&auth)
+        .lazy(true)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    // A day passes without a request: no token is asked for.
+    tokio::time::sleep(Duration::from_secs(86_400)).await;
+    assert_eq!(auth.token_requests(), 0);
+    assert!(handle.current().is_none());
+    assert!(handle.status().next_attempt_in.is_none());
+
+    let service = common::client(&handle, &api);
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..2000 {
+        let service = service.clone();
+        requests.spawn(async move { common::send(&service, common::request("x")).await });
+    }
+    while let Some(result) = requests.join_next().await {
+        assert_eq!(result.unwrap().unwrap().0, StatusCode::OK);
+    }
+    assert_eq!(auth.token_requests(), 1);
+    assert_eq!(api.accepted(), 2000);
+
+    // From then on, the usual refresh: a 60-second token is renewed at [46.8 s, 48 s].
+    let first = Instant::now();
+    tokio::time::sleep_until(first + 46 * SECOND).await;
+    assert_eq!(auth.token_requests(), 1);
+    tokio::time::sleep_until(first + 49 * SECOND).await;
+    assert_eq!(auth.token_requests(), 2);
+    assert_eq!(handle.current().unwrap().generation(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lazy_handle_fetches_on_token_and_a_shut_down_one_never() {
+    let (source, builder) =
+        Scripted::start(|n| Ok(IssuedToken::bearer(format!("t{n}"), 60 * SECOND)));
+    let handle = builder.lazy(true).build().unwrap().start().await.unwrap();
+    tokio::time::sleep(3600 * SECOND).await;
+    assert_eq!(source.count(), 0);
+    assert_eq!(handle.token().await.unwrap().access_token(), "t0");
+    assert_eq!(source.count(), 1);
+
+    let (source, builder) =
+        Scripted::start(|n| Ok(IssuedToken::bearer(format!("t{n}"), 60 * SECOND)));
+    let handle = builder.lazy(true).build().unwrap().spawn();
+    handle.shutdown();
+    assert!(matches!(
+        handle.token().await,
+        Err(TokenUnavailable::Shutdown)
+    ));
+    tokio::time::sleep(3600 * SECOND).await;
+    assert_eq!(source.count(), 0);
+    assert!(!handle.status().running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lazy_token_set_fetches_no_routed_key_at_start() {
+    let auth = common::auth_server(60 * SECOND);
+    let origin: tower_client_credentials::Origin = "http://127.0.0.1:1".parse().unwrap();
+    let set = common::builder(&auth)
+        .lazy(true)
+        .build_set()
+        .unwrap()
+        .route(origin, tower_client_credentials::TokenKey::new())
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(3600 * SECOND).await;
+    assert_eq!(auth.token_requests(), 0);
+    assert!(set.status().is_empty());
 }

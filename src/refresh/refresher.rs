@@ -144,6 +144,20 @@ impl Task {
         // The timer that marks the current token expired at its usable end (see `arm`).
         let mut _alarm: Option<Pin<Box<tokio::time::Sleep>>> = None;
 
+        // A lazy store: nothing is fetched until a request needs a token.
+        while !shared.demanded.load(Ordering::Acquire) {
+            let mut closed = pin!(shared.close.notified());
+            closed.as_mut().enable();
+            if shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            tokio::select! {
+                biased;
+                () = &mut closed => return,
+                () = shared.wake.notified() => {}
+            }
+        }
+
         loop {
             let mut closed = pin!(shared.close.notified());
             closed.as_mut().enable();

@@ -111,7 +111,9 @@ impl TokenSetBuilder {
     }
 
     /// Spawns the set's refresher task on the current tokio runtime, fetches the tokens of the
-    /// keys named by [`route`](Self::route) and waits for them. Keys met later (through an
+    /// keys named by [`route`](Self::route) and waits for them (unless
+    /// [`lazy`](crate::ClientCredentialsBuilder::lazy), which leaves that to their first
+    /// requests, like [`spawn`](Self::spawn)). Keys met later (through an
     /// extension or [`route_with`](Self::route_with)) are fetched on their first request.
     ///
     /// # Errors
@@ -122,6 +124,9 @@ impl TokenSetBuilder {
     ///
     /// When called outside a tokio runtime.
     pub async fn start(self) -> Result<TokenSet, TokenError> {
+        if self.template.lazy {
+            return Ok(self.spawn());
+        }
         let keys: Vec<TokenKey> = self.routes.iter().map(|(_, key)| key.clone()).collect();
         let set = self.spawn();
         let mut first = Vec::new();

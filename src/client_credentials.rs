@@ -16,8 +16,9 @@ use tower_service::Service;
 use crate::{
     dpop::{DpopKey, Prover},
     endpoint::{
-        self, AssertionAudience, AssertionOptions, AuthMethod, ClientKey, Credential,
-        DiscoveryError, HttpClient, Parameters, PreparedRequest, RequestFormat, TokenEndpoint,
+        self, AssertionAudience, AssertionOptions, AuthMethod, ClientAssertion, ClientKey,
+        Credential, DiscoveryError, HttpClient, Parameters, PreparedRequest, RequestFormat,
+        TokenEndpoint,
     },
     error::{BoxError, ConfigError, TokenError},
     refresh::{RefreshPolicy, Refresher, Shared, TokenHandle},
@@ -174,6 +175,45 @@ impl ClientCredentials {
         )
     }
 
+    /// Starts configuring a client that authenticates with a client assertion made by someone
+    /// else (workload identity federation): every token request carries the assertion's
+    /// current value as `client_assertion`, with the jwt-bearer assertion type, and
+    /// `client_id`, but no secret. The method is [`AuthMethod::PrivateKeyJwt`] (its wire form);
+    /// the body must be a form.
+    ///
+    /// The same URL rules as [`builder`](Self::builder) apply.
+    ///
+    /// ```no_run
+    /// use tower_client_credentials::{ClientAssertion, ClientCredentials};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// // Entra ID workload identity on Kubernetes: the kubelet rotates this file.
+    /// let tokens = ClientCredentials::builder_with_assertion(
+    ///     "https://login.microsoftonline.com/my-tenant/oauth2/v2.0/token",
+    ///     "my-client-id",
+    ///     ClientAssertion::from_file("/var/run/secrets/azure/tokens/azure-identity-token"),
+    /// )
+    /// .scopes(["api://orders/.default"])
+    /// .build()?
+    /// .start()
+    /// .await?;
+    /// # let _ = tokens;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder_with_assertion(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        assertion: ClientAssertion,
+    ) -> ClientCredentialsBuilder {
+        ClientCredentialsBuilder::new(
+            token_url.into(),
+            client_id.into(),
+            Credential::Assertion(assertion),
+            None,
+        )
+    }
+
     /// Starts configuring a client of the authorization server identified by `issuer`, whose
     /// token endpoint [`discover`](ClientCredentialsBuilder::discover) finds in the server's
     /// metadata (RFC 8414, OpenID Connect Discovery). Set the options that discovery uses (HTTP
@@ -315,6 +355,7 @@ impl fmt::Debug for ClientCredentials {
 
 /// Builds a [`ClientCredentials`]. Created by [`ClientCredentials::builder`],
 /// [`builder_with_key`](ClientCredentials::builder_with_key),
+/// [`builder_with_assertion`](ClientCredentials::builder_with_assertion),
 /// [`from_issuer`](ClientCredentials::from_issuer) or
 /// [`from_issuer_with_key`](ClientCredentials::from_issuer_with_key).
 pub struct ClientCredentialsBuilder {
@@ -431,14 +472,17 @@ impl ClientCredentialsBuilder {
     }
 
     /// The `aud` claim of client assertions (`private_key_jwt`, `client_secret_jwt`). Default:
-    /// [`AssertionAudience::TokenEndpoint`].
+    /// [`AssertionAudience::TokenEndpoint`]. Not used by an assertion from outside
+    /// ([`builder_with_assertion`](ClientCredentials::builder_with_assertion)), which comes
+    /// with its own.
     pub fn assertion_audience(mut self, audience: AssertionAudience) -> Self {
         self.assertion_audience = audience;
         self
     }
 
     /// How long a client assertion is valid (`exp` - `iat`), rounded up to whole seconds. Each
-    /// token request signs a new one. Default: 60 s; at least 1 s, at most 1 day.
+    /// token request signs a new one. Default: 60 s; at least 1 s, at most 1 day. Not used by
+    /// an assertion from outside.
     pub fn assertion_lifetime(mut self, lifetime: Duration) -> Self {
         self.assertion_lifetime = lifetime;
         self
@@ -627,10 +671,11 @@ impl ClientCredentialsBuilder {
         let auth = self
             .auth
             .unwrap_or_else(|| self.credential.default_method(self.format));
+        // Signs assertions here (an assertion from outside comes with its own `aud`).
         let uses_assertion = matches!(
             auth,
             AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt
-        );
+        ) && !matches!(self.credential, Credential::Assertion(_));
         let audience = match (&self.assertion_audience, &self.issuer) {
             (AssertionAudience::Issuer, Some(issuer)) => issuer.clone(),
             (AssertionAudience::Issuer, None) if uses_assertion => {
@@ -1227,6 +1272,41 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    /// An assertion from outside goes only as `private_key_jwt` in a form body.
+    #[test]
+    fn external_assertions_are_checked_at_build() {
+        let builder = || {
+            ClientCredentials::builder_with_assertion(
+                "https://auth.example/t",
+                "id",
+                ClientAssertion::from_fn(|| async { Ok("s3cr3t.jwt.value".to_owned()) }),
+            )
+        };
+        assert!(builder().build().is_ok());
+        assert!(
+            builder()
+                .auth_method(AuthMethod::PrivateKeyJwt)
+                .build()
+                .is_ok()
+        );
+        for (builder, option) in [
+            (
+                builder().auth_method(AuthMethod::ClientSecretBasic),
+                "auth_method",
+            ),
+            (
+                builder().request_format(RequestFormat::Json),
+                "request_format",
+            ),
+        ] {
+            match builder.build() {
+                Err(ConfigError::InvalidParameter { name, .. }) => assert_eq!(name, option),
+                other => panic!("{option}: {other:?}"),
+            }
+        }
+        assert!(!format!("{:?}", builder()).contains("s3cr3t"));
     }
 
     #[test]

@@ -106,7 +106,8 @@ pub use crate::{
     client_credentials::{ClientCredentials, ClientCredentialsBuilder, TokenSourceBuilder},
     dpop::{DpopAlgorithm, DpopError, DpopKey},
     endpoint::{
-        AssertionAudience, AuthMethod, ClientKey, DiscoveryError, RequestFormat, SigningAlgorithm,
+        AssertionAudience, AuthMethod, ClientAssertion, ClientKey, DiscoveryError, RequestFormat,
+        SigningAlgorithm,
     },
     error::{BoxError, ConfigError, TokenError, TokenUnavailable},
     layer::{

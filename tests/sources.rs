@@ -350,3 +350,74 @@ async fn a_lazy_token_set_fetches_no_routed_key_at_start() {
     assert_eq!(auth.token_requests(), 0);
     assert!(set.status().is_empty());
 }
+
+/// A federated client assertion in a file that is rewritten between refreshes: each token
+/// request carries the file's content at that moment, as the embedded server records it.
+#[tokio::test(start_paused = true)]
+async fn each_token_request_carries_the_assertion_file_as_it_is_then() {
+    let dir = std::env::temp_dir().join(format!("tcc-sources-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("projected-token");
+    let jwt = |n: u32| format!("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwb2QtMSIsInJvdCI6{n}fQ.c2ln{n}");
+    std::fs::write(&path, format!("{}\n", jwt(1))).unwrap();
+
+    // The embedded server does not verify federated assertions: it records the request and
+    // answers with a 10-second token.
+    let auth = tower_client_credentials::test_util::MockAuthServer::new();
+    auth.set_fault_plan(|_| {
+        Some(tower_client_credentials::test_util::Fault::json(
+            StatusCode::OK,
+            r#"{"access_token":"issued","token_type":"Bearer","expires_in":10}"#,
+        ))
+    });
+    let start = Instant::now();
+    let handle = ClientCredentials::builder_with_assertion(
+        "http://127.0.0.1/oauth/token",
+        "workload-client",
+        tower_client_credentials::ClientAssertion::from_file(&path),
+    )
+    .http_client(auth.service())
+    .build()
+    .unwrap()
+    .start()
+    .await
+    .unwrap();
+    let check = |n: u32| {
+        let request = auth.last_request().unwrap();
+        assert_eq!(request.param("client_assertion"), Some(jwt(n).as_str()));
+        assert_eq!(
+            request.param("client_assertion_type"),
+            Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        );
+        assert_eq!(request.param("client_id"), Some("workload-client"));
+        assert_eq!(request.param("grant_type"), Some("client_credentials"));
+        assert_eq!(request.param("client_secret"), None);
+        assert!(request.headers.get(header::AUTHORIZATION).is_none());
+    };
+    assert_eq!(auth.token_requests(), 1);
+    check(1);
+
+    // The kubelet rotates the token; the refresh (at [7.8 s, 8 s]) sends the new one.
+    std::fs::write(&path, jwt(2)).unwrap();
+    tokio::time::sleep_until(start + 9 * SECOND).await;
+    assert_eq!(auth.token_requests(), 2);
+    check(2);
+    std::fs::write(&path, jwt(3)).unwrap();
+    tokio::time::sleep_until(start + 17 * SECOND).await;
+    assert_eq!(auth.token_requests(), 3);
+    check(3);
+    assert!(handle.current().is_some());
+
+    // A file that is gone fails transiently, and names the file but no content.
+    std::fs::remove_file(&path).unwrap();
+    tokio::time::sleep_until(start + 25 * SECOND).await;
+    let (error, _) = handle.status().last_error.expect("the refresh failed");
+    assert!(error.is_transient(), "{error}");
+    assert!(error.to_string().contains("projected-token"), "{error}");
+    assert_eq!(
+        auth.token_requests(),
+        3,
+        "nothing is sent without an assertion"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

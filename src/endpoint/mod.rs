@@ -5,6 +5,7 @@
 
 mod assertion;
 mod discovery;
+mod federated;
 mod request;
 mod response;
 mod transport;
@@ -24,6 +25,7 @@ pub(crate) use self::{
 pub use self::{
     assertion::{AssertionAudience, ClientKey, SigningAlgorithm},
     discovery::DiscoveryError,
+    federated::ClientAssertion,
     request::{AuthMethod, RequestFormat},
 };
 #[cfg(fuzzing)]
@@ -65,7 +67,7 @@ impl TokenEndpoint {
     async fn exchange(&self) -> Result<Fetched, TokenError> {
         let mut nonce_retry = false;
         loop {
-            let mut request = self.request.to_request()?;
+            let mut request = self.request.to_request().await?;
             if let Some((prover, htu)) = &self.dpop {
                 request
                     .headers_mut()

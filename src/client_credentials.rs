@@ -298,6 +298,8 @@ impl ClientCredentials {
             policy: RefreshPolicy::default(),
             max_wait: DEFAULT_MAX_WAIT,
             lazy: false,
+            #[cfg(feature = "redis")]
+            shared_cache: None,
         }
     }
 
@@ -768,6 +770,9 @@ pub struct TokenSourceBuilder {
     policy: RefreshPolicy,
     max_wait: Duration,
     lazy: bool,
+    /// The shared cache and the name of this source's tokens in it.
+    #[cfg(feature = "redis")]
+    shared_cache: Option<(crate::RedisCache, String)>,
 }
 
 impl fmt::Debug for TokenSourceBuilder {
@@ -792,13 +797,41 @@ impl TokenSourceBuilder {
 
     refresh_options!();
 
+    /// Shares the token with the other replicas through Redis, as
+    /// [`ClientCredentialsBuilder::shared_cache`] does. `name` tells this source's tokens apart
+    /// from every other's: replicas whose sources give interchangeable tokens use the same
+    /// name (say, the API and the identity they stand for). It is hashed into the Redis key;
+    /// it must not be empty and should not be a secret. Default: none.
+    #[cfg(feature = "redis")]
+    pub fn shared_cache(mut self, cache: crate::RedisCache, name: impl Into<String>) -> Self {
+        self.shared_cache = Some((cache, name.into()));
+        self
+    }
+
     /// Checks the configuration.
     ///
     /// # Errors
     ///
-    /// [`ConfigError::InvalidTiming`] naming the option outside its range.
+    /// [`ConfigError::InvalidTiming`] naming the option outside its range, and
+    /// [`ConfigError::InvalidParameter`] for an empty shared-cache name.
     pub fn build(self) -> Result<ClientCredentials, ConfigError> {
         check_schedule(&self.policy, self.source.timeout)?;
+        #[cfg(feature = "redis")]
+        let shared_cache = match &self.shared_cache {
+            Some((_, name)) if name.is_empty() => {
+                return Err(ConfigError::InvalidParameter {
+                    name: "shared_cache.name".into(),
+                    reason: "must not be empty".into(),
+                });
+            }
+            Some((cache, name)) => Some(crate::shared_cache::SharedSource::new(
+                cache,
+                &source_key_material(name),
+                self.policy.clone(),
+                false,
+            )?),
+            None => None,
+        };
         Ok(ClientCredentials {
             source: self.source,
             dpop: None,
@@ -806,9 +839,22 @@ impl TokenSourceBuilder {
             max_wait: self.max_wait,
             lazy: self.lazy,
             #[cfg(feature = "redis")]
-            shared_cache: None,
+            shared_cache,
         })
     }
+}
+
+/// The shared-cache key material of a [`TokenSource`] named `name`. The `token_source` field
+/// sets it apart from every client-credentials configuration, which never has one.
+#[cfg(feature = "redis")]
+fn source_key_material(name: &str) -> crate::shared_cache::KeyMaterial {
+    crate::shared_cache::KeyMaterial::new(
+        &Uri::from_static("http://token-source.invalid/"),
+        "",
+        AuthMethod::ClientSecretBasic,
+        &Parameters::default(),
+    )
+    .bind("token_source", name)
 }
 
 /// A checked configuration without its token-request parameters: what the tokens of a
@@ -1271,6 +1317,33 @@ mod tests {
                 }
             ),
             "{error}"
+        );
+    }
+
+    /// A source's shared-cache name must not be empty, and its key is no client-credentials
+    /// configuration's.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn source_shared_cache_names_are_checked_and_apart() {
+        let cache = || crate::RedisCache::new("redis://127.0.0.1:1/").unwrap();
+        let source = || {
+            ClientCredentials::from_source(crate::source_fn(|| async {
+                Ok(crate::IssuedToken::bearer("t", Duration::from_secs(1)))
+            }))
+        };
+        assert!(source().shared_cache(cache(), "orders").build().is_ok());
+        assert!(matches!(
+            source().shared_cache(cache(), "").build(),
+            Err(ConfigError::InvalidParameter { name, .. }) if name == "shared_cache.name"
+        ));
+        let by_endpoint = ClientCredentials::builder("http://token-source.invalid/", "x", "s")
+            .allow_insecure_http(true)
+            .shared_cache_key_material()
+            .unwrap();
+        assert_ne!(by_endpoint.digest(), source_key_material("x").digest());
+        assert_ne!(
+            source_key_material("a").digest(),
+            source_key_material("b").digest()
         );
     }
 

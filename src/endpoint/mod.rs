@@ -35,7 +35,9 @@ pub(crate) use self::{
     transport::{HttpClient, boxed, default_client},
 };
 /// A token response and the lifetime worked out for it: what every source issues.
-pub(crate) use crate::source::{IssuedToken as Fetched, TokenResponse};
+pub(crate) use crate::source::IssuedToken as Fetched;
+#[cfg(feature = "redis")]
+pub(crate) use crate::source::TokenResponse;
 use crate::{
     dpop::{DPOP, Prover},
     error::TokenError,

@@ -293,14 +293,25 @@ impl ClientCredentials {
     /// # let _ = tokens; Ok(()) }
     /// ```
     pub fn from_source(source: impl TokenSource) -> TokenSourceBuilder {
-        TokenSourceBuilder {
-            source: Fetcher::of(source, DEFAULT_TIMEOUT),
-            policy: RefreshPolicy::default(),
-            max_wait: DEFAULT_MAX_WAIT,
-            lazy: false,
-            #[cfg(feature = "redis")]
-            shared_cache: None,
-        }
+        TokenSourceBuilder::new(OneOrPerKey::One(Box::new(move |timeout| {
+            Fetcher::of(source, timeout)
+        })))
+    }
+
+    /// Starts configuring a [`TokenSet`](crate::TokenSet) whose keys each get a source of
+    /// their own, `source_for(key)`, made when the key is first needed: one token per
+    /// [`TokenKey`](crate::TokenKey) (its scopes, audience and resources are for your source
+    /// to use), all on the builder's refresh options. Finish with
+    /// [`build_set`](TokenSourceBuilder::build_set). See the
+    /// [`token_set` module](crate::token_set).
+    pub fn from_source_per_key<F, S>(source_for: F) -> TokenSourceBuilder
+    where
+        F: Fn(&crate::TokenKey) -> S + Send + Sync + 'static,
+        S: TokenSource,
+    {
+        TokenSourceBuilder::new(OneOrPerKey::PerKey(Box::new(move |timeout| {
+            Arc::new(move |key: &crate::TokenKey| Fetcher::of(source_for(key), timeout))
+        })))
     }
 
     /// Spawns the refresher on the current tokio runtime and waits for the first token.
@@ -649,7 +660,9 @@ impl ClientCredentialsBuilder {
     /// shared by all keys. See the [`token_set` module](crate::token_set).
     pub fn build_set(self) -> Result<crate::TokenSetBuilder, ConfigError> {
         let (template, _) = self.into_template()?;
-        Ok(crate::TokenSetBuilder::new(template))
+        Ok(crate::TokenSetBuilder::new(
+            crate::token_set::Sources::Endpoint(Box::new(template)),
+        ))
     }
 
     /// Checks the configuration; returns what every token request of this client shares and
@@ -766,7 +779,9 @@ const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
 /// The refresh options are those of [`ClientCredentialsBuilder`], with the same defaults and
 /// ranges.
 pub struct TokenSourceBuilder {
-    source: Fetcher,
+    source: OneOrPerKey,
+    /// The longest one fetch may take.
+    timeout: Duration,
     policy: RefreshPolicy,
     max_wait: Duration,
     lazy: bool,
@@ -775,10 +790,30 @@ pub struct TokenSourceBuilder {
     shared_cache: Option<(crate::RedisCache, String)>,
 }
 
+/// The source of a [`TokenSourceBuilder`], made once the fetch timeout is known.
+enum OneOrPerKey {
+    One(Box<dyn FnOnce(Duration) -> Fetcher + Send>),
+    PerKey(Box<dyn FnOnce(Duration) -> Arc<crate::token_set::SourceForKey> + Send>),
+}
+
+impl TokenSourceBuilder {
+    fn new(source: OneOrPerKey) -> Self {
+        Self {
+            source,
+            timeout: DEFAULT_TIMEOUT,
+            policy: RefreshPolicy::default(),
+            max_wait: DEFAULT_MAX_WAIT,
+            lazy: false,
+            #[cfg(feature = "redis")]
+            shared_cache: None,
+        }
+    }
+}
+
 impl fmt::Debug for TokenSourceBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSourceBuilder")
-            .field("timeout", &self.source.timeout)
+            .field("timeout", &self.timeout)
             .field("policy", &self.policy)
             .field("max_wait", &self.max_wait)
             .field("lazy", &self.lazy)
@@ -791,7 +826,7 @@ impl TokenSourceBuilder {
     /// transient [`TokenError::Timeout`] and is dropped. Default: 30 s; must not be zero.
     /// `Duration::MAX` sets no limit.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.source.timeout = timeout;
+        self.timeout = timeout;
         self
     }
 
@@ -808,14 +843,57 @@ impl TokenSourceBuilder {
         self
     }
 
+    /// Checks the configuration and starts configuring the [`TokenSet`](crate::TokenSet) of a
+    /// builder made by [`ClientCredentials::from_source_per_key`].
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build); [`ConfigError::InvalidParameter`] for a builder of one source
+    /// ([`from_source`](ClientCredentials::from_source), which would give every key the same
+    /// token), and with a [`shared_cache`](Self::shared_cache), which token sets of custom
+    /// sources do not use.
+    pub fn build_set(self) -> Result<crate::TokenSetBuilder, ConfigError> {
+        check_schedule(&self.policy, self.timeout)?;
+        #[cfg(feature = "redis")]
+        if self.shared_cache.is_some() {
+            return Err(ConfigError::InvalidParameter {
+                name: "shared_cache".into(),
+                reason: "a token set of custom sources does not share through Redis".into(),
+            });
+        }
+        let OneOrPerKey::PerKey(source_for) = self.source else {
+            return Err(ConfigError::InvalidParameter {
+                name: "source".into(),
+                reason: "one source gives every key the same token; make the builder with \
+                         `ClientCredentials::from_source_per_key`"
+                    .into(),
+            });
+        };
+        Ok(crate::TokenSetBuilder::new(
+            crate::token_set::Sources::Custom {
+                source_for: source_for(self.timeout),
+                policy: self.policy,
+                max_wait: self.max_wait,
+                lazy: self.lazy,
+            },
+        ))
+    }
+
     /// Checks the configuration.
     ///
     /// # Errors
     ///
     /// [`ConfigError::InvalidTiming`] naming the option outside its range, and
-    /// [`ConfigError::InvalidParameter`] for an empty shared-cache name.
+    /// [`ConfigError::InvalidParameter`] for an empty shared-cache name or a builder made by
+    /// [`from_source_per_key`](ClientCredentials::from_source_per_key).
     pub fn build(self) -> Result<ClientCredentials, ConfigError> {
-        check_schedule(&self.policy, self.source.timeout)?;
+        check_schedule(&self.policy, self.timeout)?;
+        let OneOrPerKey::One(source) = self.source else {
+            return Err(ConfigError::InvalidParameter {
+                name: "source".into(),
+                reason: "a source per key makes a token set: call `build_set()`".into(),
+            });
+        };
         #[cfg(feature = "redis")]
         let shared_cache = match &self.shared_cache {
             Some((_, name)) if name.is_empty() => {
@@ -833,7 +911,7 @@ impl TokenSourceBuilder {
             None => None,
         };
         Ok(ClientCredentials {
-            source: self.source,
+            source: source(self.timeout),
             dpop: None,
             policy: self.policy,
             max_wait: self.max_wait,

@@ -421,3 +421,77 @@ async fn each_token_request_carries_the_assertion_file_as_it_is_then() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A token set of custom sources: each key gets its own source, made from the key, on the
+/// first request for it; requests to each origin carry their key's token.
+#[tokio::test(start_paused = true)]
+async fn a_token_set_makes_one_custom_source_per_key() {
+    use tower_client_credentials::{Origin, TokenKey, TokenSetLayer};
+
+    let made = Arc::new(Mutex::new(Vec::<String>::new()));
+    let record = Arc::clone(&made);
+    let set = ClientCredentials::from_source_per_key(move |key: &TokenKey| {
+        let audience = key.audience_value().unwrap_or("none").to_owned();
+        record.lock().unwrap().push(audience.clone());
+        source_fn(move || {
+            let token = format!("for-{audience}");
+            async move { Ok(IssuedToken::bearer(token, 60 * SECOND)) }
+        })
+    })
+    .build_set()
+    .unwrap()
+    .route(
+        "http://127.0.0.1:1".parse::<Origin>().unwrap(),
+        TokenKey::new().audience("orders"),
+    )
+    .unwrap()
+    .route(
+        "http://127.0.0.1:2".parse::<Origin>().unwrap(),
+        TokenKey::new().audience("billing"),
+    )
+    .unwrap()
+    .start()
+    .await
+    .unwrap();
+    let mut made_at_start = made.lock().unwrap().clone();
+    made_at_start.sort();
+    assert_eq!(made_at_start, ["billing", "orders"]);
+
+    let api = service_fn(|request: Request<Full<Bytes>>| async move {
+        let authorization = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        Ok::<_, Infallible>(Response::new(authorization))
+    });
+    let service = TokenSetLayer::new(set.clone()).layer(api);
+    for (port, expected) in [(1, "Bearer for-orders"), (2, "Bearer for-billing")] {
+        let request = Request::get(format!("http://127.0.0.1:{port}/x"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = service.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.into_body(), expected);
+    }
+    assert_eq!(
+        made.lock().unwrap().len(),
+        2,
+        "one source per key, made once"
+    );
+
+    // A builder of one source does not make a set, nor one of a source per key a handle.
+    let one = ClientCredentials::from_source(source_fn(|| async {
+        Ok(IssuedToken::bearer("t", SECOND))
+    }));
+    assert!(matches!(
+        one.build_set(),
+        Err(ConfigError::InvalidParameter { name, .. }) if name == "source"
+    ));
+    let per_key = ClientCredentials::from_source_per_key(|_: &TokenKey| {
+        source_fn(|| async { Ok(IssuedToken::bearer("t", SECOND)) })
+    });
+    assert!(matches!(
+        per_key.build(),
+        Err(ConfigError::InvalidParameter { name, .. }) if name == "source"
+    ));
+}

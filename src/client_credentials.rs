@@ -16,19 +16,103 @@ use tower_service::Service;
 use crate::{
     dpop::{DpopKey, Prover},
     endpoint::{
-        self, AssertionAudience, AssertionOptions, AuthMethod, ClientKey, Credential,
-        DiscoveryError, HttpClient, Parameters, PreparedRequest, RequestFormat, TokenEndpoint,
+        self, AssertionAudience, AssertionOptions, AuthMethod, ClientAssertion, ClientKey,
+        Credential, DiscoveryError, HttpClient, Parameters, PreparedRequest, RequestFormat,
+        TokenEndpoint,
     },
     error::{BoxError, ConfigError, TokenError},
     refresh::{RefreshPolicy, Refresher, Shared, TokenHandle},
+    source::{Fetcher, TokenSource},
     token::{ExpirySource, MAX_LIFETIME},
 };
 
-/// A checked client-credentials configuration, ready to [`start`](Self::start).
+/// The refresh options, written once for both builders: each holds `policy` and `max_wait`.
+macro_rules! refresh_options {
+    () => {
+        /// Refresh at most this long before expiry. Default: 60 s; any length (the margin never
+        /// exceeds what [`refresh_ratio`](Self::refresh_ratio) leaves).
+        ///
+        /// The refresh happens at whichever comes later of this margin and
+        /// [`refresh_ratio`](Self::refresh_ratio) of the lifetime, made up to 10 % earlier at random
+        /// so that many clients do not refresh in step: a 5-second token is refreshed at about
+        /// 4 s, a 24-hour token about a minute before it expires.
+        pub fn refresh_before(mut self, margin: Duration) -> Self {
+            self.policy.refresh_before = margin;
+            self
+        }
+
+        /// Refresh once this fraction of the lifetime has passed, at the latest. Default: `0.8`;
+        /// at least `0.1` (below it, the jitter of the refresh margin could make a token due the
+        /// moment it arrives), at most `1.0`.
+        pub fn refresh_ratio(mut self, ratio: f64) -> Self {
+            self.policy.refresh_ratio = ratio;
+            self
+        }
+
+        /// Backoff after a transient failure: the first delay, doubling up to `max`, with jitter,
+        /// and never past the current token's expiry. `Retry-After` is honoured (up to 10
+        /// minutes). Default: 500 ms doubling to 30 s. The first delay is at least 1 ms and at most
+        /// `max`; `max` is at most 10 minutes, the longest the refresher ever waits.
+        pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
+            self.policy.backoff_base = first;
+            self.policy.backoff_max = max;
+            self
+        }
+
+        /// The delay before trying again after a permanent failure (`invalid_client`, a malformed
+        /// response, …). Default: 60 s; at least 1 s, at most 10 minutes (the longest the
+        /// refresher ever waits).
+        pub fn permanent_retry(mut self, delay: Duration) -> Self {
+            self.policy.permanent_retry = delay;
+            self
+        }
+
+        /// How the handle answers an API that refuses the fresh tokens it brings: the first delay
+        /// and the cap of the refusal backoff. Default: 5 s doubling to 5 minutes; `first` from
+        /// 1 ms to `max`, `max` at most a day.
+        ///
+        /// A token that an API accepted before and now refuses has expired or been revoked: it is
+        /// replaced at once, always. A fresh token refused before any request succeeded with it is
+        /// replaced at once the first time; each further one in a row waits `first`, then twice
+        /// that, up to `max`, while the 401s go back to the callers. The first accepted request
+        /// ends the backoff. See [`TokenStatus::refused_in_a_row`](crate::TokenStatus).
+        pub fn refused_token_backoff(mut self, first: Duration, max: Duration) -> Self {
+            self.policy.refusal_backoff = first;
+            self.policy.refusal_backoff_max = max;
+            self
+        }
+
+        /// How long a request waits for a token when none is valid. Default: 30 s; any length:
+        /// `Duration::MAX` waits as long as it takes.
+        pub fn max_wait(mut self, wait: Duration) -> Self {
+            self.max_wait = wait;
+            self
+        }
+
+        /// Starts lazily: no token is requested until a request (or
+        /// [`TokenHandle::token`]) needs one; the requests that find no token then share the
+        /// one fetch, and from then on the token is refreshed as usual. For a CLI or a rarely
+        /// used client that should not call the authorization server at start-up.
+        /// [`start`](ClientCredentials::start) then returns at once, so bad credentials show
+        /// on the first request instead. For a [`TokenSet`](crate::TokenSet), `start` does not
+        /// fetch the routed keys' tokens either. Default: `false`.
+        pub fn lazy(mut self, lazy: bool) -> Self {
+            self.lazy = lazy;
+            self
+        }
+    };
+}
+
+/// A checked configuration of where tokens come from and how they are kept fresh, ready to
+/// [`start`](Self::start): the built-in client-credentials request, or any
+/// [`TokenSource`] ([`from_source`](Self::from_source)).
 pub struct ClientCredentials {
-    endpoint: TokenEndpoint,
+    source: Fetcher,
+    /// With DPoP (built-in source only): makes the proofs of API requests.
+    dpop: Option<Arc<Prover>>,
     policy: RefreshPolicy,
     max_wait: Duration,
+    lazy: bool,
     #[cfg(feature = "redis")]
     shared_cache: Option<crate::shared_cache::SharedSource>,
 }
@@ -91,6 +175,45 @@ impl ClientCredentials {
         )
     }
 
+    /// Starts configuring a client that authenticates with a client assertion made by someone
+    /// else (workload identity federation): every token request carries the assertion's
+    /// current value as `client_assertion`, with the jwt-bearer assertion type, and
+    /// `client_id`, but no secret. The method is [`AuthMethod::PrivateKeyJwt`] (its wire form);
+    /// the body must be a form.
+    ///
+    /// The same URL rules as [`builder`](Self::builder) apply.
+    ///
+    /// ```no_run
+    /// use tower_client_credentials::{ClientAssertion, ClientCredentials};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// // Entra ID workload identity on Kubernetes: the kubelet rotates this file.
+    /// let tokens = ClientCredentials::builder_with_assertion(
+    ///     "https://login.microsoftonline.com/my-tenant/oauth2/v2.0/token",
+    ///     "my-client-id",
+    ///     ClientAssertion::from_file("/var/run/secrets/azure/tokens/azure-identity-token"),
+    /// )
+    /// .scopes(["api://orders/.default"])
+    /// .build()?
+    /// .start()
+    /// .await?;
+    /// # let _ = tokens;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder_with_assertion(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        assertion: ClientAssertion,
+    ) -> ClientCredentialsBuilder {
+        ClientCredentialsBuilder::new(
+            token_url.into(),
+            client_id.into(),
+            Credential::Assertion(assertion),
+            None,
+        )
+    }
+
     /// Starts configuring a client of the authorization server identified by `issuer`, whose
     /// token endpoint [`discover`](ClientCredentialsBuilder::discover) finds in the server's
     /// metadata (RFC 8414, OpenID Connect Discovery). Set the options that discovery uses (HTTP
@@ -148,15 +271,62 @@ impl ClientCredentials {
         )
     }
 
+    /// Starts configuring a handle whose tokens come from `source` instead of the built-in
+    /// client-credentials request: the same refresh schedule, single flight, backoff and 401
+    /// handling, for tokens obtained any other way. A closure makes a source with
+    /// [`source_fn`](crate::source_fn), which is also how to unit-test code that uses the
+    /// layer (see the [`source` module](crate::source)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_client_credentials::{ClientCredentials, IssuedToken, TokenError, source_fn};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let tokens = ClientCredentials::from_source(source_fn(|| async {
+    ///     let token = std::env::var("API_TOKEN").map_err(TokenError::permanent)?;
+    ///     Ok(IssuedToken::bearer(token, Duration::from_secs(3600)))
+    /// }))
+    /// .refresh_before(Duration::from_secs(300))
+    /// .build()?
+    /// .start()
+    /// .await?;
+    /// # let _ = tokens; Ok(()) }
+    /// ```
+    pub fn from_source(source: impl TokenSource) -> TokenSourceBuilder {
+        TokenSourceBuilder::new(OneOrPerKey::One(Box::new(move |timeout| {
+            Fetcher::of(source, timeout)
+        })))
+    }
+
+    /// Starts configuring a [`TokenSet`](crate::TokenSet) whose keys each get a source of
+    /// their own, `source_for(key)`, made when the key is first needed: one token per
+    /// [`TokenKey`](crate::TokenKey) (its scopes, audience and resources are for your source
+    /// to use), all on the builder's refresh options. Finish with
+    /// [`build_set`](TokenSourceBuilder::build_set). See the
+    /// [`token_set` module](crate::token_set).
+    pub fn from_source_per_key<F, S>(source_for: F) -> TokenSourceBuilder
+    where
+        F: Fn(&crate::TokenKey) -> S + Send + Sync + 'static,
+        S: TokenSource,
+    {
+        TokenSourceBuilder::new(OneOrPerKey::PerKey(Box::new(move |timeout| {
+            Arc::new(move |key: &crate::TokenKey| Fetcher::of(source_for(key), timeout))
+        })))
+    }
+
     /// Spawns the refresher on the current tokio runtime and waits for the first token.
     ///
     /// Bad credentials, a wrong scope or an unreachable endpoint fail here rather than on the
-    /// first request.
+    /// first request. With [`lazy`](ClientCredentialsBuilder::lazy), returns at once: nothing
+    /// is fetched before a request needs a token.
     ///
     /// # Panics
     ///
     /// When called outside a tokio runtime.
     pub async fn start(self) -> Result<TokenHandle, TokenError> {
+        if self.lazy {
+            return Ok(self.spawn());
+        }
         let (handle, refresher) = self.into_parts();
         // Subscribed before the refresher runs: the first request's own outcome counts, not
         // that of a retry after it.
@@ -181,15 +351,9 @@ impl ClientCredentials {
     /// The handle and the refresher, for running the refresher on an executor of your choice,
     /// like [`tower::buffer::Buffer::pair`](https://docs.rs/tower/latest/tower/buffer/struct.Buffer.html#method.pair). Requests wait until the refresher runs.
     pub fn into_parts(self) -> (TokenHandle, Refresher) {
-        let shared = Arc::new(Shared::new(
-            self.max_wait,
-            &self.policy,
-            self.endpoint
-                .dpop
-                .as_ref()
-                .map(|(prover, _)| Arc::clone(prover)),
-        ));
-        let refresher = Refresher::new(Arc::clone(&shared), self.endpoint, self.policy);
+        let shared = Shared::new(self.max_wait, &self.policy, self.dpop);
+        let shared = Arc::new(if self.lazy { shared.lazy() } else { shared });
+        let refresher = Refresher::new(Arc::clone(&shared), self.source, self.policy);
         #[cfg(feature = "redis")]
         let refresher = refresher.with_shared_cache(self.shared_cache);
         (TokenHandle::new(shared), refresher)
@@ -204,6 +368,7 @@ impl fmt::Debug for ClientCredentials {
 
 /// Builds a [`ClientCredentials`]. Created by [`ClientCredentials::builder`],
 /// [`builder_with_key`](ClientCredentials::builder_with_key),
+/// [`builder_with_assertion`](ClientCredentials::builder_with_assertion),
 /// [`from_issuer`](ClientCredentials::from_issuer) or
 /// [`from_issuer_with_key`](ClientCredentials::from_issuer_with_key).
 pub struct ClientCredentialsBuilder {
@@ -224,6 +389,7 @@ pub struct ClientCredentialsBuilder {
     expiry: ExpirySource,
     default_lifetime: Duration,
     max_wait: Duration,
+    lazy: bool,
     policy: RefreshPolicy,
     dpop: Option<DpopKey>,
     #[cfg(feature = "redis")]
@@ -264,11 +430,12 @@ impl ClientCredentialsBuilder {
             format: RequestFormat::default(),
             client: None,
             allow_insecure_http: false,
-            timeout: Duration::from_secs(30),
+            timeout: DEFAULT_TIMEOUT,
             max_response_size: 64 * 1024,
             expiry: ExpirySource::default(),
             default_lifetime: Duration::from_secs(300),
-            max_wait: Duration::from_secs(30),
+            max_wait: DEFAULT_MAX_WAIT,
+            lazy: false,
             policy: RefreshPolicy::default(),
             dpop: None,
             #[cfg(feature = "redis")]
@@ -318,14 +485,17 @@ impl ClientCredentialsBuilder {
     }
 
     /// The `aud` claim of client assertions (`private_key_jwt`, `client_secret_jwt`). Default:
-    /// [`AssertionAudience::TokenEndpoint`].
+    /// [`AssertionAudience::TokenEndpoint`]. Not used by an assertion from outside
+    /// ([`builder_with_assertion`](ClientCredentials::builder_with_assertion)), which comes
+    /// with its own.
     pub fn assertion_audience(mut self, audience: AssertionAudience) -> Self {
         self.assertion_audience = audience;
         self
     }
 
     /// How long a client assertion is valid (`exp` - `iat`), rounded up to whole seconds. Each
-    /// token request signs a new one. Default: 60 s; at least 1 s, at most 1 day.
+    /// token request signs a new one. Default: 60 s; at least 1 s, at most 1 day. Not used by
+    /// an assertion from outside.
     pub fn assertion_lifetime(mut self, lifetime: Duration) -> Self {
         self.assertion_lifetime = lifetime;
         self
@@ -386,65 +556,7 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// Refresh at most this long before expiry. Default: 60 s; any length (the margin never
-    /// exceeds what [`refresh_ratio`](Self::refresh_ratio) leaves).
-    ///
-    /// The refresh happens at whichever comes later of this margin and
-    /// [`refresh_ratio`](Self::refresh_ratio) of the lifetime, made up to 10 % earlier at random
-    /// so that many clients do not refresh in step: a 5-second token is refreshed at about
-    /// 4 s, a 24-hour token about a minute before it expires.
-    pub fn refresh_before(mut self, margin: Duration) -> Self {
-        self.policy.refresh_before = margin;
-        self
-    }
-
-    /// Refresh once this fraction of the lifetime has passed, at the latest. Default: `0.8`;
-    /// at least `0.1` (below it, the jitter of the refresh margin could make a token due the
-    /// moment it arrives), at most `1.0`.
-    pub fn refresh_ratio(mut self, ratio: f64) -> Self {
-        self.policy.refresh_ratio = ratio;
-        self
-    }
-
-    /// Backoff after a transient failure: the first delay, doubling up to `max`, with jitter,
-    /// and never past the current token's expiry. `Retry-After` is honoured (up to 10
-    /// minutes). Default: 500 ms doubling to 30 s. The first delay is at least 1 ms and at most
-    /// `max`; `max` is at most 10 minutes, the longest the refresher ever waits.
-    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
-        self.policy.backoff_base = first;
-        self.policy.backoff_max = max;
-        self
-    }
-
-    /// The delay before trying again after a permanent failure (`invalid_client`, a malformed
-    /// response, …). Default: 60 s; at least 1 s, at most 10 minutes (the longest the
-    /// refresher ever waits).
-    pub fn permanent_retry(mut self, delay: Duration) -> Self {
-        self.policy.permanent_retry = delay;
-        self
-    }
-
-    /// How the handle answers an API that refuses the fresh tokens it brings: the first delay
-    /// and the cap of the refusal backoff. Default: 5 s doubling to 5 minutes; `first` from
-    /// 1 ms to `max`, `max` at most a day.
-    ///
-    /// A token that an API accepted before and now refuses has expired or been revoked: it is
-    /// replaced at once, always. A fresh token refused before any request succeeded with it is
-    /// replaced at once the first time; each further one in a row waits `first`, then twice
-    /// that, up to `max`, while the 401s go back to the callers. The first accepted request
-    /// ends the backoff. See [`TokenStatus::refused_in_a_row`](crate::TokenStatus).
-    pub fn refused_token_backoff(mut self, first: Duration, max: Duration) -> Self {
-        self.policy.refusal_backoff = first;
-        self.policy.refusal_backoff_max = max;
-        self
-    }
-
-    /// How long a request waits for a token when none is valid. Default: 30 s; any length:
-    /// `Duration::MAX` waits as long as it takes.
-    pub fn max_wait(mut self, wait: Duration) -> Self {
-        self.max_wait = wait;
-        self
-    }
+    refresh_options!();
 
     /// Shares the token with the other replicas of the service through Redis: a refresh adopts
     /// the token another replica fetched, or fetches it for all of them. Requests still read
@@ -533,9 +645,11 @@ impl ClientCredentialsBuilder {
         Ok(ClientCredentials {
             #[cfg(feature = "redis")]
             shared_cache: template.shared_source(&template.params)?,
-            endpoint: template.endpoint_with(request),
+            dpop: template.prover(),
+            source: template.fetcher(template.endpoint_with(request)),
             policy: template.policy,
             max_wait: template.max_wait,
+            lazy: template.lazy,
         })
     }
 
@@ -546,7 +660,9 @@ impl ClientCredentialsBuilder {
     /// shared by all keys. See the [`token_set` module](crate::token_set).
     pub fn build_set(self) -> Result<crate::TokenSetBuilder, ConfigError> {
         let (template, _) = self.into_template()?;
-        Ok(crate::TokenSetBuilder::new(template))
+        Ok(crate::TokenSetBuilder::new(
+            crate::token_set::Sources::Endpoint(Box::new(template)),
+        ))
     }
 
     /// Checks the configuration; returns what every token request of this client shares and
@@ -570,10 +686,11 @@ impl ClientCredentialsBuilder {
         let auth = self
             .auth
             .unwrap_or_else(|| self.credential.default_method(self.format));
+        // Signs assertions here (an assertion from outside comes with its own `aud`).
         let uses_assertion = matches!(
             auth,
             AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt
-        );
+        ) && !matches!(self.credential, Credential::Assertion(_));
         let audience = match (&self.assertion_audience, &self.issuer) {
             (AssertionAudience::Issuer, Some(issuer)) => issuer.clone(),
             (AssertionAudience::Issuer, None) if uses_assertion => {
@@ -631,6 +748,7 @@ impl ClientCredentialsBuilder {
                 max_body: self.max_response_size,
                 policy: self.policy,
                 max_wait: self.max_wait,
+                lazy: self.lazy,
                 dpop,
                 #[cfg(feature = "redis")]
                 shared_cache: self.shared_cache,
@@ -647,6 +765,174 @@ impl ClientCredentialsBuilder {
         let (template, _) = self.into_template()?;
         Ok(template.key_material(&template.params))
     }
+}
+
+/// The default [`timeout`](ClientCredentialsBuilder::timeout) of a token request.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default [`max_wait`](ClientCredentialsBuilder::max_wait) of a request for a token.
+const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Builds a [`ClientCredentials`] whose tokens come from a [`TokenSource`]. Created by
+/// [`ClientCredentials::from_source`].
+///
+/// The refresh options are those of [`ClientCredentialsBuilder`], with the same defaults and
+/// ranges.
+pub struct TokenSourceBuilder {
+    source: OneOrPerKey,
+    /// The longest one fetch may take.
+    timeout: Duration,
+    policy: RefreshPolicy,
+    max_wait: Duration,
+    lazy: bool,
+    /// The shared cache and the name of this source's tokens in it.
+    #[cfg(feature = "redis")]
+    shared_cache: Option<(crate::RedisCache, String)>,
+}
+
+/// The source of a [`TokenSourceBuilder`], made once the fetch timeout is known.
+enum OneOrPerKey {
+    One(Box<dyn FnOnce(Duration) -> Fetcher + Send>),
+    PerKey(Box<dyn FnOnce(Duration) -> Arc<crate::token_set::SourceForKey> + Send>),
+}
+
+impl TokenSourceBuilder {
+    fn new(source: OneOrPerKey) -> Self {
+        Self {
+            source,
+            timeout: DEFAULT_TIMEOUT,
+            policy: RefreshPolicy::default(),
+            max_wait: DEFAULT_MAX_WAIT,
+            lazy: false,
+            #[cfg(feature = "redis")]
+            shared_cache: None,
+        }
+    }
+}
+
+impl fmt::Debug for TokenSourceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSourceBuilder")
+            .field("timeout", &self.timeout)
+            .field("policy", &self.policy)
+            .field("max_wait", &self.max_wait)
+            .field("lazy", &self.lazy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSourceBuilder {
+    /// The longest one [`fetch`](TokenSource::fetch) may take; a slower one fails with the
+    /// transient [`TokenError::Timeout`] and is dropped. Default: 30 s; must not be zero.
+    /// `Duration::MAX` sets no limit.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    refresh_options!();
+
+    /// Shares the token with the other replicas through Redis, as
+    /// [`ClientCredentialsBuilder::shared_cache`] does. `name` tells this source's tokens apart
+    /// from every other's: replicas whose sources give interchangeable tokens use the same
+    /// name (say, the API and the identity they stand for). It is hashed into the Redis key;
+    /// it must not be empty and should not be a secret. Default: none.
+    #[cfg(feature = "redis")]
+    pub fn shared_cache(mut self, cache: crate::RedisCache, name: impl Into<String>) -> Self {
+        self.shared_cache = Some((cache, name.into()));
+        self
+    }
+
+    /// Checks the configuration and starts configuring the [`TokenSet`](crate::TokenSet) of a
+    /// builder made by [`ClientCredentials::from_source_per_key`].
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build); [`ConfigError::InvalidParameter`] for a builder of one source
+    /// ([`from_source`](ClientCredentials::from_source), which would give every key the same
+    /// token), and with a [`shared_cache`](Self::shared_cache), which token sets of custom
+    /// sources do not use.
+    pub fn build_set(self) -> Result<crate::TokenSetBuilder, ConfigError> {
+        check_schedule(&self.policy, self.timeout)?;
+        #[cfg(feature = "redis")]
+        if self.shared_cache.is_some() {
+            return Err(ConfigError::InvalidParameter {
+                name: "shared_cache".into(),
+                reason: "a token set of custom sources does not share through Redis".into(),
+            });
+        }
+        let OneOrPerKey::PerKey(source_for) = self.source else {
+            return Err(ConfigError::InvalidParameter {
+                name: "source".into(),
+                reason: "one source gives every key the same token; make the builder with \
+                         `ClientCredentials::from_source_per_key`"
+                    .into(),
+            });
+        };
+        Ok(crate::TokenSetBuilder::new(
+            crate::token_set::Sources::Custom {
+                source_for: source_for(self.timeout),
+                policy: self.policy,
+                max_wait: self.max_wait,
+                lazy: self.lazy,
+            },
+        ))
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidTiming`] naming the option outside its range, and
+    /// [`ConfigError::InvalidParameter`] for an empty shared-cache name or a builder made by
+    /// [`from_source_per_key`](ClientCredentials::from_source_per_key).
+    pub fn build(self) -> Result<ClientCredentials, ConfigError> {
+        check_schedule(&self.policy, self.timeout)?;
+        let OneOrPerKey::One(source) = self.source else {
+            return Err(ConfigError::InvalidParameter {
+                name: "source".into(),
+                reason: "a source per key makes a token set: call `build_set()`".into(),
+            });
+        };
+        #[cfg(feature = "redis")]
+        let shared_cache = match &self.shared_cache {
+            Some((_, name)) if name.is_empty() => {
+                return Err(ConfigError::InvalidParameter {
+                    name: "shared_cache.name".into(),
+                    reason: "must not be empty".into(),
+                });
+            }
+            Some((cache, name)) => Some(crate::shared_cache::SharedSource::new(
+                cache,
+                &source_key_material(name),
+                self.policy.clone(),
+                false,
+            )?),
+            None => None,
+        };
+        Ok(ClientCredentials {
+            source: source(self.timeout),
+            dpop: None,
+            policy: self.policy,
+            max_wait: self.max_wait,
+            lazy: self.lazy,
+            #[cfg(feature = "redis")]
+            shared_cache,
+        })
+    }
+}
+
+/// The shared-cache key material of a [`TokenSource`] named `name`. The `token_source` field
+/// sets it apart from every client-credentials configuration, which never has one.
+#[cfg(feature = "redis")]
+fn source_key_material(name: &str) -> crate::shared_cache::KeyMaterial {
+    crate::shared_cache::KeyMaterial::new(
+        &Uri::from_static("http://token-source.invalid/"),
+        "",
+        AuthMethod::ClientSecretBasic,
+        &Parameters::default(),
+    )
+    .bind("token_source", name)
 }
 
 /// A checked configuration without its token-request parameters: what the tokens of a
@@ -668,6 +954,8 @@ pub(crate) struct EndpointTemplate {
     max_body: usize,
     pub(crate) policy: RefreshPolicy,
     pub(crate) max_wait: Duration,
+    /// Whether the set's `start` leaves the routed keys' first fetches to their first requests.
+    pub(crate) lazy: bool,
     dpop: Option<(Arc<Prover>, Arc<str>)>,
     #[cfg(feature = "redis")]
     shared_cache: Option<crate::RedisCache>,
@@ -705,6 +993,16 @@ impl EndpointTemplate {
             .transpose()
     }
 
+    /// The prover of the DPoP proofs of API requests, with DPoP.
+    pub(crate) fn prover(&self) -> Option<Arc<Prover>> {
+        self.dpop.as_ref().map(|(prover, _)| Arc::clone(prover))
+    }
+
+    /// `endpoint` with this template's request timeout.
+    pub(crate) fn fetcher(&self, endpoint: TokenEndpoint) -> Fetcher {
+        Fetcher::new(Arc::new(endpoint), self.timeout)
+    }
+
     /// The token endpoint client for `params`, sharing this template's HTTP client.
     pub(crate) fn endpoint(&self, params: &Parameters) -> Result<TokenEndpoint, ConfigError> {
         let request = PreparedRequest::new(
@@ -725,7 +1023,6 @@ impl EndpointTemplate {
             expiry: self.expiry,
             default_lifetime: self.default_lifetime,
             client: self.client.clone(),
-            timeout: self.timeout,
             max_body: self.max_body,
             dpop: self.dpop.clone(),
         }
@@ -780,21 +1077,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 /// Checks every timing and size option against its documented range, so that no arithmetic
 /// on them can overflow later.
 fn check_timing(builder: &ClientCredentialsBuilder) -> Result<(), ConfigError> {
-    let policy = &builder.policy;
-    // `contains` is false for NaN.
-    if !(0.1..=1.0).contains(&policy.refresh_ratio) {
-        return Err(ConfigError::InvalidTiming {
-            name: "refresh_ratio",
-            reason: format!("must be from 0.1 to 1.0, not {}", policy.refresh_ratio),
-        });
-    }
-    check_range(
-        "timeout",
-        builder.timeout,
-        Duration::from_nanos(1),
-        Duration::MAX,
-        "greater than zero",
-    )?;
+    check_schedule(&builder.policy, builder.timeout)?;
     check_range(
         "default_lifetime",
         builder.default_lifetime,
@@ -811,6 +1094,25 @@ fn check_timing(builder: &ClientCredentialsBuilder) -> Result<(), ConfigError> {
             ),
         });
     }
+    Ok(())
+}
+
+/// Checks the options that every source shares: the refresh schedule and the fetch timeout.
+fn check_schedule(policy: &RefreshPolicy, timeout: Duration) -> Result<(), ConfigError> {
+    // `contains` is false for NaN.
+    if !(0.1..=1.0).contains(&policy.refresh_ratio) {
+        return Err(ConfigError::InvalidTiming {
+            name: "refresh_ratio",
+            reason: format!("must be from 0.1 to 1.0, not {}", policy.refresh_ratio),
+        });
+    }
+    check_range(
+        "timeout",
+        timeout,
+        Duration::from_nanos(1),
+        Duration::MAX,
+        "greater than zero",
+    )?;
     check_backoff(
         "backoff",
         (policy.backoff_base, policy.backoff_max),
@@ -1094,6 +1396,68 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    /// A source's shared-cache name must not be empty, and its key is no client-credentials
+    /// configuration's.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn source_shared_cache_names_are_checked_and_apart() {
+        let cache = || crate::RedisCache::new("redis://127.0.0.1:1/").unwrap();
+        let source = || {
+            ClientCredentials::from_source(crate::source_fn(|| async {
+                Ok(crate::IssuedToken::bearer("t", Duration::from_secs(1)))
+            }))
+        };
+        assert!(source().shared_cache(cache(), "orders").build().is_ok());
+        assert!(matches!(
+            source().shared_cache(cache(), "").build(),
+            Err(ConfigError::InvalidParameter { name, .. }) if name == "shared_cache.name"
+        ));
+        let by_endpoint = ClientCredentials::builder("http://token-source.invalid/", "x", "s")
+            .allow_insecure_http(true)
+            .shared_cache_key_material()
+            .unwrap();
+        assert_ne!(by_endpoint.digest(), source_key_material("x").digest());
+        assert_ne!(
+            source_key_material("a").digest(),
+            source_key_material("b").digest()
+        );
+    }
+
+    /// An assertion from outside goes only as `private_key_jwt` in a form body.
+    #[test]
+    fn external_assertions_are_checked_at_build() {
+        let builder = || {
+            ClientCredentials::builder_with_assertion(
+                "https://auth.example/t",
+                "id",
+                ClientAssertion::from_fn(|| async { Ok("s3cr3t.jwt.value".to_owned()) }),
+            )
+        };
+        assert!(builder().build().is_ok());
+        assert!(
+            builder()
+                .auth_method(AuthMethod::PrivateKeyJwt)
+                .build()
+                .is_ok()
+        );
+        for (builder, option) in [
+            (
+                builder().auth_method(AuthMethod::ClientSecretBasic),
+                "auth_method",
+            ),
+            (
+                builder().request_format(RequestFormat::Json),
+                "request_format",
+            ),
+        ] {
+            match builder.build() {
+                Err(ConfigError::InvalidParameter { name, .. }) => assert_eq!(name, option),
+                other => panic!("{option}: {other:?}"),
+            }
+        }
+        assert!(!format!("{:?}", builder()).contains("s3cr3t"));
     }
 
     #[test]

@@ -197,6 +197,14 @@ pub enum TokenError {
         /// The underlying error.
         source: Arc<dyn StdError + Send + Sync>,
     },
+    /// A [`TokenSource`](crate::TokenSource) of your own, or a client assertion read from
+    /// outside, failed. Made by [`TokenError::transient`] and [`TokenError::permanent`].
+    Source {
+        /// Whether trying again soon may help.
+        transient: bool,
+        /// What went wrong.
+        source: Arc<dyn StdError + Send + Sync>,
+    },
 }
 
 impl TokenError {
@@ -215,6 +223,7 @@ impl TokenError {
             }
             Self::Http { status, .. } => status_is_transient(*status),
             Self::Timeout { .. } | Self::Transport { .. } => true,
+            Self::Source { transient, .. } => *transient,
             Self::InvalidResponse { .. }
             | Self::UnsupportedTokenType { .. }
             | Self::NotDpopBound { .. }
@@ -264,6 +273,28 @@ impl TokenError {
             Self::ClientAssertion { .. } => "client_assertion",
             Self::Timeout { .. } => "timeout",
             Self::Transport { .. } => "transport",
+            Self::Source { .. } => "source",
+        }
+    }
+
+    /// A failure of a [`TokenSource`](crate::TokenSource) that trying again soon may cure (a
+    /// network error, an overloaded service): the refresher retries with backoff and keeps
+    /// serving the current token meanwhile. Its message must not contain a secret.
+    pub fn transient(error: impl Into<BoxError>) -> Self {
+        Self::Source {
+            transient: true,
+            source: Arc::from(error.into()),
+        }
+    }
+
+    /// A failure of a [`TokenSource`](crate::TokenSource) that needs a fix (bad credentials,
+    /// a misconfiguration): the refresher retries slowly
+    /// ([`permanent_retry`](crate::ClientCredentialsBuilder::permanent_retry)), and requests
+    /// waiting for a token fail with it at once. Its message must not contain a secret.
+    pub fn permanent(error: impl Into<BoxError>) -> Self {
+        Self::Source {
+            transient: false,
+            source: Arc::from(error.into()),
         }
     }
 
@@ -377,6 +408,11 @@ impl fmt::Display for TokenError {
                 "token request failed: the token endpoint could not be reached or its response \
                  not read",
             ),
+            Self::Source { transient, .. } => f.write_str(if *transient {
+                "the token source failed (transient)"
+            } else {
+                "the token source failed (permanent)"
+            }),
         }
     }
 }
@@ -400,7 +436,9 @@ fn write_body_outline(
 impl StdError for TokenError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Self::Transport { source } => Some(&**source as &(dyn StdError + 'static)),
+            Self::Transport { source } | Self::Source { source, .. } => {
+                Some(&**source as &(dyn StdError + 'static))
+            }
             _ => None,
         }
     }

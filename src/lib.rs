@@ -93,6 +93,7 @@ mod error;
 pub mod layer;
 mod metrics;
 mod refresh;
+pub mod source;
 mod token;
 pub mod token_set;
 mod www_authenticate;
@@ -110,10 +111,11 @@ pub mod test_util;
 pub mod fuzzing;
 
 pub use crate::{
-    client_credentials::{ClientCredentials, ClientCredentialsBuilder},
+    client_credentials::{ClientCredentials, ClientCredentialsBuilder, TokenSourceBuilder},
     dpop::{DpopAlgorithm, DpopError, DpopKey},
     endpoint::{
-        AssertionAudience, AuthMethod, ClientKey, DiscoveryError, RequestFormat, SigningAlgorithm,
+        AssertionAudience, AuthMethod, ClientAssertion, ClientKey, DiscoveryError, RequestFormat,
+        SigningAlgorithm,
     },
     error::{BoxError, ConfigError, TokenError, TokenUnavailable},
     layer::{
@@ -121,6 +123,7 @@ pub use crate::{
         Replay, ReplayBodies, ReplayBody, ReplayPolicy, ResponseFuture,
     },
     refresh::{Refresher, TokenHandle, TokenStatus},
+    source::{IssuedToken, SourceFn, TokenSource, source_fn},
     token::{ExpirySource, Token},
     token_set::{TokenKey, TokenSet, TokenSetAuth, TokenSetBuilder, TokenSetLayer},
 };

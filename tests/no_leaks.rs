@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_client_credentials::{
-    BearerAuthLayer, ClientCredentials, DpopAlgorithm, DpopKey,
+    BearerAuthLayer, ClientAssertion, ClientCredentials, DpopAlgorithm, DpopKey,
     test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer},
 };
 
@@ -245,7 +245,33 @@ async fn no_secret_or_token_reaches_logs_or_errors() {
             .unwrap_err();
     errors.push_str(&error_chain(&error));
 
+    // A federated client assertion read from a file: neither a well-formed one (sent, and
+    // refused by the mock, which takes no assertions) nor a malformed one shows up.
+    let dir = std::env::temp_dir().join(format!("tcc-no-leaks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let assertion_file = dir.join("projected-token");
+    let federated = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwb2QifQ.federated-assertion-value";
+    for content in [
+        federated.to_owned(),
+        format!("{federated} and trailing words"),
+    ] {
+        std::fs::write(&assertion_file, &content).unwrap();
+        let error = ClientCredentials::builder_with_assertion(
+            auth.token_url(),
+            DEFAULT_CLIENT_ID,
+            ClientAssertion::from_file(&assertion_file),
+        )
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap_err();
+        errors.push_str(&error_chain(&error));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
     let mut needles = secret_forms();
+    needles.push("federated-assertion-value".to_owned());
     needles.extend(auth.tokens().into_iter().map(|t| t.access_token));
     needles.extend(dpop_auth.tokens().into_iter().map(|t| t.access_token));
     // Every proof starts with the base64url of `{"typ":"dpop+jwt","alg":`.

@@ -975,3 +975,48 @@ async fn dpop_tokens_are_shared_only_with_the_same_key() {
     assert_eq!(api.accepted(), 4);
     assert_eq!(api.seen_proof_jtis().len(), 3);
 }
+
+/// Any token source shares through Redis: replicas of a closure source under the same name
+/// make one fetch between them; a source under another name makes its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_source_is_shared_by_name() {
+    let redis = redis!("a_custom_source_is_shared_by_name");
+    let prefix = prefix("source");
+    let fetches = Arc::new(AtomicU64::new(0));
+    let replica = |name: &'static str| {
+        let fetches = Arc::clone(&fetches);
+        ClientCredentials::from_source(tower_client_credentials::source_fn(move || {
+            let n = fetches.fetch_add(1, Ordering::SeqCst);
+            async move {
+                // Slow, so that the other replicas wait for the lease holder.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(tower_client_credentials::IssuedToken::bearer(
+                    format!("{name}-{n}"),
+                    Duration::from_secs(60),
+                ))
+            }
+        }))
+        .shared_cache(cache(&redis.url, &prefix), name)
+        .build()
+        .unwrap()
+    };
+    let mut starting = JoinSet::new();
+    for _ in 0..5 {
+        starting.spawn(replica("orders-api").start());
+    }
+    let mut handles = Vec::new();
+    while let Some(started) = starting.join_next().await {
+        handles.push(started.unwrap().expect("every replica gets a token"));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    assert!(shared_token(&handles).starts_with("orders-api-"));
+    let other = replica("billing-api").start().await.unwrap();
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    assert!(access_token(&other).unwrap().starts_with("billing-api-"));
+    assert_eq!(
+        token_keys(&mut inspect(&redis.url).await, &prefix)
+            .await
+            .len(),
+        2
+    );
+}

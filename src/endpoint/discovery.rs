@@ -437,7 +437,7 @@ pub(crate) fn choose_auth_method(
     let default = ["client_secret_basic".to_owned()];
     let supported = supported.unwrap_or(&default);
     let preferred: &[AuthMethod] = match (credential, format) {
-        (Credential::Key(_), _) => &[AuthMethod::PrivateKeyJwt],
+        (Credential::Key(_) | Credential::Assertion(_), _) => &[AuthMethod::PrivateKeyJwt],
         (Credential::Secret(_), RequestFormat::Json) => {
             &[AuthMethod::ClientSecretPost, AuthMethod::ClientSecretBasic]
         }

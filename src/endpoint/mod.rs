@@ -5,6 +5,7 @@
 
 mod assertion;
 mod discovery;
+mod federated;
 mod request;
 mod response;
 mod transport;
@@ -24,56 +25,51 @@ pub(crate) use self::{
 pub use self::{
     assertion::{AssertionAudience, ClientKey, SigningAlgorithm},
     discovery::DiscoveryError,
+    federated::ClientAssertion,
     request::{AuthMethod, RequestFormat},
 };
 #[cfg(fuzzing)]
 pub(crate) use self::{discovery::parse as parse_discovery, response::retry_after};
 pub(crate) use self::{
     request::{Parameters, PreparedRequest},
-    response::TokenResponse,
     transport::{HttpClient, boxed, default_client},
 };
+/// A token response and the lifetime worked out for it: what every source issues.
+pub(crate) use crate::source::IssuedToken as Fetched;
+#[cfg(feature = "redis")]
+pub(crate) use crate::source::TokenResponse;
 use crate::{
     dpop::{DPOP, Prover},
     error::TokenError,
+    source::{BoxFetch, DynSource},
     token::{self, ExpirySource},
 };
 
-/// A token response and the lifetime worked out for it.
-#[derive(Debug)]
-pub(crate) struct Fetched {
-    pub(crate) response: TokenResponse,
-    pub(crate) lifetime: Duration,
-}
-
-/// Sends token requests. Cheap to clone.
+/// Sends token requests: the built-in [`TokenSource`](crate::TokenSource). Cheap to clone. The
+/// timeout of a request is applied by the [`Fetcher`](crate::source::Fetcher) that holds it.
 #[derive(Clone)]
 pub(crate) struct TokenEndpoint {
     pub(crate) request: PreparedRequest,
     pub(crate) expiry: ExpirySource,
     pub(crate) default_lifetime: Duration,
     pub(crate) client: HttpClient,
-    pub(crate) timeout: Duration,
     pub(crate) max_body: usize,
     /// With DPoP: the prover and the token endpoint's `htu`.
     pub(crate) dpop: Option<(Arc<Prover>, Arc<str>)>,
 }
 
+impl DynSource for TokenEndpoint {
+    fn fetch_boxed(&self) -> BoxFetch<'_> {
+        Box::pin(self.exchange())
+    }
+}
+
 impl TokenEndpoint {
     /// Requests a token once.
-    pub(crate) async fn fetch(&self) -> Result<Fetched, TokenError> {
-        match tokio::time::timeout(self.timeout, self.exchange()).await {
-            Ok(result) => result,
-            Err(_) => Err(TokenError::Timeout {
-                after: self.timeout,
-            }),
-        }
-    }
-
     async fn exchange(&self) -> Result<Fetched, TokenError> {
         let mut nonce_retry = false;
         loop {
-            let mut request = self.request.to_request()?;
+            let mut request = self.request.to_request().await?;
             if let Some((prover, htu)) = &self.dpop {
                 request
                     .headers_mut()

@@ -17,8 +17,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::assertion::{
-    ASSERTION_LIFETIMES, ASSERTION_TYPE, AssertionKey, AssertionSigner, ClientKey,
+use super::{
+    assertion::{ASSERTION_LIFETIMES, ASSERTION_TYPE, AssertionKey, AssertionSigner, ClientKey},
+    federated::ClientAssertion,
 };
 use crate::error::{ConfigError, TokenError};
 
@@ -99,10 +100,12 @@ const NON_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// What the client authenticates with: a shared secret or a private key.
+/// What the client authenticates with: a shared secret, a private key, or an assertion made
+/// by someone else.
 pub(crate) enum Credential {
     Secret(SecretString),
     Key(ClientKey),
+    Assertion(ClientAssertion),
 }
 
 impl fmt::Debug for Credential {
@@ -110,6 +113,7 @@ impl fmt::Debug for Credential {
         match self {
             Self::Secret(_) => f.write_str("Secret(\"[redacted]\")"),
             Self::Key(key) => f.debug_tuple("Key").field(key).finish(),
+            Self::Assertion(assertion) => f.debug_tuple("Assertion").field(assertion).finish(),
         }
     }
 }
@@ -118,7 +122,7 @@ impl Credential {
     /// The method used when none is chosen.
     pub(crate) fn default_method(&self, format: RequestFormat) -> AuthMethod {
         match (self, format) {
-            (Self::Key(_), _) => AuthMethod::PrivateKeyJwt,
+            (Self::Key(_) | Self::Assertion(_), _) => AuthMethod::PrivateKeyJwt,
             (Self::Secret(_), RequestFormat::Json) => AuthMethod::ClientSecretPost,
             (Self::Secret(_), RequestFormat::Form) => AuthMethod::ClientSecretBasic,
         }
@@ -140,7 +144,16 @@ pub(crate) struct PreparedRequest {
     authorization: Option<HeaderValue>,
     /// With an assertion, the form up to `…&client_assertion=`; the assertion follows.
     body: Bytes,
-    assertion: Option<AssertionSigner>,
+    assertion: Option<Assertion>,
+}
+
+/// Where the `client_assertion` of each request comes from.
+#[derive(Clone)]
+enum Assertion {
+    /// Signed here, anew for each request.
+    Signed(AssertionSigner),
+    /// Made by someone else, read anew for each request.
+    External(ClientAssertion),
 }
 
 impl PreparedRequest {
@@ -160,7 +173,17 @@ impl PreparedRequest {
         };
         let secret = match (credential, auth) {
             (Credential::Secret(secret), _) if auth != AuthMethod::PrivateKeyJwt => Some(secret),
-            (Credential::Key(_), AuthMethod::PrivateKeyJwt) => None,
+            (Credential::Key(_) | Credential::Assertion(_), AuthMethod::PrivateKeyJwt) => None,
+            (Credential::Assertion(_), other) => {
+                return Err(invalid(
+                    "auth_method",
+                    format!(
+                        "a client assertion from outside is sent as `private_key_jwt`, not \
+                         `{}`",
+                        other.as_str()
+                    ),
+                ));
+            }
             (Credential::Secret(_), _) => {
                 return Err(invalid(
                     "auth_method",
@@ -189,6 +212,17 @@ impl PreparedRequest {
             ),
             _ => None,
         };
+        let external = match credential {
+            Credential::Assertion(assertion) => Some(assertion.clone()),
+            _ => None,
+        };
+        if external.is_some() && format != RequestFormat::Form {
+            return Err(invalid(
+                "request_format",
+                "a client assertion is form-encoded (RFC 7523 §2.2); use `RequestFormat::Form`"
+                    .into(),
+            ));
+        }
         let assertion = match signer {
             Some(key) => {
                 if format != RequestFormat::Form {
@@ -210,14 +244,14 @@ impl PreparedRequest {
                 if assertion.audience.is_empty() {
                     return Err(invalid("assertion_audience", "must not be empty".into()));
                 }
-                Some(AssertionSigner::new(
+                Some(Assertion::Signed(AssertionSigner::new(
                     client_id,
                     key,
                     assertion.audience.clone(),
                     assertion.lifetime,
-                )?)
+                )?))
             }
-            None => None,
+            None => external.map(Assertion::External),
         };
 
         let scope = (!params.scopes.is_empty()).then(|| params.scopes.join(" "));
@@ -274,18 +308,26 @@ impl PreparedRequest {
         })
     }
 
-    /// A fresh copy of the request, with a newly signed client assertion if the method uses
-    /// one.
+    /// A fresh copy of the request, with a newly signed (or newly read) client assertion if
+    /// the method uses one.
     ///
     /// Signing cannot fail with a key that was checked when the configuration was built; if
-    /// it does anyway, it is a permanent [`TokenError::ClientAssertion`].
-    pub(crate) fn to_request(&self) -> Result<Request<Full<Bytes>>, TokenError> {
+    /// it does anyway, it is a permanent [`TokenError::ClientAssertion`]. An assertion from
+    /// outside fails as [`ClientAssertion`] says.
+    pub(crate) async fn to_request(&self) -> Result<Request<Full<Bytes>>, TokenError> {
         let body = match &self.assertion {
             None => self.body.clone(),
-            Some(signer) => {
-                let jwt = signer
-                    .sign()
-                    .map_err(|error| TokenError::ClientAssertion { reason: error.0 })?;
+            Some(assertion) => {
+                // Base64url and dots (checked when read), which form encoding leaves as they
+                // are.
+                let jwt = match assertion {
+                    Assertion::Signed(signer) => Zeroizing::new(
+                        signer
+                            .sign()
+                            .map_err(|error| TokenError::ClientAssertion { reason: error.0 })?,
+                    ),
+                    Assertion::External(assertion) => assertion.read().await?,
+                };
                 let mut body = BytesMut::with_capacity(self.body.len() + jwt.len());
                 body.extend_from_slice(&self.body);
                 body.extend_from_slice(jwt.as_bytes());
@@ -440,7 +482,7 @@ mod tests {
             RequestFormat::Form,
             &params(),
         );
-        let request = request.to_request().unwrap();
+        let request = request.to_request().await.unwrap();
         let header = request.headers()[header::AUTHORIZATION].to_str().unwrap();
         assert!(request.headers()[header::AUTHORIZATION].is_sensitive());
         let decoded = base64::engine::general_purpose::STANDARD
@@ -468,7 +510,7 @@ mod tests {
             RequestFormat::Form,
             &Parameters::default(),
         );
-        let request = request.to_request().unwrap();
+        let request = request.to_request().await.unwrap();
         assert!(request.headers().get(header::AUTHORIZATION).is_none());
         let form: Vec<(String, String)> = serde_urlencoded::from_str(&body(request).await).unwrap();
         assert_eq!(
@@ -486,7 +528,7 @@ mod tests {
         let mut params = params();
         params.scopes = vec!["*".into()];
         let request = prepared(AuthMethod::ClientSecretPost, RequestFormat::Json, &params);
-        let request = request.to_request().unwrap();
+        let request = request.to_request().await.unwrap();
         assert_eq!(request.headers()[header::CONTENT_TYPE], "application/json");
         let json: serde_json::Value = serde_json::from_str(&body(request).await).unwrap();
         assert_eq!(
@@ -547,7 +589,7 @@ mod tests {
         );
         let mut seen = Vec::new();
         for _ in 0..2 {
-            let request = request.to_request().unwrap();
+            let request = request.to_request().await.unwrap();
             assert!(request.headers().get(header::AUTHORIZATION).is_none());
             let body = body(request).await;
             assert!(!body.contains("p%40ss"), "{body}");

@@ -10,38 +10,7 @@ use http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use crate::{error::TokenError, token::MAX_LIFETIME};
-
-/// A successful token response, checked.
-#[derive(Clone, PartialEq)]
-pub(crate) struct TokenResponse {
-    pub(crate) access_token: Zeroizing<String>,
-    pub(crate) expires_in: Option<Duration>,
-    pub(crate) scope: Option<String>,
-    /// The `token_type`, when the server sent one: `Bearer` or `DPoP`, as spelled by the
-    /// server.
-    pub(crate) token_type: Option<String>,
-}
-
-impl TokenResponse {
-    /// Whether the token is DPoP-bound (`token_type` `DPoP`, in any case).
-    pub(crate) fn is_dpop(&self) -> bool {
-        self.token_type
-            .as_deref()
-            .is_some_and(|kind| kind.eq_ignore_ascii_case("dpop"))
-    }
-}
-
-impl std::fmt::Debug for TokenResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenResponse")
-            .field("access_token", &"[redacted]")
-            .field("expires_in", &self.expires_in)
-            .field("scope", &self.scope)
-            .field("token_type", &self.token_type)
-            .finish()
-    }
-}
+use crate::{error::TokenError, source::TokenResponse, token::MAX_LIFETIME};
 
 /// Parses a complete token endpoint response.
 pub(crate) fn parse(

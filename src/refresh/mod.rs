@@ -117,6 +117,9 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     /// The highest generation an API has accepted.
     accepted: AtomicU64,
+    /// Whether a token has been asked for: the refresher of a lazy store waits for it before
+    /// its first fetch.
+    demanded: AtomicBool,
     pub(crate) max_wait: Duration,
     /// First delay and cap of the refusal backoff.
     refusal_backoff: (Duration, Duration),
@@ -138,9 +141,25 @@ impl Shared {
             close: Notify::new(),
             closed: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
+            demanded: AtomicBool::new(true),
             max_wait,
             refusal_backoff: (policy.refusal_backoff, policy.refusal_backoff_max),
             dpop,
+        }
+    }
+
+    /// Makes the store lazy: no token is fetched until a request [demands](Self::demand) one.
+    pub(crate) fn lazy(self) -> Self {
+        self.demanded.store(false, Ordering::Relaxed);
+        self
+    }
+
+    /// A request needs a token: wakes a lazy store's refresher for its first fetch. One
+    /// relaxed load once that has happened.
+    fn demand(&self) {
+        if !self.demanded.load(Ordering::Relaxed) && !self.demanded.swap(true, Ordering::AcqRel) {
+            tracing::debug!("first token demanded; the lazy refresher starts");
+            self.wake.notify_one();
         }
     }
 
@@ -169,6 +188,7 @@ impl Shared {
         let deadline = deadline_after(max_wait);
         // Subscribe before looking, so a fetch that finishes in between is not missed.
         let mut outcomes = self.outcome.subscribe();
+        self.demand();
         loop {
             if let Some(token) = self.usable(newer_than) {
                 return Ok(token);

@@ -13,9 +13,10 @@ use tracing::Instrument;
 
 use super::{Outcome, RefreshPolicy, Shared};
 use crate::{
-    endpoint::{Fetched, TokenEndpoint},
+    endpoint::Fetched,
     error::TokenError,
     metrics,
+    source::Fetcher,
     token::{self, Token},
 };
 
@@ -43,7 +44,7 @@ pub struct Refresher {
 
 struct Task {
     shared: Arc<Shared>,
-    endpoint: TokenEndpoint,
+    source: Fetcher,
     policy: RefreshPolicy,
     /// Refreshes go through this shared cache, when there is one.
     #[cfg(feature = "redis")]
@@ -61,11 +62,11 @@ pub(crate) struct Obtained {
 }
 
 impl Refresher {
-    pub(crate) fn new(shared: Arc<Shared>, endpoint: TokenEndpoint, policy: RefreshPolicy) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, source: Fetcher, policy: RefreshPolicy) -> Self {
         Self {
             task: Some(Task {
                 shared,
-                endpoint,
+                source,
                 policy,
                 #[cfg(feature = "redis")]
                 shared_cache: None,
@@ -143,6 +144,20 @@ impl Task {
         // The timer that marks the current token expired at its usable end (see `arm`).
         let mut _alarm: Option<Pin<Box<tokio::time::Sleep>>> = None;
 
+        // A lazy store: nothing is fetched until a request needs a token.
+        while !shared.demanded.load(Ordering::Acquire) {
+            let mut closed = pin!(shared.close.notified());
+            closed.as_mut().enable();
+            if shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            tokio::select! {
+                biased;
+                () = &mut closed => return,
+                () = shared.wake.notified() => {}
+            }
+        }
+
         loop {
             let mut closed = pin!(shared.close.notified());
             closed.as_mut().enable();
@@ -215,13 +230,9 @@ impl Task {
                         issued_at,
                     )
                     .map_err(|_| {
-                        // The parser only admits visible ASCII, which is always a valid header.
-                        crate::error::TokenError::InvalidResponse {
-                            status: http::StatusCode::OK,
-                            content_type: None,
-                            reason: "`access_token` is not a valid header value".into(),
-                            excerpt: String::new(),
-                        }
+                        // The endpoint's parser only admits visible ASCII, which is always a
+                        // valid header; another source may not.
+                        TokenError::permanent("the access token is not a valid header value")
                     })
                 }) {
                     Ok(token) => {
@@ -319,14 +330,14 @@ impl Task {
         }
     }
 
-    /// Asks the shared cache for a token when there is one, else the token endpoint.
+    /// Asks the shared cache for a token when there is one, else the source.
     async fn obtain(&self, refused: bool) -> Result<Obtained, TokenError> {
         #[cfg(feature = "redis")]
         if let Some(cache) = &self.shared_cache {
-            return cache.obtain(&self.endpoint, refused).await;
+            return cache.obtain(&self.source, refused).await;
         }
         let _ = refused;
-        self.endpoint.fetch().await.map(|fetched| Obtained {
+        self.source.fetch().await.map(|fetched| Obtained {
             fetched,
             issued_at: None,
             requested: true,

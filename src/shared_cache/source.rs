@@ -18,10 +18,11 @@ use super::{
     value::{Codec, StoredToken},
 };
 use crate::{
-    endpoint::{Fetched, TokenEndpoint, TokenResponse},
+    endpoint::{Fetched, TokenResponse},
     error::{ConfigError, TokenError},
     metrics,
     refresh::{Obtained, RefreshPolicy},
+    source::Fetcher,
     token::{self, expiry_margin},
 };
 
@@ -85,7 +86,7 @@ impl SharedSource {
     /// first, if Redis still holds that very token.
     pub(crate) async fn obtain(
         &self,
-        endpoint: &TokenEndpoint,
+        endpoint: &Fetcher,
         refused: bool,
     ) -> Result<Obtained, TokenError> {
         let held = if refused { self.held().take() } else { None };
@@ -268,7 +269,7 @@ impl SharedSource {
     /// TTL of its remaining lifetime, and releases the lease.
     async fn fetch_for_all(
         &self,
-        endpoint: &TokenEndpoint,
+        endpoint: &Fetcher,
         lease: String,
     ) -> Result<Obtained, TokenError> {
         let started = Instant::now();
@@ -343,11 +344,7 @@ impl SharedSource {
         std::future::pending().await
     }
 
-    async fn bypass(
-        &self,
-        endpoint: &TokenEndpoint,
-        bypass: Bypass,
-    ) -> Result<Obtained, TokenError> {
+    async fn bypass(&self, endpoint: &Fetcher, bypass: Bypass) -> Result<Obtained, TokenError> {
         match bypass {
             Bypass::Failed(failure, during) => self.connection.mark_down(&failure, during),
             Bypass::NothingPublished(waited) => tracing::warn!(
@@ -358,7 +355,7 @@ impl SharedSource {
         self.fetch_alone(endpoint).await
     }
 
-    async fn fetch_alone(&self, endpoint: &TokenEndpoint) -> Result<Obtained, TokenError> {
+    async fn fetch_alone(&self, endpoint: &Fetcher) -> Result<Obtained, TokenError> {
         metrics::shared_cache(metrics::SharedCacheOutcome::Fallback);
         let fetched = endpoint.fetch().await?;
         *self.held() = None;

@@ -89,6 +89,7 @@ mod layer;
 mod service;
 mod set;
 
+pub(crate) use self::set::{SourceForKey, Sources};
 pub use self::{
     key::TokenKey,
     layer::TokenSetLayer,

@@ -20,8 +20,92 @@ use crate::{
     client_credentials::EndpointTemplate,
     error::{ConfigError, TokenError},
     layer::Origin,
-    refresh::{Refresher, Shared, TokenHandle, TokenStatus},
+    refresh::{RefreshPolicy, Refresher, Shared, TokenHandle, TokenStatus},
+    source::Fetcher,
 };
+
+/// Makes the source of a key's tokens, for a set of custom sources.
+pub(crate) type SourceForKey = dyn Fn(&TokenKey) -> Fetcher + Send + Sync;
+
+/// Where the keys' tokens come from, and what they share.
+pub(crate) enum Sources {
+    /// The client-credentials endpoint, with each key's parameters.
+    Endpoint(Box<EndpointTemplate>),
+    /// A source per key, made by a function of the key.
+    Custom {
+        source_for: Arc<SourceForKey>,
+        policy: RefreshPolicy,
+        max_wait: Duration,
+        lazy: bool,
+    },
+}
+
+impl Sources {
+    fn policy(&self) -> &RefreshPolicy {
+        match self {
+            Self::Endpoint(template) => &template.policy,
+            Self::Custom { policy, .. } => policy,
+        }
+    }
+
+    fn max_wait(&self) -> Duration {
+        match self {
+            Self::Endpoint(template) => template.max_wait,
+            Self::Custom { max_wait, .. } => *max_wait,
+        }
+    }
+
+    fn lazy(&self) -> bool {
+        match self {
+            Self::Endpoint(template) => template.lazy,
+            Self::Custom { lazy, .. } => *lazy,
+        }
+    }
+
+    /// Checks that `key` can make a token request.
+    fn check(&self, key: &TokenKey) -> Result<(), ConfigError> {
+        match self {
+            Self::Endpoint(template) => template
+                .endpoint(&key.parameters(&template.params))
+                .map(drop),
+            Self::Custom { .. } => Ok(()),
+        }
+    }
+
+    /// The refresher of `key`'s tokens, for the store `shared`, and the store's DPoP prover.
+    fn refresher(
+        &self,
+        key: &TokenKey,
+    ) -> Result<(Option<Arc<crate::dpop::Prover>>, RefresherFor), ConfigError> {
+        match self {
+            Self::Endpoint(template) => {
+                let params = key.parameters(&template.params);
+                let fetcher = template.fetcher(template.endpoint(&params)?);
+                #[cfg(feature = "redis")]
+                let cache = template.shared_source(&params)?;
+                Ok((
+                    template.prover(),
+                    Box::new(move |shared, policy| {
+                        let refresher = Refresher::new(shared, fetcher, policy);
+                        #[cfg(feature = "redis")]
+                        let refresher = refresher.with_shared_cache(cache);
+                        refresher
+                    }),
+                ))
+            }
+            Self::Custom { source_for, .. } => {
+                let fetcher = source_for(key);
+                Ok((
+                    None,
+                    Box::new(move |shared, policy| Refresher::new(shared, fetcher, policy)),
+                ))
+            }
+        }
+    }
+}
+
+/// Makes a key's refresher once its store exists.
+type RefresherFor = Box<dyn FnOnce(Arc<Shared>, RefreshPolicy) -> Refresher>;
 
 /// A function that picks the token for a request; see [`TokenSetBuilder::route_with`].
 type RouteFn = dyn Fn(&Method, &Uri, &HeaderMap) -> Option<TokenKey> + Send + Sync;
@@ -42,7 +126,7 @@ const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Configures a [`TokenSet`]. Made by
 /// [`ClientCredentialsBuilder::build_set`](crate::ClientCredentialsBuilder::build_set).
 pub struct TokenSetBuilder {
-    template: EndpointTemplate,
+    template: Sources,
     routes: Vec<(Origin, TokenKey)>,
     route_fn: Option<Arc<RouteFn>>,
     idle_timeout: Duration,
@@ -59,7 +143,7 @@ impl fmt::Debug for TokenSetBuilder {
 }
 
 impl TokenSetBuilder {
-    pub(crate) fn new(template: EndpointTemplate) -> Self {
+    pub(crate) fn new(template: Sources) -> Self {
         Self {
             template,
             routes: Vec::new(),
@@ -81,8 +165,7 @@ impl TokenSetBuilder {
                 reason: format!("{origin} has more than one route"),
             });
         }
-        self.template
-            .endpoint(&key.parameters(&self.template.params))?;
+        self.template.check(&key)?;
         self.routes.push((origin, key));
         Ok(self)
     }
@@ -111,7 +194,9 @@ impl TokenSetBuilder {
     }
 
     /// Spawns the set's refresher task on the current tokio runtime, fetches the tokens of the
-    /// keys named by [`route`](Self::route) and waits for them. Keys met later (through an
+    /// keys named by [`route`](Self::route) and waits for them (unless
+    /// [`lazy`](crate::ClientCredentialsBuilder::lazy), which leaves that to their first
+    /// requests, like [`spawn`](Self::spawn)). Keys met later (through an
     /// extension or [`route_with`](Self::route_with)) are fetched on their first request.
     ///
     /// # Errors
@@ -122,6 +207,9 @@ impl TokenSetBuilder {
     ///
     /// When called outside a tokio runtime.
     pub async fn start(self) -> Result<TokenSet, TokenError> {
+        if self.template.lazy() {
+            return Ok(self.spawn());
+        }
         let keys: Vec<TokenKey> = self.routes.iter().map(|(_, key)| key.clone()).collect();
         let set = self.spawn();
         let mut first = Vec::new();
@@ -170,7 +258,7 @@ pub struct TokenSet {
 }
 
 struct Inner {
-    template: EndpointTemplate,
+    template: Sources,
     routes: Vec<(Origin, TokenKey)>,
     route_fn: Option<Arc<RouteFn>>,
     /// The live keys. Read without a lock; replaced (copy on write) under `create`.
@@ -206,7 +294,7 @@ impl TokenSet {
 
     /// How long requests wait for a token, unless the layer says otherwise.
     pub(crate) fn max_wait(&self) -> Duration {
-        self.inner.template.max_wait
+        self.inner.template.max_wait()
     }
 
     /// The handle of the token for `request`, creating the key if needed, or `None` when no
@@ -252,18 +340,11 @@ impl Inner {
             entry.used.store(true, Ordering::Relaxed);
             return Ok((entry.handle.clone(), None));
         }
-        let params = key.parameters(&self.template.params);
-        let endpoint = self.template.endpoint(&params)?;
-        let policy = self.template.policy.clone();
-        let shared = Arc::new(Shared::new(
-            self.template.max_wait,
-            &policy,
-            endpoint.dpop.as_ref().map(|(prover, _)| Arc::clone(prover)),
-        ));
+        let (prover, refresher_for) = self.template.refresher(key)?;
+        let policy = self.template.policy().clone();
+        let shared = Arc::new(Shared::new(self.template.max_wait(), &policy, prover));
         let outcomes = shared.outcomes();
-        let refresher = Refresher::new(Arc::clone(&shared), endpoint, policy);
-        #[cfg(feature = "redis")]
-        let refresher = refresher.with_shared_cache(self.template.shared_source(&params)?);
+        let refresher = refresher_for(Arc::clone(&shared), policy);
         let handle = TokenHandle::new(shared);
         let mut updated = HashMap::clone(&keys);
         updated.insert(

@@ -31,10 +31,8 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, task::JoinSet};
 use tower::{Layer, Service, ServiceExt};
-use tower_client_credentials::{
-    BearerAuthLayer, BoxError, ClientCredentials,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer},
-};
+use tower_client_credentials::{BearerAuthLayer, BoxError, ClientCredentials};
+use tower_client_credentials_testkit::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer};
 use tower_http::auth::AddAuthorization;
 
 use common::{Summary, Template, bench_mode, machine, process_cpu_time, ratios};

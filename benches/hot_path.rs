@@ -45,8 +45,8 @@ use std::hint::black_box;
 use tower::{Layer, Service};
 use tower_client_credentials::{
     BearerAuthLayer, ClientCredentials, DpopAlgorithm, DpopKey, TokenHandle,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer},
 };
+use tower_client_credentials_testkit::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer};
 use tower_http::auth::AddAuthorization;
 
 use common::{

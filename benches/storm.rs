@@ -29,9 +29,9 @@ use http::{HeaderValue, Request, Response, StatusCode, header::AUTHORIZATION};
 use http_body_util::Full;
 use tokio::{sync::watch, task::JoinSet};
 use tower::{Layer, Service, ServiceExt, service_fn};
-use tower_client_credentials::{
-    BearerAuthLayer, BoxError, ClientCredentials,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer},
+use tower_client_credentials::{BearerAuthLayer, BoxError, ClientCredentials};
+use tower_client_credentials_testkit::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer,
 };
 
 use common::{Summary, Template, bench_mode, inner, machine, ratios};

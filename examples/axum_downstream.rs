@@ -31,8 +31,8 @@ use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_client_credentials::{
     BearerAuth, BearerAuthError, BearerAuthLayer, BoxError, ClientCredentials,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer},
 };
+use tower_client_credentials_testkit::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer};
 
 /// The client for the downstream API: hyper-util's client with the layer in front.
 type DownstreamClient = BearerAuth<Client<HttpConnector, Full<Bytes>>>;

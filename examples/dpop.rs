@@ -19,8 +19,8 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_client_credentials::{
     BearerAuthLayer, BoxError, ClientCredentials, DpopAlgorithm, DpopKey,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer},
 };
+use tower_client_credentials_testkit::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {

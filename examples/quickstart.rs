@@ -16,10 +16,8 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{ServiceBuilder, ServiceExt};
-use tower_client_credentials::{
-    BearerAuthLayer, BoxError, ClientCredentials,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer},
-};
+use tower_client_credentials::{BearerAuthLayer, BoxError, ClientCredentials};
+use tower_client_credentials_testkit::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer};
 use tracing_subscriber::EnvFilter;
 
 const RUN_FOR: Duration = Duration::from_secs(15);

@@ -24,9 +24,9 @@ use tonic::{
 };
 use tonic_prost::ProstCodec;
 use tower::{ServiceBuilder, service_fn};
-use tower_client_credentials::{
-    BearerAuthLayer, BoxError, ClientCredentials,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer, TokenRegistry},
+use tower_client_credentials::{BearerAuthLayer, BoxError, ClientCredentials};
+use tower_client_credentials_testkit::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer, TokenRegistry,
 };
 
 /// `greeter.Greeter/SayHello`'s request, as prost would generate it from a `.proto` file.

@@ -81,10 +81,12 @@
 //!   401, and seconds until the current token expires. Names are listed in the README.
 //! - `redis`: [`RedisCache`], a token cache shared by the replicas of a service through Redis,
 //!   so that the fleet makes one token request per token lifetime; see [`shared_cache`].
-//! - `test-util`: [`test_util`], an embedded authorization server and protected API for tests
-//!   and demos.
+//!
+//! The embedded authorization server and protected API that the tests, examples and benches
+//! use are a crate of their own, `tower-client-credentials-testkit`, for your tests too.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client_credentials;
 pub mod dpop;
@@ -100,9 +102,6 @@ mod www_authenticate;
 
 #[cfg(feature = "redis")]
 pub mod shared_cache;
-
-#[cfg(feature = "test-util")]
-pub mod test_util;
 
 /// The parsers of server bytes, opened to the fuzz targets in `fuzz/`. Only under cargo-fuzz's
 /// `cfg(fuzzing)`: not part of the API.

@@ -26,10 +26,8 @@ use http::{
 };
 use http_body_util::Full;
 use tower::{Layer, Service, service_fn};
-use tower_client_credentials::{
-    BearerAuthLayer, ClientCredentials, TokenHandle,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer},
-};
+use tower_client_credentials::{BearerAuthLayer, ClientCredentials, TokenHandle};
+use tower_client_credentials_testkit::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer};
 use tower_http::auth::AddAuthorization;
 
 thread_local! {

@@ -22,8 +22,8 @@ use tower::{Layer, ServiceExt, service_fn};
 use tower_client_credentials::{
     BearerAuthLayer, ClientCredentials, DpopAlgorithm, DpopError, DpopKey, Origin, TokenError,
     TokenHandle,
-    test_util::{MockApi, MockAuthServer, RejectReason, dpop::DecodedProof},
 };
+use tower_client_credentials_testkit::{MockApi, MockAuthServer, RejectReason, dpop::DecodedProof};
 
 use common::{builder, client, request, send};
 
@@ -384,8 +384,8 @@ async fn a_token_set_binds_every_key_to_the_one_dpop_key() {
     let key = key();
     let set = ClientCredentials::builder(
         auth.token_url(),
-        tower_client_credentials::test_util::DEFAULT_CLIENT_ID,
-        tower_client_credentials::test_util::DEFAULT_CLIENT_SECRET,
+        tower_client_credentials_testkit::DEFAULT_CLIENT_ID,
+        tower_client_credentials_testkit::DEFAULT_CLIENT_SECRET,
     )
     .dpop(key.clone())
     .build_set()

@@ -25,10 +25,8 @@ use tonic::{
 };
 use tonic_prost::ProstCodec;
 use tower::{ServiceBuilder, service_fn};
-use tower_client_credentials::{
-    BearerAuth, BearerAuthLayer,
-    test_util::{MockAuthServer, TokenRegistry},
-};
+use tower_client_credentials::{BearerAuth, BearerAuthLayer};
+use tower_client_credentials_testkit::{MockAuthServer, TokenRegistry};
 
 use common::builder;
 

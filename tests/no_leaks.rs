@@ -20,7 +20,9 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_client_credentials::{
     BearerAuthLayer, ClientAssertion, ClientCredentials, DpopAlgorithm, DpopKey,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer},
+};
+use tower_client_credentials_testkit::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer,
 };
 
 fn http_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {

@@ -23,7 +23,9 @@ use tower::Layer;
 use tower_client_credentials::{
     AuthMethod, BearerAuthLayer, ClientCredentials, ClientCredentialsBuilder, ConfigError,
     ExpirySource, TokenError, TokenKey, TokenSetLayer, TokenUnavailable,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer},
+};
+use tower_client_credentials_testkit::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer,
 };
 
 mod common;

@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 use tokio::{task::JoinSet, time::Instant};
-use tower_client_credentials::{
-    TokenError, TokenUnavailable,
-    test_util::{ExpiresIn, Fault, MockAuthServer},
-};
+use tower_client_credentials::{TokenError, TokenUnavailable};
+use tower_client_credentials_testkit::{ExpiresIn, Fault, MockAuthServer};
 
 use common::{auth_server, builder, client, request, send, unavailable};
 

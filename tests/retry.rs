@@ -27,8 +27,8 @@ use tower::{Layer, ServiceExt, service_fn};
 use tower_client_credentials::{
     BearerAuthLayer, BoxError, NoReplay, Replay, ReplayBodies, ReplayPolicy,
     layer::default_unauthorized,
-    test_util::{BoxBody, MockApi, RejectReason, TRAILERS_HEADER},
 };
+use tower_client_credentials_testkit::{BoxBody, MockApi, RejectReason, TRAILERS_HEADER};
 
 use common::{auth_server, builder, client, request, send};
 
@@ -289,7 +289,7 @@ async fn no_new_token_within_the_wait_is_token_unavailable() {
     auth.revoke_all();
     auth.fail_next(
         1,
-        tower_client_credentials::test_util::Fault::delay(Duration::from_secs(5)),
+        tower_client_credentials_testkit::Fault::delay(Duration::from_secs(5)),
     );
     let error = send(&service, request("x")).await.unwrap_err();
     assert!(
@@ -372,7 +372,7 @@ async fn the_first_401_is_dropped_before_the_wait() {
     auth.revoke_all();
     auth.fail_next(
         1,
-        tower_client_credentials::test_util::Fault::delay(Duration::from_secs(5)),
+        tower_client_credentials_testkit::Fault::delay(Duration::from_secs(5)),
     );
     let pending = service.oneshot(request("x"));
     tokio::pin!(pending);
@@ -789,7 +789,7 @@ async fn composes_with_tower_timeout_and_retry() {
     let auth = auth_server(HOUR);
     auth.fail_next(
         1,
-        tower_client_credentials::test_util::Fault::delay(Duration::from_secs(2)),
+        tower_client_credentials_testkit::Fault::delay(Duration::from_secs(2)),
     );
     let api = auth.api();
     let handle = builder(&auth).build().unwrap().spawn();

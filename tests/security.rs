@@ -15,7 +15,9 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_client_credentials::{
     BearerAuthLayer, ClientCredentials, ConfigError, Origin, TokenError,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer, RejectReason},
+};
+use tower_client_credentials_testkit::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer, RejectReason,
 };
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;

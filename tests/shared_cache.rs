@@ -27,9 +27,9 @@ use http::StatusCode;
 use tokio::{task::JoinSet, time::Instant};
 use tower_client_credentials::{
     BearerAuth, ClientCredentials, ClientCredentialsBuilder, RedisCache, TokenHandle,
-    test_util::{
-        DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockApi, MockApiService, MockAuthServer,
-    },
+};
+use tower_client_credentials_testkit::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockApi, MockApiService, MockAuthServer,
 };
 
 const LIFETIME: Duration = Duration::from_secs(2);

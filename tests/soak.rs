@@ -25,9 +25,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::{task::JoinSet, time::Instant};
 use tower::{ServiceBuilder, ServiceExt};
-use tower_client_credentials::{
-    BearerAuthError, BearerAuthLayer, ClientCredentials,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer, RejectReason},
+use tower_client_credentials::{BearerAuthError, BearerAuthLayer, ClientCredentials};
+use tower_client_credentials_testkit::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer, RejectReason,
 };
 
 const WORKERS: u64 = 4;

@@ -273,7 +273,7 @@ async fn lazy_start_makes_no_request_before_the_first_and_one_for_2000_concurren
     let auth = common::auth_server(60 * SECOND);
     // The token request takes a while, so that all 2,000 requests meet it in flight.
     auth.set_fault_plan(|_| {
-        Some(tower_client_credentials::test_util::Fault::delay(
+        Some(tower_client_credentials_testkit::Fault::delay(
             Duration::from_millis(50),
         ))
     });
@@ -365,9 +365,9 @@ async fn each_token_request_carries_the_assertion_file_as_it_is_then() {
 
     // The embedded server does not verify federated assertions: it records the request and
     // answers with a 10-second token.
-    let auth = tower_client_credentials::test_util::MockAuthServer::new();
+    let auth = tower_client_credentials_testkit::MockAuthServer::new();
     auth.set_fault_plan(|_| {
-        Some(tower_client_credentials::test_util::Fault::json(
+        Some(tower_client_credentials_testkit::Fault::json(
             StatusCode::OK,
             r#"{"access_token":"issued","token_type":"Bearer","expires_in":10}"#,
         ))

@@ -7,11 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use tower_client_credentials::{
-    AuthMethod, ClientCredentials, RequestFormat,
-    test_util::{
-        ClientAuthMethod, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer, RecordedRequest,
-    },
+use tower_client_credentials::{AuthMethod, ClientCredentials, RequestFormat};
+use tower_client_credentials_testkit::{
+    ClientAuthMethod, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer, RecordedRequest,
 };
 
 const SCOPES: [&str; 2] = ["orders:read", "orders:write"];

@@ -14,9 +14,9 @@ use tokio::task::JoinSet;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_client_credentials::{
     BoxError, ClientCredentials, Origin, TokenKey, TokenSet, TokenSetLayer,
-    test_util::{
-        BoxBody, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockApi, MockAuthServer, RejectReason,
-    },
+};
+use tower_client_credentials_testkit::{
+    BoxBody, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockApi, MockAuthServer, RejectReason,
 };
 
 use common::{auth_server, builder, send};
@@ -398,7 +398,7 @@ async fn a_401_on_one_api_refreshes_only_that_key() {
 async fn cold_keys_coalesce_their_first_requests() {
     let auth = auth_server(Duration::from_secs(60));
     auth.set_fault_plan(|_| {
-        Some(tower_client_credentials::test_util::Fault::delay(
+        Some(tower_client_credentials_testkit::Fault::delay(
             Duration::from_millis(50),
         ))
     });

@@ -19,10 +19,8 @@ use tokio::task::JoinSet;
 use tower::{
     Layer, Service, ServiceBuilder, ServiceExt, buffer::BufferLayer, limit::ConcurrencyLimitLayer,
 };
-use tower_client_credentials::{
-    BearerAuthLayer, BoxError, Origin, TokenKey, TokenSetLayer,
-    test_util::{Fault, MockAuthServer},
-};
+use tower_client_credentials::{BearerAuthLayer, BoxError, Origin, TokenKey, TokenSetLayer};
+use tower_client_credentials_testkit::{Fault, MockAuthServer};
 
 use common::{auth_server, builder};
 

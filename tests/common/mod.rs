@@ -14,9 +14,9 @@ use tower::{Layer, ServiceExt};
 use tower_client_credentials::{
     BearerAuth, BearerAuthLayer, BoxError, ClientCredentials, ClientCredentialsBuilder,
     TokenHandle, TokenUnavailable,
-    test_util::{
-        BoxBody, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockApi, MockApiService, MockAuthServer,
-    },
+};
+use tower_client_credentials_testkit::{
+    BoxBody, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockApi, MockApiService, MockAuthServer,
 };
 
 /// A builder whose token requests go to `auth` in memory (paused-clock friendly).

@@ -8,7 +8,8 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use tokio::{task::JoinSet, time::Instant};
 use tower::{ServiceBuilder, ServiceExt, timeout::TimeoutLayer};
-use tower_client_credentials::{BearerAuthLayer, test_util::Fault};
+use tower_client_credentials::BearerAuthLayer;
+use tower_client_credentials_testkit::Fault;
 
 use crate::{
     common::{self, auth_server},

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use tower::Layer;
 use tower_client_credentials::{
     BearerAuthLayer, ClientCredentialsBuilder, TokenError, TokenUnavailable,
-    test_util::{Fault, MockAuthServer},
 };
+use tower_client_credentials_testkit::{Fault, MockAuthServer};
 
 use crate::{
     common,

@@ -32,7 +32,9 @@ use tower::Layer;
 use tower_client_credentials::{
     BearerAuthLayer, ClientCredentials, ClientCredentialsBuilder, TokenError, TokenHandle,
     TokenUnavailable,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer, TOKEN_PATH},
+};
+use tower_client_credentials_testkit::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer, TOKEN_PATH,
 };
 
 use crate::support::{

@@ -19,10 +19,8 @@ use http::{HeaderValue, Request, Response, header::AUTHORIZATION};
 use http_body_util::Full;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tower::ServiceExt;
-use tower_client_credentials::{
-    BearerAuth, BoxError, TokenError,
-    test_util::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET},
-};
+use tower_client_credentials::{BearerAuth, BoxError, TokenError};
+use tower_client_credentials_testkit::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
 use tracing::{Subscriber, span, subscriber::DefaultGuard};
 use tracing_subscriber::{
     Layer, filter::filter_fn, layer::Context as LayerContext, layer::SubscriberExt,

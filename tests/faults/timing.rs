@@ -19,10 +19,10 @@ use tokio::{task::JoinSet, time::Instant};
 use tower::{Layer, Service, ServiceExt};
 use tower_client_credentials::{
     BearerAuthLayer, BoxError, ClientCredentials, ClientCredentialsBuilder,
-    test_util::{
-        DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockApi, MockApiService, MockAuthServer,
-        RejectReason,
-    },
+};
+use tower_client_credentials_testkit::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockApi, MockApiService, MockAuthServer,
+    RejectReason,
 };
 
 use crate::{

@@ -11,9 +11,8 @@ use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk};
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
-use tower_client_credentials::{
-    BearerAuthLayer, ClientCredentials, DpopAlgorithm, DpopKey, test_util::dpop::access_token_hash,
-};
+use tower_client_credentials::{BearerAuthLayer, ClientCredentials, DpopAlgorithm, DpopKey};
+use tower_client_credentials_testkit::dpop::access_token_hash;
 
 use super::authorization_server::AuthServer;
 use super::resource_server::ResourceServer;

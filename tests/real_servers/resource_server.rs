@@ -21,7 +21,7 @@
 //!
 //! DPoP (RFC 9449): a token bound to a key (`cnf.jkt` in the JWT, or in the introspection
 //! answer) must come as `Authorization: DPoP <token>` with one `DPoP` proof that passes the
-//! crate's fixture verifier (`test_util::dpop::verify_proof`: `typ`, asymmetric `alg`, public
+//! crate's fixture verifier (`tower_client_credentials_testkit::dpop::verify_proof`: `typ`, asymmetric `alg`, public
 //! `jwk`, signature, `htm`, `htu` = `http://127.0.0.1:PORT/path`, `iat` within 60 s, `ath`),
 //! whose key thumbprint is `cnf.jkt` and whose `jti` was not seen before. A bound token as
 //! `Bearer`, or an unbound one as `DPoP`, is refused with `DPoP error="invalid_token"`; a bad
@@ -48,7 +48,7 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, de::DeserializeOwned};
 use tokio::{net::TcpListener, task::JoinHandle};
-use tower_client_credentials::test_util::dpop::{self, JtiCache, ProofError};
+use tower_client_credentials_testkit::dpop::{self, JtiCache, ProofError};
 
 use super::http::{HttpClient, basic_authorization, http_client};
 

@@ -10,7 +10,7 @@
 //! ```
 //! use std::time::{Duration, SystemTime};
 //! use http::Method;
-//! use tower_client_credentials::test_util::dpop::{ProofError, verify_proof};
+//! use tower_client_credentials_testkit::dpop::{ProofError, verify_proof};
 //!
 //! let error = verify_proof(
 //!     "not-a-jwt",
@@ -425,7 +425,7 @@ fn split(proof: &str) -> Result<Split<'_>, ProofError> {
 /// `https`) removed, an empty path made `/`.
 ///
 /// ```
-/// use tower_client_credentials::test_util::dpop::normalize_htu;
+/// use tower_client_credentials_testkit::dpop::normalize_htu;
 ///
 /// assert_eq!(
 ///     normalize_htu("HTTP://Example.COM:80/a/./b/../%7euser?q=1#f").as_deref(),
@@ -809,12 +809,9 @@ mod tests {
         });
         assert_eq!(check(&proof), Err(ProofError::MissingJwk));
 
-        // The private JWK files of tests/keys, as they are (with `d`, and `p`, `q`… for RSA).
-        for (key, private) in [
-            (ProofKey::es256(), ProofKey::private_jwk("p256")),
-            (ProofKey::ed25519(), ProofKey::private_jwk("ed25519")),
-            (ProofKey::rs256(), ProofKey::private_jwk("rsa2048")),
-        ] {
+        // Private JWKs, as key files have them (with `d`, and `p`, `q`… for RSA).
+        for key in [ProofKey::es256(), ProofKey::ed25519(), ProofKey::rs256()] {
+            let private = key.private_jwk();
             let proof = edited(&key, |header, _| header["jwk"] = private.clone());
             assert_eq!(check(&proof), Err(ProofError::PrivateKey), "{}", key.alg);
         }

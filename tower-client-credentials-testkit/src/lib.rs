@@ -1,5 +1,5 @@
-//! An embedded OAuth 2.0 authorization server and protected API, for tests, examples and
-//! benchmarks. Enabled by the `test-util` feature.
+//! An embedded OAuth 2.0 authorization server and protected API, for the tests, examples and
+//! benchmarks of `tower-client-credentials`, and for the tests of code that uses it.
 //!
 //! - [`MockAuthServer`] is a token endpoint for the client-credentials grant
 //!   ([RFC 6749 §4.4]). It authenticates clients with `client_secret_basic` or
@@ -21,7 +21,7 @@
 //! use bytes::Bytes;
 //! use http::{Request, StatusCode, header};
 //! use http_body_util::{BodyExt, Full};
-//! use tower_client_credentials::test_util::{
+//! use tower_client_credentials_testkit::{
 //!     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockAuthServer, TOKEN_PATH,
 //! };
 //! use tower_service::Service;
@@ -64,6 +64,8 @@
 //! ```
 //!
 //! [RFC 6749 §4.4]: https://www.rfc-editor.org/rfc/rfc6749#section-4.4
+
+#![forbid(unsafe_code)]
 
 mod api;
 mod auth_server;

@@ -269,7 +269,7 @@ impl Fault {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_client_credentials::test_util::{ExpiresIn, MockAuthServer};
+/// use tower_client_credentials_testkit::{ExpiresIn, MockAuthServer};
 ///
 /// let server = MockAuthServer::builder()
 ///     .client_with_scopes("reporting", "reporting-secret", ["read", "write"])
@@ -788,7 +788,7 @@ impl MockAuthServer {
     ///
     /// ```
     /// use http::StatusCode;
-    /// use tower_client_credentials::test_util::{Fault, MockAuthServer};
+    /// use tower_client_credentials_testkit::{Fault, MockAuthServer};
     ///
     /// let server = MockAuthServer::new();
     /// // Every other request fails.
@@ -1562,7 +1562,7 @@ mod tests {
 
     use super::super::{BodyAborted, test_support::*};
     use super::*;
-    use crate::test_util::dpop::ProofError;
+    use crate::dpop::ProofError;
 
     fn dpop_request(proof: Option<&str>) -> Request<Full<Bytes>> {
         let mut request = form_basic(&[GRANT]);

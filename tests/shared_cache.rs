@@ -975,3 +975,139 @@ async fn dpop_tokens_are_shared_only_with_the_same_key() {
     assert_eq!(api.accepted(), 4);
     assert_eq!(api.seen_proof_jtis().len(), 3);
 }
+
+/// The calls of each command since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
+async fn command_calls(
+    connection: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// The commands the shared cache sends for a refresh (not the connection set-up, not
+/// `SUBSCRIBE`, which a process sends once per key, and not this test's own `INFO`/`CONFIG`).
+const REFRESH_COMMANDS: [&str; 9] = [
+    "get", "pttl", "set", "publish", "evalsha", "eval", "del", "pexpire", "exec",
+];
+
+async fn reset_stats(connection: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(connection)
+        .await
+        .unwrap();
+}
+
+/// Replicas waiting for the lease holder cost O(1) Redis commands per refresh, whatever the
+/// token endpoint's latency: they wake on the holder's publication instead of polling.
+/// Counted from Redis's `INFO commandstats` (so on a `redis-server` of the test's own). The
+/// fallback poll is set to 30 s, so the replicas only get their token within the 10 s allowed
+/// if the publication wakes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_costs_a_few_commands_per_replica_whatever_the_endpoint_latency() {
+    const TEST: &str = "waiting_costs_a_few_commands_per_replica_whatever_the_endpoint_latency";
+    let Some(redis) = Redis::own(TEST) else {
+        return;
+    };
+    const REPLICAS: usize = 20;
+    // The lease holder's commands: read (2), lease (1), read (2), store and publish (2),
+    // release (EVALSHA, and the GET and DEL it runs).
+    const HOLDER: u64 = 10;
+    let mut connection = inspect(&redis.url()).await;
+    for latency in [Duration::from_millis(200), Duration::from_secs(1)] {
+        let auth = MockAuthServer::builder()
+            .lifetime(Duration::from_secs(4))
+            .start()
+            .await
+            .unwrap();
+        auth.set_fault_plan(move |_| Some(Fault::delay(latency)));
+        let prefix = prefix("commands");
+        let configs: Vec<_> = (0..REPLICAS)
+            .map(|_| {
+                let cache = cache(&redis.url(), &prefix)
+                    .lease_timeout(Duration::from_secs(30))
+                    .poll_interval(Duration::from_secs(30));
+                builder(&auth).shared_cache(cache).build().unwrap()
+            })
+            .collect();
+
+        // Cold start: every replica's first wait also subscribes, and reads once more.
+        reset_stats(&mut connection).await;
+        let mut starting = JoinSet::new();
+        for config in configs {
+            starting.spawn(config.start());
+        }
+        let handles = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut handles = Vec::new();
+            while let Some(started) = starting.join_next().await {
+                handles.push(started.unwrap().expect("every replica gets a token"));
+            }
+            handles
+        })
+        .await
+        .expect("the publication wakes the waiting replicas");
+        assert_eq!(auth.token_requests(), 1);
+        let first = shared_token(&handles);
+        let cold = command_calls(&mut connection).await;
+
+        // The next refresh, about 3.1 s later: the replicas' refresh points fall within the
+        // holder's token request, so they wait.
+        reset_stats(&mut connection).await;
+        eventually("the next token on every replica", || {
+            handles
+                .iter()
+                .all(|h| access_token(h).is_some_and(|t| t != first))
+        })
+        .await;
+        let refresh = command_calls(&mut connection).await;
+        assert_eq!(auth.token_requests(), 2);
+        shared_token(&handles);
+
+        let total = |calls: &std::collections::BTreeMap<String, u64>| {
+            REFRESH_COMMANDS
+                .iter()
+                .map(|name| calls.get(*name).copied().unwrap_or(0))
+                .sum::<u64>()
+        };
+        // A process's first wait also sends SUBSCRIBE and reads once more (2): once per
+        // process, not per refresh.
+        let subscriptions = |calls: &std::collections::BTreeMap<String, u64>| {
+            calls.get("subscribe").copied().unwrap_or(0)
+        };
+        let per_waiter = |calls| {
+            (total(calls) - HOLDER - 2 * subscriptions(calls)) as f64 / (REPLICAS - 1) as f64
+        };
+        announce(&format!(
+            "waiting, {REPLICAS} replicas, token endpoint {} ms: {:.2} commands per waiting \
+             replica at the next refresh ({refresh:?}); cold start {:.2}, plus {} first \
+             subscriptions ({cold:?})",
+            latency.as_millis(),
+            per_waiter(&refresh),
+            per_waiter(&cold),
+            subscriptions(&cold),
+        ));
+        // Read, lease, read.
+        assert!(per_waiter(&refresh) <= 5.0, "{refresh:?}");
+        // A replica subscribes at its first wait only: at the cold start, or at the next
+        // refresh (the first lease holder, if it waits then).
+        assert!(
+            subscriptions(&cold) + subscriptions(&refresh) <= REPLICAS as u64,
+            "at most one subscription per process"
+        );
+    }
+}

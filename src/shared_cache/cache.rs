@@ -71,7 +71,7 @@ impl RedisCache {
             client,
             prefix: DEFAULT_PREFIX.to_owned(),
             lease_timeout: Duration::from_secs(10),
-            poll_interval: Duration::from_millis(50),
+            poll_interval: Duration::from_secs(1),
             timeout,
             outage_backoff,
             codec: Codec { sealing: None },
@@ -120,10 +120,12 @@ impl RedisCache {
         self
     }
 
-    /// How often a replica that did not get the lease looks for the token published by the
-    /// one that did. It waits at most twice the lease timeout plus the token request
+    /// The fallback poll of a replica that did not get the lease. It is woken by the lease
+    /// holder's publication (Redis pub/sub) and then reads the token once; it also looks for
+    /// the token this often, in case a publication was lost (and to take over the lease of a
+    /// holder that crashed). It waits at most twice the lease timeout plus the token request
     /// [`timeout`](crate::ClientCredentialsBuilder::timeout), then fetches on its own.
-    /// Default: 50 ms; must not be zero, at most the lease timeout.
+    /// Default: 1 s; must not be zero, at most the lease timeout.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self

@@ -15,10 +15,18 @@ use redis::{
 };
 use tokio::time::Instant;
 
-/// Deletes the lease only if it still holds the caller's random token.
+use super::subscription::Subscriptions;
+
+/// Deletes the lease only if it still holds the caller's random token, and then, when
+/// `ARGV[2]` names a channel, wakes the replicas waiting on it (the holder gives up without
+/// having stored a token: one of them takes the lease).
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
+    redis.call('DEL', KEYS[1])
+    if ARGV[2] ~= '' then
+        redis.call('PUBLISH', ARGV[2], '')
+    end
+    return 1
 end
 return 0
 ";
@@ -95,11 +103,14 @@ pub(crate) struct Connection {
     release: Script,
     renew: Script,
     compare_and_delete: Script,
+    /// The pub/sub connection that wakes the waiters of this process.
+    pub(crate) subscriptions: Subscriptions,
 }
 
 impl Connection {
     pub(crate) fn new(client: redis::Client, timeout: Duration, outage_backoff: Duration) -> Self {
         Self {
+            subscriptions: Subscriptions::new(client.clone(), timeout),
             client,
             manager: OnceLock::new(),
             timeout,
@@ -178,19 +189,19 @@ impl Connection {
         }
     }
 
-    /// The value under `key` and its remaining time to live (`None` without a TTL), read
-    /// atomically.
+    /// The value under `key` and its remaining time to live (`None` without a TTL), in one
+    /// round trip of two commands. The TTL is read first: a value written in between is
+    /// given the older, shorter TTL (or none), never a longer one than its own.
     pub(crate) async fn get_with_ttl(
         &self,
         key: &str,
     ) -> Result<Option<(Vec<u8>, Option<Duration>)>, Failure> {
-        let (value, pttl): (Option<Vec<u8>>, i64) = self
+        let (pttl, value): (i64, Option<Vec<u8>>) = self
             .run(|mut connection| async move {
                 redis::pipe()
-                    .atomic()
-                    .cmd("GET")
-                    .arg(key)
                     .cmd("PTTL")
+                    .arg(key)
+                    .cmd("GET")
                     .arg(key)
                     .query_async(&mut connection)
                     .await
@@ -223,28 +234,48 @@ impl Connection {
         Ok(reply.is_some())
     }
 
-    /// `SET key value PX ttl`.
-    pub(crate) async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Failure> {
+    /// `SET key value PX ttl`, then `PUBLISH channel ""` to wake the replicas waiting for
+    /// it, in one round trip.
+    pub(crate) async fn store(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        channel: &str,
+    ) -> Result<(), Failure> {
         self.run(|mut connection| async move {
-            redis::cmd("SET")
+            redis::pipe()
+                .cmd("SET")
                 .arg(key)
                 .arg(value)
                 .arg("PX")
                 .arg(millis(ttl))
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(channel)
+                .arg("")
+                .ignore()
                 .query_async::<()>(&mut connection)
                 .await
         })
         .await
     }
 
-    /// Deletes the lease `key` if it still holds `token`. Whether it did.
-    pub(crate) async fn release(&self, key: &str, token: &str) -> Result<bool, Failure> {
+    /// Deletes the lease `key` if it still holds `token`, then publishes on `wake` if given.
+    /// Whether it did.
+    pub(crate) async fn release(
+        &self,
+        key: &str,
+        token: &str,
+        wake: Option<&str>,
+    ) -> Result<bool, Failure> {
         let script = &self.release;
         let deleted: i64 = self
             .run(|mut connection| async move {
                 script
                     .key(key)
                     .arg(token)
+                    .arg(wake.unwrap_or(""))
                     .invoke_async(&mut connection)
                     .await
             })

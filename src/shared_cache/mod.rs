@@ -27,22 +27,29 @@
 //! store (an `ArcSwap`, no lock), exactly as without the cache. Only a refresh, which happens
 //! once per token lifetime, goes through Redis:
 //!
-//! 1. **Read** the shared token and its remaining time to live (`GET` and `PTTL`, atomically).
+//! 1. **Read** the shared token and its remaining time to live (`PTTL`, then `GET`, in one
+//!    round trip: a value replaced in between gets the older, shorter TTL, never a longer one).
 //!    If it stays valid for longer than the refresh margin, **adopt** it with its remaining
 //!    lifetime: its expiry counts from when the replica that fetched it asked for it, and the
 //!    remaining time is the key's TTL, so no clock skew between replicas matters.
 //! 2. Otherwise take a short **lease** (`SET {key}:lease <random> NX PX <lease_timeout>`). The
 //!    replica that gets it requests a token from the authorization server, **publishes** it
-//!    (`SET {key} <value> PX <remaining lifetime>`), and releases the lease with a Lua script
+//!    (`SET {key} <value> PX <remaining lifetime>`, then `PUBLISH`), and releases the lease with a Lua script
 //!    that deletes it only if it still holds the replica's random value. While its token
 //!    request runs, it **renews** the lease every third of the lease timeout (`PEXPIRE`, by a
 //!    Lua script with the same check), so a token endpoint slower than the lease timeout does
 //!    not make a second replica fetch.
-//! 3. Replicas that did not get the lease **wait** for the publication (they poll the key
-//!    every [`poll_interval`](RedisCache::poll_interval)) instead of requesting a token. If the
-//!    lease holder crashes, its lease is no longer renewed and expires after the lease
-//!    timeout, and another replica takes it. A replica that sees nothing published within
-//!    twice the lease timeout plus the token request
+//! 3. Replicas that did not get the lease **wait** for the publication instead of requesting a
+//!    token: the holder `PUBLISH`es on the key's channel (`{key}:published`) when it stores
+//!    the token, or when it releases the lease without one, and every waiter of the process
+//!    wakes on one shared pub/sub connection (made when the process first waits) and reads
+//!    the key once. A waiting replica thus sends five commands per refresh whatever the token
+//!    endpoint's latency (read, lease, read; a read is `PTTL` and `GET`). In case a
+//!    publication is lost, waiters also look every
+//!    [`poll_interval`](RedisCache::poll_interval) (1 s). If the lease holder crashes, its
+//!    lease is no longer renewed and expires after the lease timeout, and another replica
+//!    takes it. A replica that sees nothing published within twice the lease timeout plus
+//!    the token request
 //!    [`timeout`](crate::ClientCredentialsBuilder::timeout) requests its own.
 //!
 //! So 20 replicas starting at once make one token request, and 20 replicas running for an
@@ -100,6 +107,7 @@ mod cache;
 mod connection;
 mod key;
 mod source;
+mod subscription;
 mod value;
 
 pub use self::cache::RedisCache;

@@ -32,6 +32,8 @@ pub(crate) struct SharedSource {
     codec: Codec,
     key: String,
     lease_key: String,
+    /// Where the lease holder publishes, to wake the replicas waiting for its token.
+    channel: String,
     lease_timeout: Duration,
     poll_interval: Duration,
     policy: RefreshPolicy,
@@ -72,6 +74,7 @@ impl SharedSource {
             connection,
             codec: cache.codec.clone(),
             lease_key: format!("{key}:lease"),
+            channel: format!("{key}:published"),
             key,
             lease_timeout: cache.lease_timeout,
             poll_interval: cache.poll_interval,
@@ -143,27 +146,35 @@ impl SharedSource {
                 .saturating_add(request_timeout),
         );
         let mut waited = false;
+        let subscriptions = &self.connection.subscriptions;
+        // When this process already listens, the wake-up is made before the first read, so
+        // that no publication after that read is missed.
+        let mut wakeup = subscriptions.listening(&self.channel);
+        let mut take_lease = true;
         loop {
             if let Some(obtained) = self.read().await? {
                 return Ok(Acquired::Token(self.adopted(obtained, waited, started)));
             }
-            let lease = lease_token();
-            if self
-                .connection
-                .set_if_absent(&self.lease_key, &lease, self.lease_timeout)
-                .await
-                .map_err(|failure| Bypass::Failed(failure, "lease"))?
-            {
-                // Between our read and the lease, the previous holder may have published and
-                // released: look again before fetching.
-                if let Some(obtained) = self.read().await? {
-                    self.release(&lease).await;
-                    return Ok(Acquired::Token(self.adopted(obtained, waited, started)));
+            if take_lease {
+                let lease = lease_token();
+                if self
+                    .connection
+                    .set_if_absent(&self.lease_key, &lease, self.lease_timeout)
+                    .await
+                    .map_err(|failure| Bypass::Failed(failure, "lease"))?
+                {
+                    // Between our read and the lease, the previous holder may have published
+                    // and released: look again before fetching.
+                    if let Some(obtained) = self.read().await? {
+                        self.release(&lease, false).await;
+                        return Ok(Acquired::Token(self.adopted(obtained, waited, started)));
+                    }
+                    metrics::shared_cache(metrics::SharedCacheOutcome::LeaseWon);
+                    tracing::debug!("took the shared token lease; fetching for all replicas");
+                    return Ok(Acquired::Lease(lease));
                 }
-                metrics::shared_cache(metrics::SharedCacheOutcome::LeaseWon);
-                tracing::debug!("took the shared token lease; fetching for all replicas");
-                return Ok(Acquired::Lease(lease));
             }
+            take_lease = true;
             if give_up.is_some_and(|give_up| Instant::now() >= give_up) {
                 return Err(Bypass::NothingPublished(started.elapsed()));
             }
@@ -171,7 +182,28 @@ impl SharedSource {
                 tracing::debug!("another replica holds the shared token lease; waiting");
             }
             waited = true;
-            tokio::time::sleep(self.poll_interval).await;
+            if wakeup.is_none() {
+                match subscriptions.subscribe(&self.channel).await {
+                    Ok(subscribed) => {
+                        // A publication before the subscription was missed: read once more
+                        // (without asking for the lease again) before waiting.
+                        wakeup = Some(subscribed);
+                        take_lease = false;
+                        continue;
+                    }
+                    Err(failure) => tracing::debug!(
+                        error = %failure,
+                        "cannot listen for shared token publications; polling"
+                    ),
+                }
+            }
+            match &mut wakeup {
+                // Woken by the holder's publication, or by the fallback poll.
+                Some(wakeup) => {
+                    let _ = tokio::time::timeout(self.poll_interval, wakeup.published()).await;
+                }
+                None => tokio::time::sleep(self.poll_interval).await,
+            }
         }
     }
 
@@ -199,9 +231,15 @@ impl SharedSource {
         obtained
     }
 
-    /// Releases the lease; a failure only marks Redis down (the lease then expires by itself).
-    async fn release(&self, lease: &str) {
-        if let Err(failure) = self.connection.release(&self.lease_key, lease).await {
+    /// Releases the lease, waking the waiters when `wake` (nothing was stored: one of them
+    /// takes the lease). A failure only marks Redis down (the lease then expires by itself).
+    async fn release(&self, lease: &str, wake: bool) {
+        let channel = wake.then_some(self.channel.as_str());
+        if let Err(failure) = self
+            .connection
+            .release(&self.lease_key, lease, channel)
+            .await
+        {
             self.connection.mark_down(&failure, "release");
         }
     }
@@ -277,6 +315,7 @@ impl SharedSource {
             result = endpoint.fetch() => result,
             never = self.keep_lease(&lease) => match never {},
         };
+        let mut published = false;
         if let Ok(fetched) = &result {
             *self.held() = None;
             let remaining = fetched.lifetime.saturating_sub(started.elapsed());
@@ -294,8 +333,13 @@ impl SharedSource {
                     scope: fetched.response.scope.clone(),
                 };
                 let value = self.codec.encode(&self.key, &stored);
-                match self.connection.set(&self.key, &value, remaining).await {
+                match self
+                    .connection
+                    .store(&self.key, &value, remaining, &self.channel)
+                    .await
+                {
                     Ok(()) => {
+                        published = true;
                         *self.held() = Some(fingerprint(&value));
                         tracing::debug!(
                             ttl_ms = remaining.as_millis() as u64,
@@ -306,9 +350,10 @@ impl SharedSource {
                 }
             }
         }
-        // Released on failure too, so that another replica may try at once.
+        // Released on failure too, waking the waiters, so that another replica may try at
+        // once.
         if self.connection.available() {
-            self.release(&lease).await;
+            self.release(&lease, !published).await;
         }
         result.map(|fetched| Obtained {
             fetched,

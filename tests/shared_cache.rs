@@ -1111,3 +1111,156 @@ async fn waiting_costs_a_few_commands_per_replica_whatever_the_endpoint_latency(
         );
     }
 }
+
+/// A fleet in one process (`FLEET_REPLICAS`, default 200; BENCHMARKS.md has 1,000), 5-second
+/// tokens from the in-memory authorization server, a request every `FLEET_REQUEST_MS` (default
+/// 200) per replica. Redis runs for two lifetimes, is stopped when a refresh starts, and stays
+/// away for four lifetimes. Reports the token requests per lifetime with Redis, per replica per
+/// lifetime without it, and the peak per second and per 100 ms; asserts that no request
+/// failed, that no replica made more than one token request per refresh, and that while
+/// Redis was away each replica kept serving its token until its own refresh point (no burst
+/// at the stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a fleet of replicas for about 35 s; .ci/run runs it"]
+async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
+    use tower::ServiceBuilder;
+
+    const TEST: &str = "a_fleet_rides_out_redis_stopping_at_a_refresh_point";
+    let Some(mut redis) = Redis::own(TEST) else {
+        return;
+    };
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let replicas = env("FLEET_REPLICAS", 200) as usize;
+    let every = Duration::from_millis(env("FLEET_REQUEST_MS", 200));
+    let lifetime = Duration::from_secs(5);
+    let auth = common::auth_server(lifetime);
+    let api = auth.api();
+    let prefix = prefix("fleet-outage");
+
+    // Each replica counts its own token requests.
+    let counts: Vec<Arc<AtomicU64>> = (0..replicas).map(|_| Arc::default()).collect();
+    let handles: Vec<TokenHandle> = counts
+        .iter()
+        .map(|count| {
+            let count = Arc::clone(count);
+            let client = ServiceBuilder::new()
+                .map_request(move |request| {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    request
+                })
+                .service(auth.service());
+            let cache = RedisCache::new(&redis.url())
+                .unwrap()
+                .prefix(&prefix)
+                .timeout(Duration::from_secs(1));
+            common::builder(&auth)
+                .http_client(client)
+                .shared_cache(cache)
+                .build()
+                .unwrap()
+                .spawn()
+        })
+        .collect();
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for handle in &handles {
+        let service = common::client(handle, &api);
+        let (ok, failed) = (Arc::clone(&ok), Arc::clone(&failed));
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match common::send(&service, common::request("x")).await {
+                    Ok((StatusCode::OK, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        });
+    }
+    // The token requests, sampled every 100 ms by a thread of its own, so that a busy
+    // runtime does not skew the samples.
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (samples, sampling, auth) = (Arc::clone(&samples), Arc::clone(&sampling), auth.clone());
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let mut n = 0_u32;
+            while sampling.load(Ordering::Relaxed) {
+                samples.lock().unwrap().push(auth.token_requests());
+                n += 1;
+                let next = start + Duration::from_millis(100) * n;
+                std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+            }
+        })
+    };
+    let total = |counts: &[Arc<AtomicU64>]| -> Vec<u64> {
+        counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    };
+
+    // Two lifetimes with Redis (the cold start included), then stop it when a refresh starts.
+    tokio::time::sleep(2 * lifetime).await;
+    let with_redis = auth.token_requests();
+    eventually("a refresh", || auth.token_requests() > with_redis).await;
+    redis.stop();
+    let at_stop = total(&counts);
+    let outage = 4 * lifetime;
+    tokio::time::sleep(outage).await;
+    let at_end = total(&counts);
+    let served = ok.load(Ordering::Relaxed);
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let failed = failed.load(Ordering::Relaxed);
+
+    let during: Vec<u64> = at_end.iter().zip(&at_stop).map(|(e, s)| e - s).collect();
+    let during_total: u64 = during.iter().sum();
+    let lifetimes = outage.as_secs_f64() / lifetime.as_secs_f64();
+    let per_replica = during_total as f64 / replicas as f64 / lifetimes;
+    let most = during.iter().copied().max().unwrap_or(0);
+    let samples = samples.lock().unwrap().clone();
+    let peak = |window: usize| {
+        samples
+            .windows(window + 1)
+            .map(|w| w[window] - w[0])
+            .max()
+            .unwrap_or(0)
+    };
+    if std::env::var_os("FLEET_TRACE").is_some() {
+        let deltas: Vec<u64> = samples.windows(2).map(|w| w[1] - w[0]).collect();
+        announce(&format!("token requests per 100 ms: {deltas:?}"));
+    }
+    announce(&format!(
+        "fleet, {replicas} replicas, 5-second tokens, a request every {} ms each: {with_redis} \
+         token requests in 2 lifetimes with Redis (cold start included); Redis stopped at a \
+         refresh: {during_total} token requests in {lifetimes} lifetimes without it = \
+         {per_replica:.2} per replica per lifetime (at most {most} by one replica); peak {} per second, {} per 100 ms; {served} requests served, \
+         {failed} failed",
+        every.as_millis(),
+        peak(10),
+        peak(1),
+    ));
+    assert_eq!(failed, 0, "no request fails");
+    assert_eq!(api.rejected_total(), 0);
+    // Alone, a replica refreshes 3.9 s or more after its last token request (78 % of the
+    // lifetime at the earliest): at most 6 refreshes in 20 s, one token request each.
+    assert!(
+        most <= 6,
+        "a replica made {most} token requests in {lifetimes} lifetimes"
+    );
+    // The replicas that held the shared token when Redis stopped spread their own requests
+    // over what was left of it (about 0.5 s here) instead of sending them together.
+    assert!(
+        peak(1) as f64 <= 0.4 * replicas as f64,
+        "{} token requests within 100 ms",
+        peak(1)
+    );
+}

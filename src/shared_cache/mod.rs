@@ -61,7 +61,11 @@
 //! or times out, the replica logs a `warn` (once per outage; no values, no URL), requests its
 //! token on its own, and skips Redis for [`outage_backoff`](RedisCache::outage_backoff) (5 s).
 //! The refresh after that tries Redis again; the connection reconnects by itself. Requests
-//! never wait for Redis.
+//! never wait for Redis. A replica that still holds a usable token (Redis went away at its
+//! refresh point) keeps serving it and first waits a random part, up to three quarters, of
+//! what is left of it: the replicas that held the same shared token then spread their own
+//! token requests over its margin instead of sending them all at once. A token refused with
+//! 401, or none at all, is fetched at once.
 //!
 //! # A token refused with 401
 //!

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use aes_gcm::aead::{OsRng, rand_core::RngCore};
+use rand_core::{OsRng, RngCore};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
@@ -43,6 +43,9 @@ pub(crate) struct SharedSource {
     /// The fingerprint of the stored value of the token this replica holds, if it came through
     /// Redis: what a 401 compares before deleting.
     held: Mutex<Option<String>>,
+    /// When the token this source last handed to the refresher stops being usable: a fetch
+    /// without Redis waits, with jitter, within what is left of it.
+    usable_until: Mutex<Option<Instant>>,
 }
 
 /// How the wait for the lease or a shared token ended.
@@ -81,6 +84,7 @@ impl SharedSource {
             policy,
             scheme: if dpop { token::DPOP } else { token::BEARER },
             held: Mutex::new(None),
+            usable_until: Mutex::new(None),
         })
     }
 
@@ -92,6 +96,27 @@ impl SharedSource {
         endpoint: &TokenEndpoint,
         refused: bool,
     ) -> Result<Obtained, TokenError> {
+        let started = Instant::now();
+        let result = self.obtain_once(endpoint, refused).await;
+        if let Ok(obtained) = &result {
+            let lifetime = obtained.fetched.lifetime;
+            *lock(&self.usable_until) = obtained
+                .issued_at
+                .unwrap_or(started)
+                .checked_add(lifetime - expiry_margin(lifetime));
+        }
+        result
+    }
+
+    async fn obtain_once(
+        &self,
+        endpoint: &TokenEndpoint,
+        refused: bool,
+    ) -> Result<Obtained, TokenError> {
+        // A refused token is replaced at once; any other may be kept while Redis is away.
+        if refused {
+            *lock(&self.usable_until) = None;
+        }
         let held = if refused { self.held().take() } else { None };
         if !self.connection.available() {
             tracing::debug!("shared token cache bypassed after a recent failure");
@@ -130,7 +155,7 @@ impl SharedSource {
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.held)
     }
 
     /// Adopts a shared token valid for long enough, or takes the lease, or waits for the
@@ -404,8 +429,25 @@ impl SharedSource {
         self.fetch_alone(endpoint).await
     }
 
+    /// A token request of this replica's own, without Redis. While the token it holds is
+    /// still usable, it first waits a random part (up to three quarters) of what is left of
+    /// it: when Redis goes away at a refresh point, the replicas that all held the same
+    /// shared token spread their requests over its remaining margin instead of sending them
+    /// at once. Requests meanwhile go on with the token held.
     async fn fetch_alone(&self, endpoint: &TokenEndpoint) -> Result<Obtained, TokenError> {
         metrics::shared_cache(metrics::SharedCacheOutcome::Fallback);
+        let usable_until = *lock(&self.usable_until);
+        if let Some(left) =
+            usable_until.map(|until| until.saturating_duration_since(Instant::now()))
+            && !left.is_zero()
+        {
+            let spread = left.mul_f64(0.75 * fastrand::f64());
+            tracing::debug!(
+                in_ms = spread.as_millis() as u64,
+                "fetching without the shared cache, after a random delay within the token's margin"
+            );
+            tokio::time::sleep(spread).await;
+        }
         let fetched = endpoint.fetch().await?;
         *self.held() = None;
         Ok(Obtained {
@@ -414,6 +456,10 @@ impl SharedSource {
             requested: true,
         })
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// 128 random bits in hex: only the lease holder knows them, so only it can release the lease.

@@ -1264,3 +1264,216 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
         peak(1)
     );
 }
+
+/// A `redis-server` that speaks only TLS (`--tls-port`, no plain port) on a loopback port,
+/// with certificates the openssl CLI makes for the test: a CA, a server certificate it signed
+/// for `127.0.0.1`, and another CA that signed nothing. Killed, and its files removed, on
+/// drop.
+struct TlsRedis {
+    process: RedisProcess,
+    dir: std::path::PathBuf,
+}
+
+impl TlsRedis {
+    fn start(test: &str) -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!("tcc-tls-{:016x}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Err(error) = make_certificates(&dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+            skip(
+                test,
+                &format!("cannot make certificates with `openssl`: {error}"),
+            );
+            return None;
+        }
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--tls-cert-file", &path("server.crt")])
+            .args(["--tls-key-file", &path("server.key")])
+            .args(["--tls-ca-cert-file", &path("ca.crt")])
+            .args(["--tls-auth-clients", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            let _ = std::fs::remove_dir_all(&dir);
+            skip(test, "cannot start `redis-server`");
+            return None;
+        };
+        let process = RedisProcess {
+            child: Some(child),
+            port,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                let _ = std::fs::remove_dir_all(&dir);
+                skip(
+                    test,
+                    "`redis-server --tls-port` did not listen (built without TLS?)",
+                );
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Self { process, dir })
+    }
+
+    fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/", self.process.port)
+    }
+
+    fn pem(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join(name)).unwrap()
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        self.process.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn make_certificates(dir: &std::path::Path) -> std::io::Result<()> {
+    let openssl = |args: &[&str]| -> std::io::Result<()> {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("openssl {args:?}: {status}")))
+        }
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let (key, crt, subject) = (
+            format!("{ca}.key"),
+            format!("{ca}.crt"),
+            format!("/CN={ca}"),
+        );
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend([
+            "-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subject,
+        ]);
+        openssl(&args)?;
+    }
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&args)?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ])
+}
+
+/// `rediss://`: replicas share one token through a TLS-only Redis whose certificate the
+/// given CA signed. With another CA the certificate does not verify: the replica logs a `warn`
+/// that says so and fetches its own token; nothing panics. A PEM without a certificate is
+/// refused by `build()`, naming the option.
+#[tokio::test(flavor = "current_thread")]
+async fn rediss_shares_over_tls_and_an_untrusted_certificate_falls_back() {
+    const TEST: &str = "rediss_shares_over_tls_and_an_untrusted_certificate_falls_back";
+    keep_callsites_live();
+    let Some(redis) = TlsRedis::start(TEST) else {
+        return;
+    };
+    let captured = common::Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let prefix = prefix("tls");
+    let tls = |ca: &str| cache(&redis.url(), &prefix).tls_root_certificates(redis.pem(ca));
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let handle = builder(&auth).shared_cache(tls("ca.crt")).build().unwrap();
+        handles.push(handle.start().await.unwrap());
+    }
+    assert_eq!(auth.token_requests(), 1, "one token, shared over TLS");
+    shared_token(&handles);
+    assert_eq!(captured.text(), "", "no warning");
+
+    let untrusted = builder(&auth)
+        .shared_cache(tls("other-ca.crt"))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(auth.token_requests(), 2, "fetched without Redis");
+    assert_ne!(access_token(&untrusted), access_token(&handles[0]));
+    let text = captured.text();
+    assert!(
+        text.contains("shared token cache unavailable")
+            && text.contains("TLS: invalid peer certificate"),
+        "{text}"
+    );
+
+    for (pem, url) in [
+        (b"not a certificate".to_vec(), redis.url()),
+        (
+            redis.pem("ca.crt"),
+            redis.url().replace("rediss:", "redis:"),
+        ),
+    ] {
+        let refused = builder(&auth)
+            .shared_cache(RedisCache::new(&url).unwrap().tls_root_certificates(pem))
+            .build()
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("shared_cache.tls_root_certificates"),
+            "{refused}"
+        );
+    }
+}

@@ -47,13 +47,23 @@ pub struct RedisCache {
     timeout: Duration,
     outage_backoff: Duration,
     pub(super) codec: Codec,
+    /// Why the TLS options cannot be used, reported by `build()`.
+    tls_error: Option<String>,
     /// Not connected until first used. Replaced by the options it depends on.
     connection: SharedConnection,
 }
 
 impl RedisCache {
-    /// A cache in the Redis server at `url` (`redis://[:password@]host[:port][/db]`, or
-    /// `redis+unix:///path`). Nothing is connected until the first refresh.
+    /// A cache in the Redis server at `url` (`redis://[:password@]host[:port][/db]`,
+    /// `rediss://…` for TLS, or `redis+unix:///path`). Nothing is connected until the first
+    /// refresh.
+    ///
+    /// `rediss://` verifies the server's certificate with rustls against the system's roots
+    /// (or [`tls_root_certificates`](Self::tls_root_certificates)) and its name against the
+    /// URL's host. A certificate that does not verify is a Redis failure like any other: the
+    /// refresh logs a `warn` that names it (`TLS: invalid peer certificate: …`) and fetches
+    /// the token without Redis. If the application installed no rustls `CryptoProvider`, the
+    /// crate installs its own (ring) as the process default when the cache is built.
     ///
     /// # Errors
     ///
@@ -75,6 +85,7 @@ impl RedisCache {
             timeout,
             outage_backoff,
             codec: Codec { sealing: None },
+            tls_error: None,
         })
     }
 
@@ -85,6 +96,37 @@ impl RedisCache {
             self.outage_backoff,
         ));
         self
+    }
+
+    /// Trusts these CA certificates (PEM, one or more) for `rediss://` instead of the system's
+    /// roots: for a Redis whose certificate your own CA signed. Default: the system's roots.
+    /// `build()` fails with [`ConfigError::Tls`] (naming `shared_cache.tls_root_certificates`)
+    /// when the PEM holds no usable certificate or the URL is not `rediss://`.
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+
+        let pem = pem.into();
+        // The `redis` crate accepts a PEM without any certificate (then nothing verifies).
+        if !CertificateDer::pem_slice_iter(&pem).any(|certificate| certificate.is_ok()) {
+            self.tls_error = Some("no certificate in the PEM".into());
+            return self;
+        }
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        };
+        match redis::Client::build_with_tls(self.client.get_connection_info().clone(), certificates)
+        {
+            Ok(client) => {
+                self.client = client;
+                self.tls_error = None;
+            }
+            Err(error) => {
+                // About the PEM or the URL's scheme; never quotes the URL.
+                self.tls_error = Some(format!("unusable: {error}"));
+            }
+        }
+        self.reconnect()
     }
 
     /// Prepended to every key this cache writes: the token keys (`{prefix}{sha256 hex}`) and
@@ -158,6 +200,17 @@ impl RedisCache {
                 })
             }
         };
+        if let Some(reason) = &self.tls_error {
+            return Err(ConfigError::Tls {
+                reason: format!("shared_cache.tls_root_certificates: {reason}"),
+            });
+        }
+        if matches!(
+            self.client.get_connection_info().addr(),
+            redis::ConnectionAddr::TcpTls { .. }
+        ) {
+            super::connection::ensure_tls_provider();
+        }
         let nonzero = Duration::from_nanos(1);
         check(
             "shared_cache.lease_timeout",
@@ -249,6 +302,20 @@ mod tests {
         assert_eq!(refused(cache().timeout(minute)), None);
         for value in [Duration::ZERO, minute + nanos(1), Duration::MAX] {
             assert_eq!(refused(cache().timeout(value)), Some(timeout), "{value:?}");
+        }
+
+        for pem in [
+            &b""[..],
+            b"not a certificate",
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n",
+        ] {
+            let rediss = RedisCache::new("rediss://127.0.0.1:1/").unwrap();
+            match rediss.tls_root_certificates(pem).prepare() {
+                Err(ConfigError::Tls { reason }) => {
+                    assert!(reason.starts_with("shared_cache.tls_root_certificates: "));
+                }
+                other => panic!("{pem:?}: {:?}", other.map(|_| ())),
+            }
         }
 
         let backoff = "shared_cache.outage_backoff";

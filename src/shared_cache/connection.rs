@@ -73,6 +73,13 @@ impl fmt::Display for Failure {
 
 impl From<redis::RedisError> for Failure {
     fn from(error: redis::RedisError) -> Self {
+        // A TLS failure (an untrusted certificate, a name mismatch) says which: rustls's
+        // errors name the problem, never a value read from Redis.
+        if let Some(tls) = tls_error(&error) {
+            return Self::Redis {
+                kind: format!("TLS: {tls}"),
+            };
+        }
         let class = if error.is_timeout() {
             "timeout"
         } else if error.is_connection_refusal() {
@@ -87,6 +94,39 @@ impl From<redis::RedisError> for Failure {
         Self::Redis {
             kind: format!("{class} ({:?})", error.kind()),
         }
+    }
+}
+
+/// The rustls error under `error`, if it is one. The `redis` crate keeps the I/O error of a
+/// failed handshake as an `Arc<dyn Error>`, and an I/O error's `source()` skips the error it
+/// wraps: each is unwrapped by hand.
+fn tls_error(error: &redis::RedisError) -> Option<&rustls::Error> {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(mut current) = source {
+        if let Some(shared) = current.downcast_ref::<Shared>() {
+            current = &**shared;
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            current = inner;
+        }
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        source = current.source();
+    }
+    None
+}
+
+/// Installs the crate's rustls provider as the process default when the application installed
+/// none: the `redis` crate builds its TLS configuration with the process default, and rustls
+/// cannot pick one by itself when several are compiled in.
+pub(crate) fn ensure_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may install one first; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 

@@ -67,6 +67,13 @@
 //! token requests over its margin instead of sending them all at once. A token refused with
 //! 401, or none at all, is fetched at once.
 //!
+//! # TLS
+//!
+//! A `rediss://` URL connects with rustls and verifies the server's certificate (system roots,
+//! or [`tls_root_certificates`](RedisCache::tls_root_certificates)) and name. A certificate
+//! that does not verify is a failure like the above: a `warn` that names it, and the token is
+//! fetched without Redis.
+//!
 //! # A token refused with 401
 //!
 //! When an API refuses a shared token, the replica that saw the 401 deletes it from Redis, but

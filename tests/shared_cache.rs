@@ -1502,3 +1502,198 @@ async fn rediss_shares_over_tls_and_an_untrusted_certificate_falls_back() {
         );
     }
 }
+
+/// A three-node Redis Cluster on loopback ports (no replicas, no persistence), made with
+/// `redis-cli --cluster create`. Each node keeps its `nodes.conf` in a temporary directory, so
+/// a restarted node rejoins with its slots (empty). Killed, and the directory removed, on drop.
+struct RedisCluster {
+    dir: std::path::PathBuf,
+    ports: Vec<u16>,
+    nodes: Vec<Option<Child>>,
+}
+
+impl RedisCluster {
+    fn start(test: &str) -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!("tcc-cluster-{:016x}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut cluster = Self {
+            dir,
+            ports: ports.clone(),
+            nodes: vec![None, None, None],
+        };
+        for node in 0..3 {
+            if cluster.start_node(node).is_err() {
+                skip(test, "cannot start `redis-server --cluster-enabled yes`");
+                return None;
+            }
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for port in &ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let created = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !created.is_ok_and(|status| status.success()) {
+            skip(test, "`redis-cli --cluster create` failed");
+            return None;
+        }
+        if !cluster.wait_ok() {
+            skip(test, "the cluster did not reach cluster_state:ok");
+            return None;
+        }
+        Some(cluster)
+    }
+
+    fn start_node(&mut self, node: usize) -> std::io::Result<()> {
+        let port = self.ports[node].to_string();
+        let child = Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.nodes[node] = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ping(self.ports[node]) {
+            if std::time::Instant::now() > deadline {
+                return Err(std::io::Error::other("no PONG"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    fn stop_node(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits (up to 20 s) until every node says `cluster_state:ok`.
+    fn wait_ok(&self) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let ok = self.ports.iter().all(|port| {
+                Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .is_ok_and(|out| {
+                        String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok")
+                    })
+            });
+            if ok {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in 0..self.nodes.len() {
+            self.stop_node(node);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Redis Cluster: replicas share one token through a three-node cluster; the token key and
+/// its lease hash to one slot. The node that holds the token is restarted mid-run (empty):
+/// no request fails, the replicas fetch without Redis while the cluster is down, and share
+/// one token again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_shares_the_token_and_survives_a_node_restart() {
+    const TEST: &str = "a_cluster_shares_the_token_and_survives_a_node_restart";
+    let Some(mut cluster) = RedisCluster::start(TEST) else {
+        return;
+    };
+    const REPLICAS: usize = 5;
+    let auth = auth_server().await;
+    let prefix = prefix("cluster");
+    let urls = cluster.urls();
+    let handles: Vec<_> = (0..REPLICAS)
+        .map(|_| {
+            let cache = RedisCache::cluster(urls.iter().map(String::as_str))
+                .unwrap()
+                .prefix(&prefix)
+                .timeout(Duration::from_secs(1))
+                .outage_backoff(Duration::from_millis(500))
+                .lease_timeout(Duration::from_secs(5));
+            replica(&auth, cache)
+        })
+        .collect();
+    let api = auth.api();
+    let traffic = Traffic::start(services(&handles, &api));
+    eventually("a token on every replica", || {
+        handles.iter().all(|h| h.current().is_some())
+    })
+    .await;
+    assert_eq!(auth.token_requests(), 1, "one token for the fleet");
+    shared_token(&handles);
+
+    // The node that holds the token key, and the slot of the key and of its lease.
+    let mut owner = None;
+    let mut key = String::new();
+    for (node, url) in urls.iter().enumerate() {
+        let mut connection = inspect(url).await;
+        let keys = token_keys(&mut connection, &prefix).await;
+        if let [found] = keys.as_slice() {
+            owner = Some(node);
+            key = found.clone();
+            let slot = |name: String| {
+                let mut connection = connection.clone();
+                async move {
+                    redis::cmd("CLUSTER")
+                        .arg("KEYSLOT")
+                        .arg(name)
+                        .query_async::<i64>(&mut connection)
+                        .await
+                        .unwrap()
+                }
+            };
+            assert_eq!(slot(key.clone()).await, slot(format!("{key}:lease")).await);
+        }
+    }
+    let owner = owner.expect("one node holds the token key");
+    assert!(key.contains('{') && key.ends_with('}'), "{key}");
+
+    tokio::time::sleep(LIFETIME).await;
+    cluster.stop_node(owner);
+    tokio::time::sleep(2 * LIFETIME).await;
+    cluster.start_node(owner).unwrap();
+    assert!(cluster.wait_ok(), "the cluster is whole again");
+    // Two lifetimes to meet again, then three counted.
+    tokio::time::sleep(2 * LIFETIME).await;
+    let resumed = auth.token_requests();
+    tokio::time::sleep(3 * LIFETIME).await;
+    let after = auth.token_requests() - resumed;
+    let (ok, failed) = traffic.stop().await;
+    announce(&format!(
+        "cluster, {REPLICAS} replicas, node restart: {after} token requests in 3 lifetimes \
+         after the cluster was whole again ({} in all); {ok} requests served, {failed} failed",
+        auth.token_requests()
+    ));
+    assert_eq!(failed, 0);
+    assert_eq!(api.rejected_total(), 0);
+    // About one per lifetime again (each replica alone would make 3 × 5 × 1.25).
+    assert!(after <= 6, "{after} token requests after the restart");
+}

@@ -3,7 +3,7 @@ use std::{fmt, ops::RangeInclusive, sync::Arc, time::Duration};
 use zeroize::Zeroizing;
 
 use super::{
-    connection::{Connection, SharedConnection},
+    connection::{Connection, SharedConnection, Target},
     value::{Codec, Sealing},
 };
 use crate::error::ConfigError;
@@ -40,7 +40,7 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// ```
 #[derive(Clone)]
 pub struct RedisCache {
-    client: redis::Client,
+    target: Target,
     pub(super) prefix: String,
     pub(super) lease_timeout: Duration,
     pub(super) poll_interval: Duration,
@@ -74,11 +74,51 @@ impl RedisCache {
             name: "redis_url".into(),
             reason: format!("not a usable Redis URL ({:?})", error.kind()),
         })?;
+        Ok(Self::with_target(Target::Single(client)))
+    }
+
+    /// A cache in the Redis Cluster that these nodes belong to (`redis://` or `rediss://`
+    /// URLs; one is enough, the others are found from it). Nothing is connected until the
+    /// first refresh.
+    ///
+    /// A token key and its lease share a hash tag (`<prefix>{<sha256 hex>}` and
+    /// `…}:lease`), so they live in one slot, and every script touches that one slot. The
+    /// waiting replicas of a process listen for publications on one connection to the first
+    /// node (a `PUBLISH` reaches every node); while that node is away they fall back to the
+    /// [`poll_interval`](Self::poll_interval).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidParameter`] (named `redis_url`) when there is no node, or a URL
+    /// cannot be parsed. The message never repeats a URL.
+    pub fn cluster<'a>(nodes: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigError> {
+        let refused = |reason: String| ConfigError::InvalidParameter {
+            name: "redis_url".into(),
+            reason,
+        };
+        let nodes: Vec<&str> = nodes.into_iter().collect();
+        let first = nodes
+            .first()
+            .ok_or_else(|| refused("a Redis Cluster needs at least one node".into()))?;
+        let unusable = |error: redis::RedisError| {
+            refused(format!(
+                "not a usable Redis Cluster URL ({:?})",
+                error.kind()
+            ))
+        };
+        let pubsub = redis::Client::open(*first).map_err(unusable)?;
+        let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
+            .build()
+            .map_err(unusable)?;
+        Ok(Self::with_target(Target::Cluster(Box::new(client), pubsub)))
+    }
+
+    fn with_target(target: Target) -> Self {
         let timeout = Duration::from_millis(500);
         let outage_backoff = Duration::from_secs(5);
-        Ok(Self {
-            connection: Arc::new(Connection::new(client.clone(), timeout, outage_backoff)),
-            client,
+        Self {
+            connection: Arc::new(Connection::new(target.clone(), timeout, outage_backoff)),
+            target,
             prefix: DEFAULT_PREFIX.to_owned(),
             lease_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
@@ -86,12 +126,12 @@ impl RedisCache {
             outage_backoff,
             codec: Codec { sealing: None },
             tls_error: None,
-        })
+        }
     }
 
     fn reconnect(mut self) -> Self {
         self.connection = Arc::new(Connection::new(
-            self.client.clone(),
+            self.target.clone(),
             self.timeout,
             self.outage_backoff,
         ));
@@ -115,10 +155,13 @@ impl RedisCache {
             client_tls: None,
             root_cert: Some(pem),
         };
-        match redis::Client::build_with_tls(self.client.get_connection_info().clone(), certificates)
-        {
+        let Target::Single(client) = &self.target else {
+            self.tls_error = Some("not supported for a Redis Cluster yet".into());
+            return self;
+        };
+        match redis::Client::build_with_tls(client.get_connection_info().clone(), certificates) {
             Ok(client) => {
-                self.client = client;
+                self.target = Target::Single(client);
                 self.tls_error = None;
             }
             Err(error) => {
@@ -129,8 +172,8 @@ impl RedisCache {
         self.reconnect()
     }
 
-    /// Prepended to every key this cache writes: the token keys (`{prefix}{sha256 hex}`) and
-    /// their leases (`…:lease`). Give each service, or each environment sharing a Redis, its
+    /// Prepended to every key this cache writes: the token keys (`<prefix>{<sha256 hex>}`) and
+    /// their leases (`…}:lease`). Give each service, or each environment sharing a Redis, its
     /// own. Default: `tower-client-credentials:`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -206,7 +249,7 @@ impl RedisCache {
             });
         }
         if matches!(
-            self.client.get_connection_info().addr(),
+            self.target.pubsub_client().get_connection_info().addr(),
             redis::ConnectionAddr::TcpTls { .. }
         ) {
             super::connection::ensure_tls_provider();
@@ -317,6 +360,16 @@ mod tests {
                 other => panic!("{pem:?}: {:?}", other.map(|_| ())),
             }
         }
+
+        // A cluster needs a node; it takes no root certificates yet.
+        assert!(RedisCache::cluster([]).is_err());
+        let cluster = RedisCache::cluster(["redis://127.0.0.1:1/", "redis://127.0.0.1:2/"]);
+        assert!(cluster.as_ref().is_ok_and(|c| c.prepare().is_ok()));
+        let pem = "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            cluster.unwrap().tls_root_certificates(pem).prepare(),
+            Err(ConfigError::Tls { .. })
+        ));
 
         let backoff = "shared_cache.outage_backoff";
         assert_eq!(refused(cache().outage_backoff(Duration::ZERO)), None);

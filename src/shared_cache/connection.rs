@@ -5,13 +5,14 @@
 use std::{
     fmt,
     future::Future,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use redis::{
-    Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    Cmd, Pipeline, RedisFuture, Script, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster_async::ClusterConnection,
 };
 use tokio::time::Instant;
 
@@ -130,12 +131,67 @@ pub(crate) fn ensure_tls_provider() {
     }
 }
 
+/// Where a cache's Redis is.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// One server.
+    Single(redis::Client),
+    /// A Redis Cluster, and a plain client of its first node for pub/sub: a `PUBLISH` on any
+    /// node reaches the subscribers of every node.
+    Cluster(Box<redis::cluster::ClusterClient>, redis::Client),
+}
+
+impl Target {
+    /// The client of the server (or first node) that pub/sub uses.
+    pub(crate) fn pubsub_client(&self) -> &redis::Client {
+        match self {
+            Self::Single(client) | Self::Cluster(_, client) => client,
+        }
+    }
+}
+
+/// A connection to the server or the cluster; cloning shares it.
+#[derive(Clone)]
+enum Link {
+    /// Reconnects by itself.
+    Single(ConnectionManager),
+    /// Follows the cluster's slots and reconnects to its nodes by itself.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
 /// The connection shared by every handle that uses one [`RedisCache`](super::RedisCache).
 pub(crate) struct Connection {
-    client: redis::Client,
-    /// Made on first use, from within the runtime (the manager spawns tasks); it connects
-    /// lazily and reconnects by itself.
-    manager: OnceLock<ConnectionManager>,
+    target: Target,
+    /// Made on first use, from within the runtime (it spawns tasks); it reconnects by itself.
+    link: tokio::sync::OnceCell<Link>,
     pub(crate) timeout: Duration,
     outage_backoff: Duration,
     /// Until when Redis is bypassed after a failure.
@@ -148,11 +204,11 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(client: redis::Client, timeout: Duration, outage_backoff: Duration) -> Self {
+    pub(crate) fn new(target: Target, timeout: Duration, outage_backoff: Duration) -> Self {
         Self {
-            subscriptions: Subscriptions::new(client.clone(), timeout),
-            client,
-            manager: OnceLock::new(),
+            subscriptions: Subscriptions::new(target.pubsub_client().clone(), timeout),
+            target,
+            link: tokio::sync::OnceCell::new(),
             timeout,
             outage_backoff,
             down_until: Mutex::new(None),
@@ -195,36 +251,49 @@ impl Connection {
         }
     }
 
-    fn manager(&self) -> Result<ConnectionManager, Failure> {
-        if let Some(manager) = self.manager.get() {
-            return Ok(manager.clone());
+    /// The connection, made on first use. A cluster connection that cannot be made (no node
+    /// answers) is tried again on the next use.
+    async fn link(&self) -> Result<Link, Failure> {
+        if let Some(link) = self.link.get() {
+            return Ok(link.clone());
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            // Our own outage backoff decides when to try again; the manager reconnects on the
-            // next command after a failure.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(self.timeout);
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
-        Ok(self.manager.get_or_init(|| manager).clone())
+        let link = match &self.target {
+            Target::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    // Our own outage backoff decides when to try again; the manager
+                    // reconnects on the next command after a failure.
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(self.timeout);
+                Link::Single(ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    config,
+                )?)
+            }
+            Target::Cluster(client, _) => Link::Cluster(client.get_async_connection().await?),
+        };
+        Ok(self.link.get_or_init(|| async { link }).await.clone())
     }
 
-    /// Runs `operation` on the connection within the timeout, and records whether Redis
-    /// answered.
+    /// Runs `operation` on the connection within the timeout (connecting included), and
+    /// records whether Redis answered.
     async fn run<T, F, Fut>(&self, operation: F) -> Result<T, Failure>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Link) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let manager = self.manager()?;
-        match tokio::time::timeout(self.timeout, operation(manager)).await {
+        let attempt = async {
+            let link = self.link().await?;
+            operation(link).await.map_err(Failure::from)
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(value)) => {
                 self.mark_up();
                 Ok(value)
             }
-            Ok(Err(error)) => Err(error.into()),
+            Ok(Err(failure)) => Err(failure),
             Err(_) => Err(Failure::Timeout(self.timeout)),
         }
     }

@@ -32,15 +32,15 @@
 //!    If it stays valid for longer than the refresh margin, **adopt** it with its remaining
 //!    lifetime: its expiry counts from when the replica that fetched it asked for it, and the
 //!    remaining time is the key's TTL, so no clock skew between replicas matters.
-//! 2. Otherwise take a short **lease** (`SET {key}:lease <random> NX PX <lease_timeout>`). The
+//! 2. Otherwise take a short **lease** (`SET <key>:lease <random> NX PX <lease_timeout>`). The
 //!    replica that gets it requests a token from the authorization server, **publishes** it
-//!    (`SET {key} <value> PX <remaining lifetime>`, then `PUBLISH`), and releases the lease with a Lua script
+//!    (`SET <key> <value> PX <remaining lifetime>`, then `PUBLISH`), and releases the lease with a Lua script
 //!    that deletes it only if it still holds the replica's random value. While its token
 //!    request runs, it **renews** the lease every third of the lease timeout (`PEXPIRE`, by a
 //!    Lua script with the same check), so a token endpoint slower than the lease timeout does
 //!    not make a second replica fetch.
 //! 3. Replicas that did not get the lease **wait** for the publication instead of requesting a
-//!    token: the holder `PUBLISH`es on the key's channel (`{key}:published`) when it stores
+//!    token: the holder `PUBLISH`es on the key's channel (`<key>:published`) when it stores
 //!    the token, or when it releases the lease without one, and every waiter of the process
 //!    wakes on one shared pub/sub connection (made when the process first waits) and reads
 //!    the key once. A waiting replica thus sends five commands per refresh whatever the token
@@ -90,7 +90,9 @@
 //!
 //! # The key
 //!
-//! The key is the [prefix](RedisCache::prefix) followed by the SHA-256, in hex, of everything
+//! The key is the [prefix](RedisCache::prefix) followed by the SHA-256, in hex and in braces
+//! (a Redis Cluster hash tag: the lease and the channel share it, so one slot holds them), of
+//! everything
 //! that makes one token different from another: the token endpoint, client id, authentication
 //! method, scopes, audience, resources and extra parameters. Never the client secret or key.
 //! Clients configured alike share one token; any difference gives another key. Each key of a

@@ -1697,3 +1697,82 @@ async fn a_cluster_shares_the_token_and_survives_a_node_restart() {
     // About one per lifetime again (each replica alone would make 3 × 5 × 1.25).
     assert!(after <= 6, "{after} token requests after the restart");
 }
+
+/// Waiters whose publication cannot arrive still get the lease holder's token, without a
+/// token request of their own: one whose pub/sub connection is killed while it waits
+/// subscribes again, and one whose Redis user may not `SUBSCRIBE` (ACL) polls every
+/// `poll_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_without_publications_fall_back_to_polling() {
+    const TEST: &str = "waiters_without_publications_fall_back_to_polling";
+    let Some(redis) = Redis::own(TEST) else {
+        return;
+    };
+    let mut admin = inspect(&redis.url()).await;
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "nopubsub",
+                "on",
+                ">nopubsub-pw",
+                "~*",
+                "&*",
+                "+@all",
+                "-@pubsub",
+            ][..],
+        )
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let no_pubsub = format!("redis://nopubsub:nopubsub-pw@127.0.0.1:{}/", redis.port);
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let delay = Duration::from_millis(1500);
+    auth.set_fault_plan(move |_| Some(Fault::delay(delay)));
+    let prefix = prefix("fallback");
+    let replica = |url: &str| {
+        let cache = cache(url, &prefix).poll_interval(Duration::from_millis(200));
+        builder(&auth).shared_cache(cache).build().unwrap()
+    };
+
+    let holder = tokio::spawn(replica(&redis.url()).start());
+    eventually("the lease holder's token request", || {
+        auth.token_requests() == 1
+    })
+    .await;
+    let listening = tokio::spawn(replica(&redis.url()).start());
+    let polling = tokio::spawn(replica(&no_pubsub).start());
+    // Once the listening waiter subscribed, kill its pub/sub connection.
+    let mut subscribed = false;
+    for _ in 0..50 {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if clients.lines().any(|line| line.contains("sub=1")) {
+            subscribed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(subscribed, "the waiter subscribed");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"][..])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(killed >= 1);
+
+    let handles = [
+        holder.await.unwrap().unwrap(),
+        listening.await.unwrap().unwrap(),
+        polling.await.unwrap().unwrap(),
+    ];
+    assert_eq!(auth.token_requests(), 1, "only the lease holder fetched");
+    shared_token(&handles);
+}

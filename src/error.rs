@@ -44,7 +44,8 @@ pub enum ConfigError {
     /// The token endpoint is `https` but the crate was built without a TLS transport (the
     /// `rustls` feature) and no HTTP client was supplied.
     NoTlsTransport,
-    /// The TLS transport could not be set up (for instance, no root certificates were found).
+    /// TLS could not be set up, for the token endpoint's built-in transport (for instance, no
+    /// root certificates were found) or the shared cache's Redis connection.
     Tls {
         /// What went wrong.
         reason: String,
@@ -101,7 +102,9 @@ impl fmt::Display for ConfigError {
                 "token endpoint is https but the `rustls` feature is disabled and no HTTP \
                  client was supplied",
             ),
-            Self::Tls { reason } => write!(f, "cannot set up TLS for the token endpoint: {reason}"),
+            // The reason names the connection: the token endpoint's transport or the shared
+            // cache's Redis.
+            Self::Tls { reason } => write!(f, "cannot set up TLS: {reason}"),
             Self::InvalidParameter { name, reason } => {
                 write!(f, "invalid token request parameter `{name}`: {reason}")
             }

@@ -1020,3 +1020,804 @@ async fn a_custom_source_is_shared_by_name() {
         2
     );
 }
+
+/// The calls of each command since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
+async fn command_calls(
+    connection: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// The commands the shared cache sends for a refresh (not the connection set-up, not
+/// `SUBSCRIBE`, which a process sends once per key, and not this test's own `INFO`/`CONFIG`).
+const REFRESH_COMMANDS: [&str; 9] = [
+    "get", "pttl", "set", "publish", "evalsha", "eval", "del", "pexpire", "exec",
+];
+
+async fn reset_stats(connection: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(connection)
+        .await
+        .unwrap();
+}
+
+/// Replicas waiting for the lease holder cost O(1) Redis commands per refresh, whatever the
+/// token endpoint's latency: they wake on the holder's publication instead of polling.
+/// Counted from Redis's `INFO commandstats` (so on a `redis-server` of the test's own). The
+/// fallback poll is set to 30 s, so the replicas only get their token within the 10 s allowed
+/// if the publication wakes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_costs_a_few_commands_per_replica_whatever_the_endpoint_latency() {
+    const TEST: &str = "waiting_costs_a_few_commands_per_replica_whatever_the_endpoint_latency";
+    let Some(redis) = Redis::own(TEST) else {
+        return;
+    };
+    const REPLICAS: usize = 20;
+    // The lease holder's commands: read (2), lease (1), read (2), store and publish (2),
+    // release (EVALSHA, and the GET and DEL it runs).
+    const HOLDER: u64 = 10;
+    let mut connection = inspect(&redis.url()).await;
+    for latency in [Duration::from_millis(200), Duration::from_secs(1)] {
+        let auth = MockAuthServer::builder()
+            .lifetime(Duration::from_secs(4))
+            .start()
+            .await
+            .unwrap();
+        auth.set_fault_plan(move |_| Some(Fault::delay(latency)));
+        let prefix = prefix("commands");
+        let configs: Vec<_> = (0..REPLICAS)
+            .map(|_| {
+                let cache = cache(&redis.url(), &prefix)
+                    .lease_timeout(Duration::from_secs(30))
+                    .poll_interval(Duration::from_secs(30));
+                builder(&auth).shared_cache(cache).build().unwrap()
+            })
+            .collect();
+
+        // Cold start: every replica's first wait also subscribes, and reads once more.
+        reset_stats(&mut connection).await;
+        let mut starting = JoinSet::new();
+        for config in configs {
+            starting.spawn(config.start());
+        }
+        let handles = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut handles = Vec::new();
+            while let Some(started) = starting.join_next().await {
+                handles.push(started.unwrap().expect("every replica gets a token"));
+            }
+            handles
+        })
+        .await
+        .expect("the publication wakes the waiting replicas");
+        assert_eq!(auth.token_requests(), 1);
+        let first = shared_token(&handles);
+        let cold = command_calls(&mut connection).await;
+
+        // The next refresh, about 3.1 s later: the replicas' refresh points fall within the
+        // holder's token request, so they wait.
+        reset_stats(&mut connection).await;
+        eventually("the next token on every replica", || {
+            handles
+                .iter()
+                .all(|h| access_token(h).is_some_and(|t| t != first))
+        })
+        .await;
+        let refresh = command_calls(&mut connection).await;
+        assert_eq!(auth.token_requests(), 2);
+        shared_token(&handles);
+
+        let total = |calls: &std::collections::BTreeMap<String, u64>| {
+            REFRESH_COMMANDS
+                .iter()
+                .map(|name| calls.get(*name).copied().unwrap_or(0))
+                .sum::<u64>()
+        };
+        // A process's first wait also sends SUBSCRIBE and reads once more (2): once per
+        // process, not per refresh.
+        let subscriptions = |calls: &std::collections::BTreeMap<String, u64>| {
+            calls.get("subscribe").copied().unwrap_or(0)
+        };
+        let per_waiter = |calls| {
+            (total(calls) - HOLDER - 2 * subscriptions(calls)) as f64 / (REPLICAS - 1) as f64
+        };
+        announce(&format!(
+            "waiting, {REPLICAS} replicas, token endpoint {} ms: {:.2} commands per waiting \
+             replica at the next refresh ({refresh:?}); cold start {:.2}, plus {} first \
+             subscriptions ({cold:?})",
+            latency.as_millis(),
+            per_waiter(&refresh),
+            per_waiter(&cold),
+            subscriptions(&cold),
+        ));
+        // Read, lease, read.
+        assert!(per_waiter(&refresh) <= 5.0, "{refresh:?}");
+        // A replica subscribes at its first wait only: at the cold start, or at the next
+        // refresh (the first lease holder, if it waits then).
+        assert!(
+            subscriptions(&cold) + subscriptions(&refresh) <= REPLICAS as u64,
+            "at most one subscription per process"
+        );
+    }
+}
+
+/// A fleet in one process (`FLEET_REPLICAS`, default 200; BENCHMARKS.md has 1,000), 5-second
+/// tokens from the in-memory authorization server, a request every `FLEET_REQUEST_MS` (default
+/// 200) per replica. Redis runs for two lifetimes, is stopped when a refresh starts, and stays
+/// away for four lifetimes. Reports the token requests per lifetime with Redis, per replica per
+/// lifetime without it, and the peak per second and per 100 ms; asserts that no request
+/// failed, that no replica made more than one token request per refresh, and that while
+/// Redis was away each replica kept serving its token until its own refresh point (no burst
+/// at the stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a fleet of replicas for about 35 s; .ci/run runs it"]
+async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
+    use tower::ServiceBuilder;
+
+    const TEST: &str = "a_fleet_rides_out_redis_stopping_at_a_refresh_point";
+    let Some(mut redis) = Redis::own(TEST) else {
+        return;
+    };
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let replicas = env("FLEET_REPLICAS", 200) as usize;
+    let every = Duration::from_millis(env("FLEET_REQUEST_MS", 200));
+    let lifetime = Duration::from_secs(5);
+    let auth = common::auth_server(lifetime);
+    let api = auth.api();
+    let prefix = prefix("fleet-outage");
+
+    // Each replica counts its own token requests.
+    let counts: Vec<Arc<AtomicU64>> = (0..replicas).map(|_| Arc::default()).collect();
+    let handles: Vec<TokenHandle> = counts
+        .iter()
+        .map(|count| {
+            let count = Arc::clone(count);
+            let client = ServiceBuilder::new()
+                .map_request(move |request| {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    request
+                })
+                .service(auth.service());
+            let cache = RedisCache::new(&redis.url())
+                .unwrap()
+                .prefix(&prefix)
+                .timeout(Duration::from_secs(2));
+            common::builder(&auth)
+                .http_client(client)
+                .shared_cache(cache)
+                .build()
+                .unwrap()
+                .spawn()
+        })
+        .collect();
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for handle in &handles {
+        let service = common::client(handle, &api);
+        let (ok, failed) = (Arc::clone(&ok), Arc::clone(&failed));
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match common::send(&service, common::request("x")).await {
+                    Ok((StatusCode::OK, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        });
+    }
+    // The token requests, sampled every 100 ms by a thread of its own, so that a busy
+    // runtime does not skew the samples.
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (samples, sampling, auth) = (Arc::clone(&samples), Arc::clone(&sampling), auth.clone());
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let mut n = 0_u32;
+            while sampling.load(Ordering::Relaxed) {
+                samples.lock().unwrap().push(auth.token_requests());
+                n += 1;
+                let next = start + Duration::from_millis(100) * n;
+                std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+            }
+        })
+    };
+    let total = |counts: &[Arc<AtomicU64>]| -> Vec<u64> {
+        counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    };
+
+    // Two lifetimes with Redis (the cold start included). The second holds one refresh of
+    // the fleet (at about 1.56 lifetimes: every replica refreshes at 78-80 % of the shared
+    // token's lifetime), whose Redis commands are counted. Then Redis is stopped when the
+    // next refresh starts.
+    let mut stats = inspect(&redis.url()).await;
+    tokio::time::sleep(lifetime).await;
+    let before_round = auth.token_requests();
+    reset_stats(&mut stats).await;
+    tokio::time::sleep(lifetime).await;
+    let calls = command_calls(&mut stats).await;
+    let round = auth.token_requests() - before_round;
+    let commands: u64 = REFRESH_COMMANDS
+        .iter()
+        .chain(&["subscribe"])
+        .map(|name| calls.get(*name).copied().unwrap_or(0))
+        .sum();
+    let per_refresh = commands as f64 / replicas as f64 / round.max(1) as f64;
+    drop(stats);
+    let with_redis = auth.token_requests();
+    eventually("a refresh", || auth.token_requests() > with_redis).await;
+    redis.stop();
+    let at_stop = total(&counts);
+    let outage = 4 * lifetime;
+    tokio::time::sleep(outage).await;
+    let at_end = total(&counts);
+    let served = ok.load(Ordering::Relaxed);
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let failed = failed.load(Ordering::Relaxed);
+
+    let during: Vec<u64> = at_end.iter().zip(&at_stop).map(|(e, s)| e - s).collect();
+    let during_total: u64 = during.iter().sum();
+    let lifetimes = outage.as_secs_f64() / lifetime.as_secs_f64();
+    let per_replica = during_total as f64 / replicas as f64 / lifetimes;
+    let most = during.iter().copied().max().unwrap_or(0);
+    let samples = samples.lock().unwrap().clone();
+    let peak = |window: usize| {
+        samples
+            .windows(window + 1)
+            .map(|w| w[window] - w[0])
+            .max()
+            .unwrap_or(0)
+    };
+    if std::env::var_os("FLEET_TRACE").is_some() {
+        let deltas: Vec<u64> = samples.windows(2).map(|w| w[1] - w[0]).collect();
+        announce(&format!("token requests per 100 ms: {deltas:?}"));
+    }
+    announce(&format!(
+        "fleet, {replicas} replicas, 5-second tokens, a request every {} ms each: {with_redis} \
+         token requests in 2 lifetimes with Redis (cold start included), {round} in the \
+         counted one, {per_refresh:.2} Redis commands per replica per refresh; Redis stopped at a \
+         refresh: {during_total} token requests in {lifetimes} lifetimes without it = \
+         {per_replica:.2} per replica per lifetime (at most {most} by one replica); peak {} per second, {} per 100 ms; {served} requests served, \
+         {failed} failed, {} refused by the API and retried",
+        every.as_millis(),
+        peak(10),
+        peak(1),
+        api.rejected_total(),
+    ));
+    // A 401 is retried with a new token: only answers other than 200 count as failures.
+    assert_eq!(failed, 0, "no request fails");
+    // With Redis: one token request for the fleet's refresh, and a few commands per replica.
+    assert_eq!(round, 1, "token requests in the counted lifetime");
+    assert!(
+        per_refresh <= 5.0,
+        "{per_refresh:.2} commands per replica per refresh"
+    );
+    // Alone, a replica refreshes 3.9 s or more after its last token request (78 % of the
+    // lifetime at the earliest): at most 6 refreshes in 20 s, one token request each.
+    assert!(
+        most <= 6,
+        "a replica made {most} token requests in {lifetimes} lifetimes"
+    );
+    // The replicas that held the shared token when Redis stopped spread their own requests
+    // over what was left of it (about 0.5 s here) instead of sending them together.
+    // (At least 10: a small fleet's peak is mostly chance.)
+    assert!(
+        peak(1) as f64 <= (0.4 * replicas as f64).max(10.0),
+        "{} token requests within 100 ms",
+        peak(1)
+    );
+}
+
+/// A `redis-server` that speaks only TLS (`--tls-port`, no plain port) on a loopback port,
+/// with certificates the openssl CLI makes for the test: a CA, a server certificate it signed
+/// for `127.0.0.1`, and another CA that signed nothing. Killed, and its files removed, on
+/// drop.
+struct TlsRedis {
+    process: RedisProcess,
+    dir: std::path::PathBuf,
+}
+
+impl TlsRedis {
+    fn start(test: &str) -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!("tcc-tls-{:016x}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Err(error) = make_certificates(&dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+            skip(
+                test,
+                &format!("cannot make certificates with `openssl`: {error}"),
+            );
+            return None;
+        }
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--tls-cert-file", &path("server.crt")])
+            .args(["--tls-key-file", &path("server.key")])
+            .args(["--tls-ca-cert-file", &path("ca.crt")])
+            .args(["--tls-auth-clients", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            let _ = std::fs::remove_dir_all(&dir);
+            skip(test, "cannot start `redis-server`");
+            return None;
+        };
+        let process = RedisProcess {
+            child: Some(child),
+            port,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                let _ = std::fs::remove_dir_all(&dir);
+                skip(
+                    test,
+                    "`redis-server --tls-port` did not listen (built without TLS?)",
+                );
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Self { process, dir })
+    }
+
+    fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/", self.process.port)
+    }
+
+    fn pem(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join(name)).unwrap()
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        self.process.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn make_certificates(dir: &std::path::Path) -> std::io::Result<()> {
+    let openssl = |args: &[&str]| -> std::io::Result<()> {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("openssl {args:?}: {status}")))
+        }
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let (key, crt, subject) = (
+            format!("{ca}.key"),
+            format!("{ca}.crt"),
+            format!("/CN={ca}"),
+        );
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend([
+            "-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subject,
+        ]);
+        openssl(&args)?;
+    }
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&args)?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ])
+}
+
+/// `rediss://`: replicas share one token through a TLS-only Redis whose certificate the
+/// given CA signed. With another CA the certificate does not verify: the replica logs a `warn`
+/// that says so and fetches its own token; nothing panics. A PEM without a certificate is
+/// refused by `build()`, naming the option.
+#[tokio::test(flavor = "current_thread")]
+async fn rediss_shares_over_tls_and_an_untrusted_certificate_falls_back() {
+    const TEST: &str = "rediss_shares_over_tls_and_an_untrusted_certificate_falls_back";
+    keep_callsites_live();
+    let Some(redis) = TlsRedis::start(TEST) else {
+        return;
+    };
+    let captured = common::Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let prefix = prefix("tls");
+    let tls = |ca: &str| cache(&redis.url(), &prefix).tls_root_certificates(redis.pem(ca));
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let handle = builder(&auth).shared_cache(tls("ca.crt")).build().unwrap();
+        handles.push(handle.start().await.unwrap());
+    }
+    assert_eq!(auth.token_requests(), 1, "one token, shared over TLS");
+    shared_token(&handles);
+    assert_eq!(captured.text(), "", "no warning");
+
+    let untrusted = builder(&auth)
+        .shared_cache(tls("other-ca.crt"))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(auth.token_requests(), 2, "fetched without Redis");
+    assert_ne!(access_token(&untrusted), access_token(&handles[0]));
+    let text = captured.text();
+    assert!(
+        text.contains("shared token cache unavailable")
+            && text.contains("TLS: invalid peer certificate"),
+        "{text}"
+    );
+
+    for (pem, url) in [
+        (b"not a certificate".to_vec(), redis.url()),
+        (
+            redis.pem("ca.crt"),
+            redis.url().replace("rediss:", "redis:"),
+        ),
+    ] {
+        let refused = builder(&auth)
+            .shared_cache(RedisCache::new(&url).unwrap().tls_root_certificates(pem))
+            .build()
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("shared_cache.tls_root_certificates"),
+            "{refused}"
+        );
+    }
+}
+
+/// A three-node Redis Cluster on loopback ports (no replicas, no persistence), made with
+/// `redis-cli --cluster create`. Each node keeps its `nodes.conf` in a temporary directory, so
+/// a restarted node rejoins with its slots (empty). Killed, and the directory removed, on drop.
+struct RedisCluster {
+    dir: std::path::PathBuf,
+    ports: Vec<u16>,
+    nodes: Vec<Option<Child>>,
+}
+
+impl RedisCluster {
+    fn start(test: &str) -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!("tcc-cluster-{:016x}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut cluster = Self {
+            dir,
+            ports: ports.clone(),
+            nodes: vec![None, None, None],
+        };
+        for node in 0..3 {
+            if cluster.start_node(node).is_err() {
+                skip(test, "cannot start `redis-server --cluster-enabled yes`");
+                return None;
+            }
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for port in &ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let created = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !created.is_ok_and(|status| status.success()) {
+            skip(test, "`redis-cli --cluster create` failed");
+            return None;
+        }
+        if !cluster.wait_ok() {
+            skip(test, "the cluster did not reach cluster_state:ok");
+            return None;
+        }
+        Some(cluster)
+    }
+
+    fn start_node(&mut self, node: usize) -> std::io::Result<()> {
+        let port = self.ports[node].to_string();
+        let child = Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.nodes[node] = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ping(self.ports[node]) {
+            if std::time::Instant::now() > deadline {
+                return Err(std::io::Error::other("no PONG"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    fn stop_node(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits (up to 20 s) until every node says `cluster_state:ok`.
+    fn wait_ok(&self) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let ok = self.ports.iter().all(|port| {
+                Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .is_ok_and(|out| {
+                        String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok")
+                    })
+            });
+            if ok {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in 0..self.nodes.len() {
+            self.stop_node(node);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Redis Cluster: replicas share one token through a three-node cluster; the token key and
+/// its lease hash to one slot. The node that holds the token is restarted mid-run (empty):
+/// no request fails, the replicas fetch without Redis while the cluster is down, and share
+/// one token again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_shares_the_token_and_survives_a_node_restart() {
+    const TEST: &str = "a_cluster_shares_the_token_and_survives_a_node_restart";
+    let Some(mut cluster) = RedisCluster::start(TEST) else {
+        return;
+    };
+    const REPLICAS: usize = 5;
+    let auth = auth_server().await;
+    let prefix = prefix("cluster");
+    let urls = cluster.urls();
+    let handles: Vec<_> = (0..REPLICAS)
+        .map(|_| {
+            let cache = RedisCache::cluster(urls.iter().map(String::as_str))
+                .unwrap()
+                .prefix(&prefix)
+                .timeout(Duration::from_secs(1))
+                .outage_backoff(Duration::from_millis(500))
+                .lease_timeout(Duration::from_secs(5));
+            replica(&auth, cache)
+        })
+        .collect();
+    let api = auth.api();
+    let traffic = Traffic::start(services(&handles, &api));
+    eventually("a token on every replica", || {
+        handles.iter().all(|h| h.current().is_some())
+    })
+    .await;
+    assert_eq!(auth.token_requests(), 1, "one token for the fleet");
+    shared_token(&handles);
+
+    // The node that holds the token key, and the slot of the key and of its lease.
+    let mut owner = None;
+    let mut key = String::new();
+    for (node, url) in urls.iter().enumerate() {
+        let mut connection = inspect(url).await;
+        let keys = token_keys(&mut connection, &prefix).await;
+        if let [found] = keys.as_slice() {
+            owner = Some(node);
+            key = found.clone();
+            let slot = |name: String| {
+                let mut connection = connection.clone();
+                async move {
+                    redis::cmd("CLUSTER")
+                        .arg("KEYSLOT")
+                        .arg(name)
+                        .query_async::<i64>(&mut connection)
+                        .await
+                        .unwrap()
+                }
+            };
+            assert_eq!(slot(key.clone()).await, slot(format!("{key}:lease")).await);
+        }
+    }
+    let owner = owner.expect("one node holds the token key");
+    assert!(key.contains('{') && key.ends_with('}'), "{key}");
+
+    tokio::time::sleep(LIFETIME).await;
+    cluster.stop_node(owner);
+    tokio::time::sleep(2 * LIFETIME).await;
+    cluster.start_node(owner).unwrap();
+    assert!(cluster.wait_ok(), "the cluster is whole again");
+    // Two lifetimes to meet again, then three counted.
+    tokio::time::sleep(2 * LIFETIME).await;
+    let resumed = auth.token_requests();
+    tokio::time::sleep(3 * LIFETIME).await;
+    let after = auth.token_requests() - resumed;
+    let (ok, failed) = traffic.stop().await;
+    announce(&format!(
+        "cluster, {REPLICAS} replicas, node restart: {after} token requests in 3 lifetimes \
+         after the cluster was whole again ({} in all); {ok} requests served, {failed} failed",
+        auth.token_requests()
+    ));
+    assert_eq!(failed, 0);
+    assert_eq!(api.rejected_total(), 0);
+    // About one per lifetime again (each replica alone would make 3 × 5 × 1.25).
+    assert!(after <= 6, "{after} token requests after the restart");
+}
+
+/// Waiters whose publication cannot arrive still get the lease holder's token, without a
+/// token request of their own: one whose pub/sub connection is killed while it waits
+/// subscribes again, and one whose Redis user may not `SUBSCRIBE` (ACL) polls every
+/// `poll_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_without_publications_fall_back_to_polling() {
+    const TEST: &str = "waiters_without_publications_fall_back_to_polling";
+    let Some(redis) = Redis::own(TEST) else {
+        return;
+    };
+    let mut admin = inspect(&redis.url()).await;
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "nopubsub",
+                "on",
+                ">nopubsub-pw",
+                "~*",
+                "&*",
+                "+@all",
+                "-@pubsub",
+            ][..],
+        )
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let no_pubsub = format!("redis://nopubsub:nopubsub-pw@127.0.0.1:{}/", redis.port);
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let delay = Duration::from_millis(1500);
+    auth.set_fault_plan(move |_| Some(Fault::delay(delay)));
+    let prefix = prefix("fallback");
+    let replica = |url: &str| {
+        let cache = cache(url, &prefix).poll_interval(Duration::from_millis(200));
+        builder(&auth).shared_cache(cache).build().unwrap()
+    };
+
+    let holder = tokio::spawn(replica(&redis.url()).start());
+    eventually("the lease holder's token request", || {
+        auth.token_requests() == 1
+    })
+    .await;
+    let listening = tokio::spawn(replica(&redis.url()).start());
+    let polling = tokio::spawn(replica(&no_pubsub).start());
+    // Once the listening waiter subscribed, kill its pub/sub connection.
+    let mut subscribed = false;
+    for _ in 0..50 {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if clients.lines().any(|line| line.contains("sub=1")) {
+            subscribed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(subscribed, "the waiter subscribed");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"][..])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(killed >= 1);
+
+    let handles = [
+        holder.await.unwrap().unwrap(),
+        listening.await.unwrap().unwrap(),
+        polling.await.unwrap().unwrap(),
+    ];
+    assert_eq!(auth.token_requests(), 1, "only the lease holder fetched");
+    shared_token(&handles);
+}

@@ -75,7 +75,9 @@ fn https_client() -> Result<HttpClient, ConfigError> {
 pub(crate) fn tls_config() -> Result<rustls::ClientConfig, ConfigError> {
     use std::sync::Arc;
 
-    let tls = |reason: String| ConfigError::Tls { reason };
+    let tls = |reason: String| ConfigError::Tls {
+        reason: format!("token endpoint: {reason}"),
+    };
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));

@@ -3,7 +3,7 @@ use std::{fmt, ops::RangeInclusive, sync::Arc, time::Duration};
 use zeroize::Zeroizing;
 
 use super::{
-    connection::{Connection, SharedConnection},
+    connection::{Connection, SharedConnection, Target},
     value::{Codec, Sealing},
 };
 use crate::error::ConfigError;
@@ -40,20 +40,30 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// ```
 #[derive(Clone)]
 pub struct RedisCache {
-    client: redis::Client,
+    target: Target,
     pub(super) prefix: String,
     pub(super) lease_timeout: Duration,
     pub(super) poll_interval: Duration,
     timeout: Duration,
     outage_backoff: Duration,
     pub(super) codec: Codec,
+    /// Why the TLS options cannot be used, reported by `build()`.
+    tls_error: Option<String>,
     /// Not connected until first used. Replaced by the options it depends on.
     connection: SharedConnection,
 }
 
 impl RedisCache {
-    /// A cache in the Redis server at `url` (`redis://[:password@]host[:port][/db]`, or
-    /// `redis+unix:///path`). Nothing is connected until the first refresh.
+    /// A cache in the Redis server at `url` (`redis://[:password@]host[:port][/db]`,
+    /// `rediss://…` for TLS, or `redis+unix:///path`). Nothing is connected until the first
+    /// refresh.
+    ///
+    /// `rediss://` verifies the server's certificate with rustls against the system's roots
+    /// (or [`tls_root_certificates`](Self::tls_root_certificates)) and its name against the
+    /// URL's host. A certificate that does not verify is a Redis failure like any other: the
+    /// refresh logs a `warn` that names it (`TLS: invalid peer certificate: …`) and fetches
+    /// the token without Redis. If the application installed no rustls `CryptoProvider`, the
+    /// crate installs its own (ring) as the process default when the cache is built.
     ///
     /// # Errors
     ///
@@ -64,31 +74,106 @@ impl RedisCache {
             name: "redis_url".into(),
             reason: format!("not a usable Redis URL ({:?})", error.kind()),
         })?;
+        Ok(Self::with_target(Target::Single(client)))
+    }
+
+    /// A cache in the Redis Cluster that these nodes belong to (`redis://` or `rediss://`
+    /// URLs; one is enough, the others are found from it). Nothing is connected until the
+    /// first refresh.
+    ///
+    /// A token key and its lease share a hash tag (`<prefix>{<sha256 hex>}` and
+    /// `…}:lease`), so they live in one slot, and every script touches that one slot. The
+    /// waiting replicas of a process listen for publications on one connection to the first
+    /// node (a `PUBLISH` reaches every node); while that node is away they fall back to the
+    /// [`poll_interval`](Self::poll_interval).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidParameter`] (named `redis_url`) when there is no node, or a URL
+    /// cannot be parsed. The message never repeats a URL.
+    pub fn cluster<'a>(nodes: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigError> {
+        let refused = |reason: String| ConfigError::InvalidParameter {
+            name: "redis_url".into(),
+            reason,
+        };
+        let nodes: Vec<&str> = nodes.into_iter().collect();
+        let first = nodes
+            .first()
+            .ok_or_else(|| refused("a Redis Cluster needs at least one node".into()))?;
+        let unusable = |error: redis::RedisError| {
+            refused(format!(
+                "not a usable Redis Cluster URL ({:?})",
+                error.kind()
+            ))
+        };
+        let pubsub = redis::Client::open(*first).map_err(unusable)?;
+        let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
+            .build()
+            .map_err(unusable)?;
+        Ok(Self::with_target(Target::Cluster(Box::new(client), pubsub)))
+    }
+
+    fn with_target(target: Target) -> Self {
         let timeout = Duration::from_millis(500);
         let outage_backoff = Duration::from_secs(5);
-        Ok(Self {
-            connection: Arc::new(Connection::new(client.clone(), timeout, outage_backoff)),
-            client,
+        Self {
+            connection: Arc::new(Connection::new(target.clone(), timeout, outage_backoff)),
+            target,
             prefix: DEFAULT_PREFIX.to_owned(),
             lease_timeout: Duration::from_secs(10),
-            poll_interval: Duration::from_millis(50),
+            poll_interval: Duration::from_secs(1),
             timeout,
             outage_backoff,
             codec: Codec { sealing: None },
-        })
+            tls_error: None,
+        }
     }
 
     fn reconnect(mut self) -> Self {
         self.connection = Arc::new(Connection::new(
-            self.client.clone(),
+            self.target.clone(),
             self.timeout,
             self.outage_backoff,
         ));
         self
     }
 
-    /// Prepended to every key this cache writes: the token keys (`{prefix}{sha256 hex}`) and
-    /// their leases (`…:lease`). Give each service, or each environment sharing a Redis, its
+    /// Trusts these CA certificates (PEM, one or more) for `rediss://` instead of the system's
+    /// roots: for a Redis whose certificate your own CA signed. Default: the system's roots.
+    /// `build()` fails with [`ConfigError::Tls`] (naming `shared_cache.tls_root_certificates`)
+    /// when the PEM holds no usable certificate or the URL is not `rediss://`.
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+
+        let pem = pem.into();
+        // The `redis` crate accepts a PEM without any certificate (then nothing verifies).
+        if !CertificateDer::pem_slice_iter(&pem).any(|certificate| certificate.is_ok()) {
+            self.tls_error = Some("no certificate in the PEM".into());
+            return self;
+        }
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        };
+        let Target::Single(client) = &self.target else {
+            self.tls_error = Some("not supported for a Redis Cluster yet".into());
+            return self;
+        };
+        match redis::Client::build_with_tls(client.get_connection_info().clone(), certificates) {
+            Ok(client) => {
+                self.target = Target::Single(client);
+                self.tls_error = None;
+            }
+            Err(error) => {
+                // About the PEM or the URL's scheme; never quotes the URL.
+                self.tls_error = Some(format!("unusable: {error}"));
+            }
+        }
+        self.reconnect()
+    }
+
+    /// Prepended to every key this cache writes: the token keys (`<prefix>{<sha256 hex>}`) and
+    /// their leases (`…}:lease`). Give each service, or each environment sharing a Redis, its
     /// own. Default: `tower-client-credentials:`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -120,10 +205,12 @@ impl RedisCache {
         self
     }
 
-    /// How often a replica that did not get the lease looks for the token published by the
-    /// one that did. It waits at most twice the lease timeout plus the token request
+    /// The fallback poll of a replica that did not get the lease. It is woken by the lease
+    /// holder's publication (Redis pub/sub) and then reads the token once; it also looks for
+    /// the token this often, in case a publication was lost (and to take over the lease of a
+    /// holder that crashed). It waits at most twice the lease timeout plus the token request
     /// [`timeout`](crate::ClientCredentialsBuilder::timeout), then fetches on its own.
-    /// Default: 50 ms; must not be zero, at most the lease timeout.
+    /// Default: 1 s; must not be zero, at most the lease timeout.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
@@ -156,6 +243,17 @@ impl RedisCache {
                 })
             }
         };
+        if let Some(reason) = &self.tls_error {
+            return Err(ConfigError::Tls {
+                reason: format!("shared_cache.tls_root_certificates: {reason}"),
+            });
+        }
+        if matches!(
+            self.target.pubsub_client().get_connection_info().addr(),
+            redis::ConnectionAddr::TcpTls { .. }
+        ) {
+            super::connection::ensure_tls_provider();
+        }
         let nonzero = Duration::from_nanos(1);
         check(
             "shared_cache.lease_timeout",
@@ -248,6 +346,30 @@ mod tests {
         for value in [Duration::ZERO, minute + nanos(1), Duration::MAX] {
             assert_eq!(refused(cache().timeout(value)), Some(timeout), "{value:?}");
         }
+
+        for pem in [
+            &b""[..],
+            b"not a certificate",
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n",
+        ] {
+            let rediss = RedisCache::new("rediss://127.0.0.1:1/").unwrap();
+            match rediss.tls_root_certificates(pem).prepare() {
+                Err(ConfigError::Tls { reason }) => {
+                    assert!(reason.starts_with("shared_cache.tls_root_certificates: "));
+                }
+                other => panic!("{pem:?}: {:?}", other.map(|_| ())),
+            }
+        }
+
+        // A cluster needs a node; it takes no root certificates yet.
+        assert!(RedisCache::cluster([]).is_err());
+        let cluster = RedisCache::cluster(["redis://127.0.0.1:1/", "redis://127.0.0.1:2/"]);
+        assert!(cluster.as_ref().is_ok_and(|c| c.prepare().is_ok()));
+        let pem = "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            cluster.unwrap().tls_root_certificates(pem).prepare(),
+            Err(ConfigError::Tls { .. })
+        ));
 
         let backoff = "shared_cache.outage_backoff";
         assert_eq!(refused(cache().outage_backoff(Duration::ZERO)), None);

@@ -5,20 +5,29 @@
 use std::{
     fmt,
     future::Future,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use redis::{
-    Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    Cmd, Pipeline, RedisFuture, Script, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster_async::ClusterConnection,
 };
 use tokio::time::Instant;
 
-/// Deletes the lease only if it still holds the caller's random token.
+use super::subscription::Subscriptions;
+
+/// Deletes the lease only if it still holds the caller's random token, and then, when
+/// `ARGV[2]` names a channel, wakes the replicas waiting on it (the holder gives up without
+/// having stored a token: one of them takes the lease).
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
+    redis.call('DEL', KEYS[1])
+    if ARGV[2] ~= '' then
+        redis.call('PUBLISH', ARGV[2], '')
+    end
+    return 1
 end
 return 0
 ";
@@ -65,6 +74,13 @@ impl fmt::Display for Failure {
 
 impl From<redis::RedisError> for Failure {
     fn from(error: redis::RedisError) -> Self {
+        // A TLS failure (an untrusted certificate, a name mismatch) says which: rustls's
+        // errors name the problem, never a value read from Redis.
+        if let Some(tls) = tls_error(&error) {
+            return Self::Redis {
+                kind: format!("TLS: {tls}"),
+            };
+        }
         let class = if error.is_timeout() {
             "timeout"
         } else if error.is_connection_refusal() {
@@ -82,12 +98,100 @@ impl From<redis::RedisError> for Failure {
     }
 }
 
+/// The rustls error under `error`, if it is one. The `redis` crate keeps the I/O error of a
+/// failed handshake as an `Arc<dyn Error>`, and an I/O error's `source()` skips the error it
+/// wraps: each is unwrapped by hand.
+fn tls_error(error: &redis::RedisError) -> Option<&rustls::Error> {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(mut current) = source {
+        if let Some(shared) = current.downcast_ref::<Shared>() {
+            current = &**shared;
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            current = inner;
+        }
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        source = current.source();
+    }
+    None
+}
+
+/// Installs the crate's rustls provider as the process default when the application installed
+/// none: the `redis` crate builds its TLS configuration with the process default, and rustls
+/// cannot pick one by itself when several are compiled in.
+pub(crate) fn ensure_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may install one first; either is fine.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}
+
+/// Where a cache's Redis is.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// One server.
+    Single(redis::Client),
+    /// A Redis Cluster, and a plain client of its first node for pub/sub: a `PUBLISH` on any
+    /// node reaches the subscribers of every node.
+    Cluster(Box<redis::cluster::ClusterClient>, redis::Client),
+}
+
+impl Target {
+    /// The client of the server (or first node) that pub/sub uses.
+    pub(crate) fn pubsub_client(&self) -> &redis::Client {
+        match self {
+            Self::Single(client) | Self::Cluster(_, client) => client,
+        }
+    }
+}
+
+/// A connection to the server or the cluster; cloning shares it.
+#[derive(Clone)]
+enum Link {
+    /// Reconnects by itself.
+    Single(ConnectionManager),
+    /// Follows the cluster's slots and reconnects to its nodes by itself.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
 /// The connection shared by every handle that uses one [`RedisCache`](super::RedisCache).
 pub(crate) struct Connection {
-    client: redis::Client,
-    /// Made on first use, from within the runtime (the manager spawns tasks); it connects
-    /// lazily and reconnects by itself.
-    manager: OnceLock<ConnectionManager>,
+    target: Target,
+    /// Made on first use, from within the runtime (it spawns tasks); it reconnects by itself.
+    link: tokio::sync::OnceCell<Link>,
     pub(crate) timeout: Duration,
     outage_backoff: Duration,
     /// Until when Redis is bypassed after a failure.
@@ -95,13 +199,16 @@ pub(crate) struct Connection {
     release: Script,
     renew: Script,
     compare_and_delete: Script,
+    /// The pub/sub connection that wakes the waiters of this process.
+    pub(crate) subscriptions: Subscriptions,
 }
 
 impl Connection {
-    pub(crate) fn new(client: redis::Client, timeout: Duration, outage_backoff: Duration) -> Self {
+    pub(crate) fn new(target: Target, timeout: Duration, outage_backoff: Duration) -> Self {
         Self {
-            client,
-            manager: OnceLock::new(),
+            subscriptions: Subscriptions::new(target.pubsub_client().clone(), timeout),
+            target,
+            link: tokio::sync::OnceCell::new(),
             timeout,
             outage_backoff,
             down_until: Mutex::new(None),
@@ -144,53 +251,66 @@ impl Connection {
         }
     }
 
-    fn manager(&self) -> Result<ConnectionManager, Failure> {
-        if let Some(manager) = self.manager.get() {
-            return Ok(manager.clone());
+    /// The connection, made on first use. A cluster connection that cannot be made (no node
+    /// answers) is tried again on the next use.
+    async fn link(&self) -> Result<Link, Failure> {
+        if let Some(link) = self.link.get() {
+            return Ok(link.clone());
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            // Our own outage backoff decides when to try again; the manager reconnects on the
-            // next command after a failure.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(self.timeout);
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
-        Ok(self.manager.get_or_init(|| manager).clone())
+        let link = match &self.target {
+            Target::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    // Our own outage backoff decides when to try again; the manager
+                    // reconnects on the next command after a failure.
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(self.timeout);
+                Link::Single(ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    config,
+                )?)
+            }
+            Target::Cluster(client, _) => Link::Cluster(client.get_async_connection().await?),
+        };
+        Ok(self.link.get_or_init(|| async { link }).await.clone())
     }
 
-    /// Runs `operation` on the connection within the timeout, and records whether Redis
-    /// answered.
+    /// Runs `operation` on the connection within the timeout (connecting included), and
+    /// records whether Redis answered.
     async fn run<T, F, Fut>(&self, operation: F) -> Result<T, Failure>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Link) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let manager = self.manager()?;
-        match tokio::time::timeout(self.timeout, operation(manager)).await {
+        let attempt = async {
+            let link = self.link().await?;
+            operation(link).await.map_err(Failure::from)
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(value)) => {
                 self.mark_up();
                 Ok(value)
             }
-            Ok(Err(error)) => Err(error.into()),
+            Ok(Err(failure)) => Err(failure),
             Err(_) => Err(Failure::Timeout(self.timeout)),
         }
     }
 
-    /// The value under `key` and its remaining time to live (`None` without a TTL), read
-    /// atomically.
+    /// The value under `key` and its remaining time to live (`None` without a TTL), in one
+    /// round trip of two commands. The TTL is read first: a value written in between is
+    /// given the older, shorter TTL (or none), never a longer one than its own.
     pub(crate) async fn get_with_ttl(
         &self,
         key: &str,
     ) -> Result<Option<(Vec<u8>, Option<Duration>)>, Failure> {
-        let (value, pttl): (Option<Vec<u8>>, i64) = self
+        let (pttl, value): (i64, Option<Vec<u8>>) = self
             .run(|mut connection| async move {
                 redis::pipe()
-                    .atomic()
-                    .cmd("GET")
-                    .arg(key)
                     .cmd("PTTL")
+                    .arg(key)
+                    .cmd("GET")
                     .arg(key)
                     .query_async(&mut connection)
                     .await
@@ -223,28 +343,48 @@ impl Connection {
         Ok(reply.is_some())
     }
 
-    /// `SET key value PX ttl`.
-    pub(crate) async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Failure> {
+    /// `SET key value PX ttl`, then `PUBLISH channel ""` to wake the replicas waiting for
+    /// it, in one round trip.
+    pub(crate) async fn store(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        channel: &str,
+    ) -> Result<(), Failure> {
         self.run(|mut connection| async move {
-            redis::cmd("SET")
+            redis::pipe()
+                .cmd("SET")
                 .arg(key)
                 .arg(value)
                 .arg("PX")
                 .arg(millis(ttl))
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(channel)
+                .arg("")
+                .ignore()
                 .query_async::<()>(&mut connection)
                 .await
         })
         .await
     }
 
-    /// Deletes the lease `key` if it still holds `token`. Whether it did.
-    pub(crate) async fn release(&self, key: &str, token: &str) -> Result<bool, Failure> {
+    /// Deletes the lease `key` if it still holds `token`, then publishes on `wake` if given.
+    /// Whether it did.
+    pub(crate) async fn release(
+        &self,
+        key: &str,
+        token: &str,
+        wake: Option<&str>,
+    ) -> Result<bool, Failure> {
         let script = &self.release;
         let deleted: i64 = self
             .run(|mut connection| async move {
                 script
                     .key(key)
                     .arg(token)
+                    .arg(wake.unwrap_or(""))
                     .invoke_async(&mut connection)
                     .await
             })

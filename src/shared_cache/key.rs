@@ -88,14 +88,19 @@ impl KeyMaterial {
         out
     }
 
-    /// `prefix` followed by the digest in lowercase hex.
+    /// `prefix` followed by the digest in lowercase hex, in braces: a Redis Cluster hash tag,
+    /// so that the key and the names derived from it by a suffix (the lease, the channel)
+    /// fall in one slot. (When the prefix holds a `{` of its own, the tag starts there; the
+    /// suffixes still share it.)
     pub(crate) fn redis_key(&self, prefix: &str) -> String {
-        let mut key = String::with_capacity(prefix.len() + 64);
+        let mut key = String::with_capacity(prefix.len() + 66);
         key.push_str(prefix);
+        key.push('{');
         for byte in self.digest() {
             key.push(char::from(HEX[usize::from(byte >> 4)]));
             key.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
+        key.push('}');
         key
     }
 }
@@ -131,9 +136,9 @@ mod tests {
             a,
             key(&params(&["orders:write", "orders:read", "orders:read"]))
         );
-        assert!(a.starts_with("p:"));
-        assert_eq!(a.len(), 2 + 64);
-        assert!(a[2..].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(a.starts_with("p:{") && a.ends_with('}'));
+        assert_eq!(a.len(), 2 + 66);
+        assert!(a[3..67].bytes().all(|b| b.is_ascii_hexdigit()));
     }
 
     #[test]

@@ -27,22 +27,29 @@
 //! store (an `ArcSwap`, no lock), exactly as without the cache. Only a refresh, which happens
 //! once per token lifetime, goes through Redis:
 //!
-//! 1. **Read** the shared token and its remaining time to live (`GET` and `PTTL`, atomically).
+//! 1. **Read** the shared token and its remaining time to live (`PTTL`, then `GET`, in one
+//!    round trip: a value replaced in between gets the older, shorter TTL, never a longer one).
 //!    If it stays valid for longer than the refresh margin, **adopt** it with its remaining
 //!    lifetime: its expiry counts from when the replica that fetched it asked for it, and the
 //!    remaining time is the key's TTL, so no clock skew between replicas matters.
-//! 2. Otherwise take a short **lease** (`SET {key}:lease <random> NX PX <lease_timeout>`). The
+//! 2. Otherwise take a short **lease** (`SET <key>:lease <random> NX PX <lease_timeout>`). The
 //!    replica that gets it requests a token from the authorization server, **publishes** it
-//!    (`SET {key} <value> PX <remaining lifetime>`), and releases the lease with a Lua script
+//!    (`SET <key> <value> PX <remaining lifetime>`, then `PUBLISH`), and releases the lease with a Lua script
 //!    that deletes it only if it still holds the replica's random value. While its token
 //!    request runs, it **renews** the lease every third of the lease timeout (`PEXPIRE`, by a
 //!    Lua script with the same check), so a token endpoint slower than the lease timeout does
 //!    not make a second replica fetch.
-//! 3. Replicas that did not get the lease **wait** for the publication (they poll the key
-//!    every [`poll_interval`](RedisCache::poll_interval)) instead of requesting a token. If the
-//!    lease holder crashes, its lease is no longer renewed and expires after the lease
-//!    timeout, and another replica takes it. A replica that sees nothing published within
-//!    twice the lease timeout plus the token request
+//! 3. Replicas that did not get the lease **wait** for the publication instead of requesting a
+//!    token: the holder `PUBLISH`es on the key's channel (`<key>:published`) when it stores
+//!    the token, or when it releases the lease without one, and every waiter of the process
+//!    wakes on one shared pub/sub connection (made when the process first waits) and reads
+//!    the key once. A waiting replica thus sends five commands per refresh whatever the token
+//!    endpoint's latency (read, lease, read; a read is `PTTL` and `GET`). In case a
+//!    publication is lost, waiters also look every
+//!    [`poll_interval`](RedisCache::poll_interval) (1 s). If the lease holder crashes, its
+//!    lease is no longer renewed and expires after the lease timeout, and another replica
+//!    takes it. A replica that sees nothing published within twice the lease timeout plus
+//!    the token request
 //!    [`timeout`](crate::ClientCredentialsBuilder::timeout) requests its own.
 //!
 //! So 20 replicas starting at once make one token request, and 20 replicas running for an
@@ -54,7 +61,18 @@
 //! or times out, the replica logs a `warn` (once per outage; no values, no URL), requests its
 //! token on its own, and skips Redis for [`outage_backoff`](RedisCache::outage_backoff) (5 s).
 //! The refresh after that tries Redis again; the connection reconnects by itself. Requests
-//! never wait for Redis.
+//! never wait for Redis. A replica that still holds a usable token (Redis went away at its
+//! refresh point) keeps serving it and first waits a random part, up to three quarters, of
+//! what is left of it: the replicas that held the same shared token then spread their own
+//! token requests over its margin instead of sending them all at once. A token refused with
+//! 401, or none at all, is fetched at once.
+//!
+//! # TLS
+//!
+//! A `rediss://` URL connects with rustls and verifies the server's certificate (system roots,
+//! or [`tls_root_certificates`](RedisCache::tls_root_certificates)) and name. A certificate
+//! that does not verify is a failure like the above: a `warn` that names it, and the token is
+//! fetched without Redis.
 //!
 //! # A token refused with 401
 //!
@@ -72,7 +90,9 @@
 //!
 //! # The key
 //!
-//! The key is the [prefix](RedisCache::prefix) followed by the SHA-256, in hex, of everything
+//! The key is the [prefix](RedisCache::prefix) followed by the SHA-256, in hex and in braces
+//! (a Redis Cluster hash tag: the lease and the channel share it, so one slot holds them), of
+//! everything
 //! that makes one token different from another: the token endpoint, client id, authentication
 //! method, scopes, audience, resources and extra parameters. Never the client secret or key.
 //! Clients configured alike share one token; any difference gives another key. Each key of a
@@ -100,6 +120,7 @@ mod cache;
 mod connection;
 mod key;
 mod source;
+mod subscription;
 mod value;
 
 pub use self::cache::RedisCache;

@@ -32,6 +32,8 @@ pub(crate) struct SharedSource {
     codec: Codec,
     key: String,
     lease_key: String,
+    /// Where the lease holder publishes, to wake the replicas waiting for its token.
+    channel: String,
     lease_timeout: Duration,
     poll_interval: Duration,
     policy: RefreshPolicy,
@@ -41,6 +43,9 @@ pub(crate) struct SharedSource {
     /// The fingerprint of the stored value of the token this replica holds, if it came through
     /// Redis: what a 401 compares before deleting.
     held: Mutex<Option<String>>,
+    /// When the token this source last handed to the refresher stops being usable: a fetch
+    /// without Redis waits, with jitter, within what is left of it.
+    usable_until: Mutex<Option<Instant>>,
 }
 
 /// How the wait for the lease or a shared token ended.
@@ -72,12 +77,14 @@ impl SharedSource {
             connection,
             codec: cache.codec.clone(),
             lease_key: format!("{key}:lease"),
+            channel: format!("{key}:published"),
             key,
             lease_timeout: cache.lease_timeout,
             poll_interval: cache.poll_interval,
             policy,
             scheme: if dpop { token::DPOP } else { token::BEARER },
             held: Mutex::new(None),
+            usable_until: Mutex::new(None),
         })
     }
 
@@ -89,6 +96,23 @@ impl SharedSource {
         endpoint: &Fetcher,
         refused: bool,
     ) -> Result<Obtained, TokenError> {
+        let started = Instant::now();
+        let result = self.obtain_once(endpoint, refused).await;
+        if let Ok(obtained) = &result {
+            let lifetime = obtained.fetched.lifetime;
+            *lock(&self.usable_until) = obtained
+                .issued_at
+                .unwrap_or(started)
+                .checked_add(lifetime - expiry_margin(lifetime));
+        }
+        result
+    }
+
+    async fn obtain_once(&self, endpoint: &Fetcher, refused: bool) -> Result<Obtained, TokenError> {
+        // A refused token is replaced at once; any other may be kept while Redis is away.
+        if refused {
+            *lock(&self.usable_until) = None;
+        }
         let held = if refused { self.held().take() } else { None };
         if !self.connection.available() {
             tracing::debug!("shared token cache bypassed after a recent failure");
@@ -127,7 +151,7 @@ impl SharedSource {
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.held)
     }
 
     /// Adopts a shared token valid for long enough, or takes the lease, or waits for the
@@ -143,27 +167,35 @@ impl SharedSource {
                 .saturating_add(request_timeout),
         );
         let mut waited = false;
+        let subscriptions = &self.connection.subscriptions;
+        // When this process already listens, the wake-up is made before the first read, so
+        // that no publication after that read is missed.
+        let mut wakeup = subscriptions.listening(&self.channel);
+        let mut take_lease = true;
         loop {
             if let Some(obtained) = self.read().await? {
                 return Ok(Acquired::Token(self.adopted(obtained, waited, started)));
             }
-            let lease = lease_token();
-            if self
-                .connection
-                .set_if_absent(&self.lease_key, &lease, self.lease_timeout)
-                .await
-                .map_err(|failure| Bypass::Failed(failure, "lease"))?
-            {
-                // Between our read and the lease, the previous holder may have published and
-                // released: look again before fetching.
-                if let Some(obtained) = self.read().await? {
-                    self.release(&lease).await;
-                    return Ok(Acquired::Token(self.adopted(obtained, waited, started)));
+            if take_lease {
+                let lease = lease_token();
+                if self
+                    .connection
+                    .set_if_absent(&self.lease_key, &lease, self.lease_timeout)
+                    .await
+                    .map_err(|failure| Bypass::Failed(failure, "lease"))?
+                {
+                    // Between our read and the lease, the previous holder may have published
+                    // and released: look again before fetching.
+                    if let Some(obtained) = self.read().await? {
+                        self.release(&lease, false).await;
+                        return Ok(Acquired::Token(self.adopted(obtained, waited, started)));
+                    }
+                    metrics::shared_cache(metrics::SharedCacheOutcome::LeaseWon);
+                    tracing::debug!("took the shared token lease; fetching for all replicas");
+                    return Ok(Acquired::Lease(lease));
                 }
-                metrics::shared_cache(metrics::SharedCacheOutcome::LeaseWon);
-                tracing::debug!("took the shared token lease; fetching for all replicas");
-                return Ok(Acquired::Lease(lease));
             }
+            take_lease = true;
             if give_up.is_some_and(|give_up| Instant::now() >= give_up) {
                 return Err(Bypass::NothingPublished(started.elapsed()));
             }
@@ -171,7 +203,28 @@ impl SharedSource {
                 tracing::debug!("another replica holds the shared token lease; waiting");
             }
             waited = true;
-            tokio::time::sleep(self.poll_interval).await;
+            if wakeup.is_none() {
+                match subscriptions.subscribe(&self.channel).await {
+                    Ok(subscribed) => {
+                        // A publication before the subscription was missed: read once more
+                        // (without asking for the lease again) before waiting.
+                        wakeup = Some(subscribed);
+                        take_lease = false;
+                        continue;
+                    }
+                    Err(failure) => tracing::debug!(
+                        error = %failure,
+                        "cannot listen for shared token publications; polling"
+                    ),
+                }
+            }
+            match &mut wakeup {
+                // Woken by the holder's publication, or by the fallback poll.
+                Some(wakeup) => {
+                    let _ = tokio::time::timeout(self.poll_interval, wakeup.published()).await;
+                }
+                None => tokio::time::sleep(self.poll_interval).await,
+            }
         }
     }
 
@@ -199,9 +252,15 @@ impl SharedSource {
         obtained
     }
 
-    /// Releases the lease; a failure only marks Redis down (the lease then expires by itself).
-    async fn release(&self, lease: &str) {
-        if let Err(failure) = self.connection.release(&self.lease_key, lease).await {
+    /// Releases the lease, waking the waiters when `wake` (nothing was stored: one of them
+    /// takes the lease). A failure only marks Redis down (the lease then expires by itself).
+    async fn release(&self, lease: &str, wake: bool) {
+        let channel = wake.then_some(self.channel.as_str());
+        if let Err(failure) = self
+            .connection
+            .release(&self.lease_key, lease, channel)
+            .await
+        {
             self.connection.mark_down(&failure, "release");
         }
     }
@@ -277,6 +336,7 @@ impl SharedSource {
             result = endpoint.fetch() => result,
             never = self.keep_lease(&lease) => match never {},
         };
+        let mut published = false;
         if let Ok(fetched) = &result {
             *self.held() = None;
             let remaining = fetched.lifetime.saturating_sub(started.elapsed());
@@ -294,8 +354,13 @@ impl SharedSource {
                     scope: fetched.response.scope.clone(),
                 };
                 let value = self.codec.encode(&self.key, &stored);
-                match self.connection.set(&self.key, &value, remaining).await {
+                match self
+                    .connection
+                    .store(&self.key, &value, remaining, &self.channel)
+                    .await
+                {
                     Ok(()) => {
+                        published = true;
                         *self.held() = Some(fingerprint(&value));
                         tracing::debug!(
                             ttl_ms = remaining.as_millis() as u64,
@@ -306,9 +371,10 @@ impl SharedSource {
                 }
             }
         }
-        // Released on failure too, so that another replica may try at once.
+        // Released on failure too, waking the waiters, so that another replica may try at
+        // once.
         if self.connection.available() {
-            self.release(&lease).await;
+            self.release(&lease, !published).await;
         }
         result.map(|fetched| Obtained {
             fetched,
@@ -355,8 +421,25 @@ impl SharedSource {
         self.fetch_alone(endpoint).await
     }
 
+    /// A token request of this replica's own, without Redis. While the token it holds is
+    /// still usable, it first waits a random part (up to three quarters) of what is left of
+    /// it: when Redis goes away at a refresh point, the replicas that all held the same
+    /// shared token spread their requests over its remaining margin instead of sending them
+    /// at once. Requests meanwhile go on with the token held.
     async fn fetch_alone(&self, endpoint: &Fetcher) -> Result<Obtained, TokenError> {
         metrics::shared_cache(metrics::SharedCacheOutcome::Fallback);
+        let usable_until = *lock(&self.usable_until);
+        if let Some(left) =
+            usable_until.map(|until| until.saturating_duration_since(Instant::now()))
+            && !left.is_zero()
+        {
+            let spread = left.mul_f64(0.75 * fastrand::f64());
+            tracing::debug!(
+                in_ms = spread.as_millis() as u64,
+                "fetching without the shared cache, after a random delay within the token's margin"
+            );
+            tokio::time::sleep(spread).await;
+        }
         let fetched = endpoint.fetch().await?;
         *self.held() = None;
         Ok(Obtained {
@@ -365,6 +448,10 @@ impl SharedSource {
             requested: true,
         })
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// 128 random bits in hex: only the lease holder knows them, so only it can release the lease.

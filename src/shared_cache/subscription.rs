@@ -1,0 +1,143 @@
+//! Waiting without polling: the replicas of one process that wait for a lease holder's token
+//! share one Redis pub/sub connection, made when the first of them waits. The lease holder
+//! `PUBLISH`es on the token key's channel when it stores the token (or gives up its lease);
+//! the message wakes every waiter of that key, which then reads the key once.
+//!
+//! A message can be lost (the pub/sub connection drops, or is not yet subscribed when the
+//! holder publishes): waiters also look at the key every
+//! [`poll_interval`](super::RedisCache::poll_interval), a slow fallback.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use futures_util::StreamExt as _;
+use redis::aio::PubSubSink;
+use tokio::{sync::watch, task::AbortHandle};
+
+use super::connection::Failure;
+
+/// The channels this process is subscribed to, each with the senders that wake its waiters.
+type Channels = Arc<Mutex<HashMap<String, watch::Sender<()>>>>;
+
+/// The pub/sub connection of one cache, shared by every waiter of the process.
+pub(crate) struct Subscriptions {
+    client: redis::Client,
+    timeout: Duration,
+    /// Only the subscribed channels are here; emptied when the connection ends, which wakes
+    /// every waiter (their senders are dropped).
+    channels: Channels,
+    /// The live connection, if any. Locked while connecting or subscribing.
+    live: tokio::sync::Mutex<Option<Live>>,
+}
+
+/// A pub/sub connection and the task that reads its messages.
+struct Live {
+    sink: PubSubSink,
+    reader: AbortHandle,
+    channels: Channels,
+}
+
+impl Drop for Live {
+    /// Nothing is subscribed any more: the waiters wake (their senders are dropped), and the
+    /// next wait subscribes again on a new connection.
+    fn drop(&mut self) {
+        self.reader.abort();
+        lock(&self.channels).clear();
+    }
+}
+
+/// A wake-up for one waiter: resolves when the holder published, or when the pub/sub
+/// connection ended (the waiter then reads the key, as it would after a message).
+pub(crate) struct Wakeup(watch::Receiver<()>);
+
+impl Wakeup {
+    /// Waits for the next publication on the channel since this wake-up was made.
+    pub(crate) async fn published(&mut self) {
+        let _ = self.0.changed().await;
+    }
+}
+
+impl Subscriptions {
+    pub(crate) fn new(client: redis::Client, timeout: Duration) -> Self {
+        Self {
+            client,
+            timeout,
+            channels: Arc::default(),
+            live: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn channels(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<()>>> {
+        lock(&self.channels)
+    }
+
+    /// A wake-up for `channel` if this process already listens to it: made before the key is
+    /// read, so that no publication after the read is missed.
+    pub(crate) fn listening(&self, channel: &str) -> Option<Wakeup> {
+        self.channels()
+            .get(channel)
+            .map(|sender| Wakeup(sender.subscribe()))
+    }
+
+    /// Subscribes to `channel` (connecting first if needed) and a wake-up for it. A
+    /// publication before this returned was missed: the caller reads the key once more.
+    pub(crate) async fn subscribe(&self, channel: &str) -> Result<Wakeup, Failure> {
+        let mut live = self.live.lock().await;
+        if let Some(wakeup) = self.listening(channel) {
+            return Ok(wakeup);
+        }
+        let result = tokio::time::timeout(self.timeout, self.subscribe_on(&mut live, channel))
+            .await
+            .unwrap_or(Err(Failure::Timeout(self.timeout)));
+        if result.is_err() {
+            // Start afresh next time.
+            *live = None;
+        }
+        result
+    }
+
+    async fn subscribe_on(
+        &self,
+        live: &mut Option<Live>,
+        channel: &str,
+    ) -> Result<Wakeup, Failure> {
+        let mut connection = match live.take() {
+            Some(connection) if !connection.reader.is_finished() => connection,
+            _ => self.connect().await?,
+        };
+        connection.sink.subscribe(channel).await?;
+        *live = Some(connection);
+        let (sender, receiver) = watch::channel(());
+        self.channels().insert(channel.to_owned(), sender);
+        tracing::debug!("shared token cache: listening for publications");
+        Ok(Wakeup(receiver))
+    }
+
+    /// A new pub/sub connection, with the task that wakes the waiters of each message.
+    async fn connect(&self) -> Result<Live, Failure> {
+        let (sink, mut stream) = self.client.get_async_pubsub().await?.split();
+        let channels = Arc::clone(&self.channels);
+        let reader = tokio::spawn(async move {
+            while let Some(message) = stream.next().await {
+                if let Some(sender) = lock(&channels).get(message.get_channel_name()) {
+                    sender.send_replace(());
+                }
+            }
+            tracing::debug!("shared token cache: the pub/sub connection ended");
+            // Dropping the senders wakes every waiter.
+            lock(&channels).clear();
+        });
+        Ok(Live {
+            sink,
+            reader: reader.abort_handle(),
+            channels: Arc::clone(&self.channels),
+        })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

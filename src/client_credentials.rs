@@ -18,11 +18,11 @@ use crate::{
     endpoint::{
         self, AssertionAudience, AssertionOptions, AuthMethod, ClientAssertion, ClientKey,
         Credential, DiscoveryError, HttpClient, Parameters, PreparedRequest, RequestFormat,
-        TokenEndpoint,
     },
     error::{BoxError, ConfigError, TokenError},
     refresh::{RefreshPolicy, Refresher, Shared, TokenHandle},
     source::{Fetcher, TokenSource},
+    template::EndpointTemplate,
     token::{ExpirySource, MAX_LIFETIME},
 };
 
@@ -905,7 +905,7 @@ impl TokenSourceBuilder {
             Some((cache, name)) => Some(crate::shared_cache::SharedSource::new(
                 cache,
                 &source_key_material(name),
-                self.policy.clone(),
+                self.policy.latest_margin_fn(),
                 false,
             )?),
             None => None,
@@ -934,101 +934,6 @@ fn source_key_material(name: &str) -> crate::shared_cache::KeyMaterial {
     )
     .bind("token_source", name)
 }
-
-/// A checked configuration without its token-request parameters: what the tokens of a
-/// [`TokenSet`](crate::TokenSet) share. [`endpoint`](Self::endpoint) makes the token endpoint
-/// client for one parameter set.
-pub(crate) struct EndpointTemplate {
-    uri: Uri,
-    client_id: String,
-    credential: Credential,
-    auth: AuthMethod,
-    format: RequestFormat,
-    assertion: AssertionOptions,
-    /// The builder's parameters: the defaults of every key.
-    pub(crate) params: Parameters,
-    expiry: ExpirySource,
-    default_lifetime: Duration,
-    client: HttpClient,
-    timeout: Duration,
-    max_body: usize,
-    pub(crate) policy: RefreshPolicy,
-    pub(crate) max_wait: Duration,
-    /// Whether the set's `start` leaves the routed keys' first fetches to their first requests.
-    pub(crate) lazy: bool,
-    dpop: Option<(Arc<Prover>, Arc<str>)>,
-    #[cfg(feature = "redis")]
-    shared_cache: Option<crate::RedisCache>,
-}
-
-impl EndpointTemplate {
-    /// What tells the tokens for `params` apart from others in a shared cache.
-    #[cfg(feature = "redis")]
-    pub(crate) fn key_material(&self, params: &Parameters) -> crate::shared_cache::KeyMaterial {
-        let material =
-            crate::shared_cache::KeyMaterial::new(&self.uri, &self.client_id, self.auth, params);
-        // DPoP-bound tokens are only of use to replicas holding the same key.
-        match &self.dpop {
-            Some((prover, _)) => material.bind("dpop_jkt", prover.key().thumbprint()),
-            None => material,
-        }
-    }
-
-    /// The shared cache for the tokens of `params`, if one is configured.
-    #[cfg(feature = "redis")]
-    pub(crate) fn shared_source(
-        &self,
-        params: &Parameters,
-    ) -> Result<Option<crate::shared_cache::SharedSource>, ConfigError> {
-        self.shared_cache
-            .as_ref()
-            .map(|cache| {
-                crate::shared_cache::SharedSource::new(
-                    cache,
-                    &self.key_material(params),
-                    self.policy.clone(),
-                    self.dpop.is_some(),
-                )
-            })
-            .transpose()
-    }
-
-    /// The prover of the DPoP proofs of API requests, with DPoP.
-    pub(crate) fn prover(&self) -> Option<Arc<Prover>> {
-        self.dpop.as_ref().map(|(prover, _)| Arc::clone(prover))
-    }
-
-    /// `endpoint` with this template's request timeout.
-    pub(crate) fn fetcher(&self, endpoint: TokenEndpoint) -> Fetcher {
-        Fetcher::new(Arc::new(endpoint), self.timeout)
-    }
-
-    /// The token endpoint client for `params`, sharing this template's HTTP client.
-    pub(crate) fn endpoint(&self, params: &Parameters) -> Result<TokenEndpoint, ConfigError> {
-        let request = PreparedRequest::new(
-            self.uri.clone(),
-            &self.client_id,
-            &self.credential,
-            self.auth,
-            self.format,
-            params,
-            &self.assertion,
-        )?;
-        Ok(self.endpoint_with(request))
-    }
-
-    fn endpoint_with(&self, request: PreparedRequest) -> TokenEndpoint {
-        TokenEndpoint {
-            request,
-            expiry: self.expiry,
-            default_lifetime: self.default_lifetime,
-            client: self.client.clone(),
-            max_body: self.max_body,
-            dpop: self.dpop.clone(),
-        }
-    }
-}
-
 fn check_url(url: &str, allow_insecure_http: bool) -> Result<Uri, ConfigError> {
     let invalid = |reason: &str| ConfigError::InvalidTokenUrl {
         reason: reason.to_owned(),
@@ -1040,7 +945,7 @@ fn check_url(url: &str, allow_insecure_http: bool) -> Result<Uri, ConfigError> {
     match uri.scheme_str() {
         Some("https") => {}
         Some("http") => {
-            if !allow_insecure_http && !is_loopback(host) {
+            if !allow_insecure_http && !endpoint::is_loopback(host) {
                 return Err(ConfigError::InsecureTokenUrl {
                     host: host.to_owned(),
                 });
@@ -1055,14 +960,6 @@ fn check_url(url: &str, allow_insecure_http: bool) -> Result<Uri, ConfigError> {
         ));
     }
     Ok(uri)
-}
-
-pub(crate) fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The largest [`max_response_size`](ClientCredentialsBuilder::max_response_size): token

@@ -282,3 +282,13 @@ impl fmt::Debug for Fetcher {
             .finish_non_exhaustive()
     }
 }
+
+/// A token for the refresher to publish, from the source itself or from the shared cache.
+pub(crate) struct Obtained {
+    pub(crate) fetched: IssuedToken,
+    /// When the token's lifetime started, if not when this refresh began: a token adopted from
+    /// the shared cache was requested earlier, by another replica.
+    pub(crate) issued_at: Option<tokio::time::Instant>,
+    /// Whether this refresh made a token request (not so for a token from the shared cache).
+    pub(crate) requested: bool,
+}

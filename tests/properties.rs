@@ -610,7 +610,12 @@ impl Options {
                 names.push("shared_cache.lease_timeout");
             }
             if outside(
-                Some(redis.poll_interval.unwrap_or(Duration::from_millis(50))),
+                // The default: 1 s, or the lease timeout if that is shorter.
+                Some(
+                    redis
+                        .poll_interval
+                        .unwrap_or(Duration::from_secs(1).min(lease)),
+                ),
                 nano,
                 lease,
             ) {

@@ -242,7 +242,7 @@ pub(crate) fn check_issuer(issuer: &str, allow_insecure_http: bool) -> Result<Ur
     }
     match uri.scheme_str() {
         Some("https") => {}
-        Some("http") if allow_insecure_http || crate::client_credentials::is_loopback(host) => {}
+        Some("http") if allow_insecure_http || super::is_loopback(host) => {}
         Some("http") => {
             return Err(invalid(format!(
                 "plain http on non-loopback host `{host}`; use https or opt in with \

@@ -187,3 +187,13 @@ async fn read_limited(
     }
     Ok(buffer)
 }
+
+/// Whether `host` (a URI's host, IPv6 literals in brackets) is this machine: `localhost` or a
+/// loopback address, where plain `http` is allowed.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}

@@ -101,7 +101,6 @@ mod error;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
-mod origin;
 mod retry;
 mod service;
 
@@ -112,6 +111,6 @@ pub use self::{
     error::Error,
     future::ResponseFuture,
     layer::BearerAuthLayer,
-    origin::Origin,
     service::BearerAuth,
 };
+pub use crate::origin::Origin;

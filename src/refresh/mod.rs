@@ -53,12 +53,11 @@ use tokio::{
 };
 
 pub(crate) use self::policy::RefreshPolicy;
-#[cfg(feature = "redis")]
-pub(crate) use self::refresher::Obtained;
 pub use self::{
     handle::{TokenHandle, TokenStatus},
     refresher::Refresher,
 };
+#[cfg(feature = "redis")]
 use crate::{
     dpop::Prover,
     error::{TokenError, TokenUnavailable},

@@ -59,6 +59,14 @@ impl RefreshPolicy {
         lifetime.saturating_sub(margin)
     }
 
+    /// [`latest_margin`](Self::latest_margin) as a shareable function, for the shared cache.
+    pub(crate) fn latest_margin_fn(
+        &self,
+    ) -> std::sync::Arc<dyn Fn(Duration) -> Duration + Send + Sync> {
+        let policy = self.clone();
+        std::sync::Arc::new(move |lifetime| policy.latest_margin(lifetime))
+    }
+
     /// The largest refresh margin a token of `lifetime` gets, jitter included: a token with
     /// less left than this is due for refresh on every replica.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]

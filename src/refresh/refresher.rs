@@ -13,10 +13,9 @@ use tracing::Instrument;
 
 use super::{Outcome, RefreshPolicy, Shared};
 use crate::{
-    endpoint::Fetched,
     error::TokenError,
     metrics,
-    source::Fetcher,
+    source::{Fetcher, Obtained},
     token::{self, Token},
 };
 
@@ -49,16 +48,6 @@ struct Task {
     /// Refreshes go through this shared cache, when there is one.
     #[cfg(feature = "redis")]
     shared_cache: Option<crate::shared_cache::SharedSource>,
-}
-
-/// A token for the refresher to publish.
-pub(crate) struct Obtained {
-    pub(crate) fetched: Fetched,
-    /// When the token's lifetime started, if not when this refresh began: a token adopted from
-    /// the shared cache was requested earlier, by another replica.
-    pub(crate) issued_at: Option<Instant>,
-    /// Whether this refresh made a token request (not so for a token from the shared cache).
-    pub(crate) requested: bool,
 }
 
 impl Refresher {

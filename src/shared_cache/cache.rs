@@ -43,7 +43,8 @@ pub struct RedisCache {
     target: Target,
     pub(super) prefix: String,
     pub(super) lease_timeout: Duration,
-    pub(super) poll_interval: Duration,
+    /// `None`: the default, 1 s or the lease timeout if that is shorter.
+    poll_interval: Option<Duration>,
     timeout: Duration,
     outage_backoff: Duration,
     pub(super) codec: Codec,
@@ -121,7 +122,7 @@ impl RedisCache {
             target,
             prefix: DEFAULT_PREFIX.to_owned(),
             lease_timeout: Duration::from_secs(10),
-            poll_interval: Duration::from_secs(1),
+            poll_interval: None,
             timeout,
             outage_backoff,
             codec: Codec { sealing: None },
@@ -210,10 +211,17 @@ impl RedisCache {
     /// the token this often, in case a publication was lost (and to take over the lease of a
     /// holder that crashed). It waits at most twice the lease timeout plus the token request
     /// [`timeout`](crate::ClientCredentialsBuilder::timeout), then fetches on its own.
-    /// Default: 1 s; must not be zero, at most the lease timeout.
+    /// Default: 1 s, or the lease timeout if that is shorter; must not be zero, at most the
+    /// lease timeout.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval;
+        self.poll_interval = Some(interval);
         self
+    }
+
+    /// The fallback poll in effect: the one set, or the default.
+    pub(super) fn effective_poll_interval(&self) -> Duration {
+        self.poll_interval
+            .unwrap_or(Duration::from_secs(1).min(self.lease_timeout))
     }
 
     /// The longest one Redis command (or connecting) may take. After that the replica fetches
@@ -263,7 +271,7 @@ impl RedisCache {
         )?;
         check(
             "shared_cache.poll_interval",
-            self.poll_interval,
+            self.effective_poll_interval(),
             nonzero..=self.lease_timeout,
             "greater than zero and at most the lease timeout",
         )?;
@@ -294,7 +302,7 @@ impl fmt::Debug for RedisCache {
                 &self.codec.sealing.as_ref().map(|sealing| sealing.id()),
             )
             .field("lease_timeout", &self.lease_timeout)
-            .field("poll_interval", &self.poll_interval)
+            .field("poll_interval", &self.effective_poll_interval())
             .field("timeout", &self.timeout)
             .field("outage_backoff", &self.outage_backoff)
             .finish_non_exhaustive()

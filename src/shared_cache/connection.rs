@@ -3,7 +3,6 @@
 //! authorization server, and the next refresh after that time tries Redis again.
 
 use std::{
-    fmt,
     future::Future,
     sync::{Arc, Mutex},
     time::Duration,
@@ -16,7 +15,7 @@ use redis::{
 };
 use tokio::time::Instant;
 
-use super::subscription::Subscriptions;
+use super::{failure::Failure, subscription::Subscriptions};
 
 /// Deletes the lease only if it still holds the caller's random token, and then, when
 /// `ARGV[2]` names a channel, wakes the replicas waiting on it (the holder gives up without
@@ -50,76 +49,6 @@ if value and redis.sha1hex(value) == ARGV[1] then
 end
 return 0
 ";
-
-/// Why a Redis operation failed. Never holds a value read from Redis.
-#[derive(Debug, Clone)]
-pub(crate) enum Failure {
-    /// No answer within the configured timeout.
-    Timeout(Duration),
-    /// The client or the server reported an error.
-    Redis {
-        /// The error's kind and class, without its details (which may quote values).
-        kind: String,
-    },
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Timeout(after) => write!(f, "no answer within {} ms", after.as_millis()),
-            Self::Redis { kind } => f.write_str(kind),
-        }
-    }
-}
-
-impl From<redis::RedisError> for Failure {
-    fn from(error: redis::RedisError) -> Self {
-        // A TLS failure (an untrusted certificate, a name mismatch) says which: rustls's
-        // errors name the problem, never a value read from Redis.
-        if let Some(tls) = tls_error(&error) {
-            return Self::Redis {
-                kind: format!("TLS: {tls}"),
-            };
-        }
-        let class = if error.is_timeout() {
-            "timeout"
-        } else if error.is_connection_refusal() {
-            "connection refused"
-        } else if error.is_connection_dropped() {
-            "connection dropped"
-        } else if error.is_io_error() {
-            "i/o error"
-        } else {
-            "error"
-        };
-        Self::Redis {
-            kind: format!("{class} ({:?})", error.kind()),
-        }
-    }
-}
-
-/// The rustls error under `error`, if it is one. The `redis` crate keeps the I/O error of a
-/// failed handshake as an `Arc<dyn Error>`, and an I/O error's `source()` skips the error it
-/// wraps: each is unwrapped by hand.
-fn tls_error(error: &redis::RedisError) -> Option<&rustls::Error> {
-    type Shared = Arc<dyn std::error::Error + Send + Sync>;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(mut current) = source {
-        if let Some(shared) = current.downcast_ref::<Shared>() {
-            current = &**shared;
-        }
-        if let Some(io) = current.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-        {
-            current = inner;
-        }
-        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        source = current.source();
-    }
-    None
-}
 
 /// Installs the crate's rustls provider as the process default when the application installed
 /// none: the `redis` crate builds its TLS configuration with the process default, and rustls

@@ -118,6 +118,7 @@
 
 mod cache;
 mod connection;
+mod failure;
 mod key;
 mod source;
 mod subscription;

@@ -4,7 +4,7 @@
 
 use std::{
     convert::Infallible,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -13,7 +13,8 @@ use zeroize::Zeroizing;
 
 use super::{
     RedisCache,
-    connection::{Failure, SharedConnection, fingerprint},
+    connection::{SharedConnection, fingerprint},
+    failure::Failure,
     key::KeyMaterial,
     value::{Codec, StoredToken},
 };
@@ -21,10 +22,14 @@ use crate::{
     endpoint::{Fetched, TokenResponse},
     error::{ConfigError, TokenError},
     metrics,
-    refresh::{Obtained, RefreshPolicy},
-    source::Fetcher,
+    source::{Fetcher, Obtained},
     token::{self, expiry_margin},
 };
+
+/// The latest margin before expiry at which the refresher of a configuration refreshes, for a
+/// token lifetime (`RefreshPolicy::latest_margin`, passed in so that this module does not
+/// import the refresher's).
+pub(crate) type LatestMargin = Arc<dyn Fn(Duration) -> Duration + Send + Sync>;
 
 /// The shared cache as one refresher uses it: one Redis key.
 pub(crate) struct SharedSource {
@@ -36,7 +41,8 @@ pub(crate) struct SharedSource {
     channel: String,
     lease_timeout: Duration,
     poll_interval: Duration,
-    policy: RefreshPolicy,
+    /// The latest a refresher of this configuration refreshes before expiry, for a lifetime.
+    latest_margin: LatestMargin,
     /// The token type this replica's token requests get, `Bearer` or `DPoP`: a shared token of
     /// the other type is not adopted.
     scheme: &'static str,
@@ -68,7 +74,7 @@ impl SharedSource {
     pub(crate) fn new(
         cache: &RedisCache,
         material: &KeyMaterial,
-        policy: RefreshPolicy,
+        latest_margin: LatestMargin,
         dpop: bool,
     ) -> Result<Self, ConfigError> {
         let connection = cache.prepare()?;
@@ -80,8 +86,8 @@ impl SharedSource {
             channel: format!("{key}:published"),
             key,
             lease_timeout: cache.lease_timeout,
-            poll_interval: cache.poll_interval,
-            policy,
+            poll_interval: cache.effective_poll_interval(),
+            latest_margin,
             scheme: if dpop { token::DPOP } else { token::BEARER },
             held: Mutex::new(None),
             usable_until: Mutex::new(None),
@@ -298,7 +304,7 @@ impl SharedSource {
         // Every key is written with a TTL; one without (set by hand) is not trusted.
         let remaining = ttl?.min(token.lifetime);
         let lifetime = token.lifetime;
-        let floor = self.policy.latest_margin(lifetime) + expiry_margin(lifetime);
+        let floor = (self.latest_margin)(lifetime) + expiry_margin(lifetime);
         if remaining <= floor {
             return None;
         }
@@ -489,7 +495,16 @@ mod tests {
             AuthMethod::ClientSecretBasic,
             &Parameters::default(),
         );
-        SharedSource::new(&cache, &material, RefreshPolicy::default(), false).unwrap()
+        SharedSource::new(
+            &cache,
+            &material,
+            {
+                let policy = crate::refresh::RefreshPolicy::default();
+                Arc::new(move |lifetime| policy.latest_margin(lifetime))
+            },
+            false,
+        )
+        .unwrap()
     }
 
     fn value(source: &SharedSource, token_type: &str, lifetime: Duration) -> Zeroizing<Vec<u8>> {

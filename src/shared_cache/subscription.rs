@@ -17,7 +17,7 @@ use futures_util::StreamExt as _;
 use redis::aio::PubSubSink;
 use tokio::{sync::watch, task::AbortHandle};
 
-use super::connection::Failure;
+use super::failure::Failure;
 
 /// The channels this process is subscribed to, each with the senders that wake its waiters.
 type Channels = Arc<Mutex<HashMap<String, watch::Sender<()>>>>;

@@ -17,11 +17,11 @@ use tokio::{sync::mpsc, time::Instant};
 
 use super::TokenKey;
 use crate::{
-    client_credentials::EndpointTemplate,
     error::{ConfigError, TokenError},
     layer::Origin,
     refresh::{RefreshPolicy, Refresher, Shared, TokenHandle, TokenStatus},
     source::Fetcher,
+    template::EndpointTemplate,
 };
 
 /// Makes the source of a key's tokens, for a set of custom sources.

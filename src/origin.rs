@@ -1,3 +1,6 @@
+//! An origin (scheme, host, port) as RFC 6454 defines it: what the layer's allowlist and DPoP
+//! proofs' `htu` compare. Its own module, used by the layer and by DPoP alike.
+
 use std::{fmt, str::FromStr};
 
 use http::{Uri, uri::Scheme};

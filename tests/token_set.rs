@@ -164,6 +164,42 @@ async fn a_request_to_an_unmapped_origin_carries_no_token() {
     assert_eq!(auth.token_requests(), 1);
 }
 
+/// `allow_origins` on a token set: a key chosen by a function or an extension still does not
+/// send its token to an origin outside the allowlist.
+#[tokio::test(start_paused = true)]
+async fn allow_origins_bounds_every_key() {
+    let auth = auth_server(Duration::from_secs(60));
+    let allowed_url = "http://127.0.0.1:9000";
+    let other_url = "http://127.0.0.1:9001";
+    let allowed = auth.api().expected_audience("orders");
+    let other = auth.api().expected_audience("orders");
+    let set = builder(&auth)
+        .build_set()
+        .unwrap()
+        .route_with(|_method, _uri, _headers| Some(TokenKey::new().audience("orders")))
+        .spawn();
+    let client = TokenSetLayer::new(set)
+        .allow_origins([origin(allowed_url)])
+        .layer(router(vec![
+            (allowed_url, allowed.clone()),
+            (other_url, other.clone()),
+        ]));
+
+    let (status, _) = send(&client, get(&format!("{allowed_url}/x")))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(allowed.accepted(), 1);
+
+    let mut request = get(&format!("{other_url}/x"));
+    request.extensions_mut().insert(key("orders"));
+    let (status, _) = send(&client, request).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(other.rejected(RejectReason::Missing), 1);
+    assert_eq!(other.accepted(), 0);
+    assert_eq!(issued_for(&auth, "orders"), 1);
+}
+
 /// Three keys refreshed side by side for ten minutes of 60-second tokens: each key's token is
 /// requested once per refresh period and no more, whatever the traffic to the other keys.
 #[tokio::test(start_paused = true)]

@@ -14,6 +14,7 @@ use crate::layer::{Config, Origin, ReplayBodies};
 pub struct TokenSetLayer<P = ReplayBodies> {
     set: TokenSet,
     config: Config,
+    origins: Option<Arc<[Origin]>>,
     dpop_origin: Option<Arc<Origin>>,
     replay: P,
 }
@@ -25,6 +26,7 @@ impl TokenSetLayer {
         Self {
             set,
             config,
+            origins: None,
             dpop_origin: None,
             replay: ReplayBodies,
         }
@@ -38,9 +40,19 @@ impl<P> TokenSetLayer<P> {
         TokenSetLayer {
             set: self.set,
             config: self.config,
+            origins: self.origins,
             dpop_origin: self.dpop_origin,
             replay: policy,
         }
+    }
+
+    /// Sends the tokens only to these origins (scheme, host, port), whatever key the route
+    /// picks: requests to any other origin go out untouched, with no token. Default: every
+    /// origin. See
+    /// [`BearerAuthLayer::allow_origins`](crate::BearerAuthLayer::allow_origins).
+    pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
+        self.origins = Some(origins.into_iter().collect());
+        self
     }
 
     /// The origin in the `htu` of DPoP proofs for requests with a relative URI. Default: none.
@@ -90,6 +102,7 @@ impl<P> fmt::Debug for TokenSetLayer<P> {
         f.debug_struct("TokenSetLayer")
             .field("set", &self.set)
             .field("config", &self.config)
+            .field("origins", &self.origins)
             .field("dpop_origin", &self.dpop_origin)
             .field("replay", &std::any::type_name::<P>())
             .finish()
@@ -104,6 +117,7 @@ impl<S, P: Clone> Layer<S> for TokenSetLayer<P> {
             inner,
             self.set.clone(),
             self.config.clone(),
+            self.origins.clone(),
             self.dpop_origin.clone(),
             self.replay.clone(),
         )

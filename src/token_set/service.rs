@@ -23,6 +23,7 @@ pub struct TokenSetAuth<S, P = ReplayBodies> {
     inner: S,
     set: TokenSet,
     config: Config,
+    origins: Option<Arc<[Origin]>>,
     dpop_origin: Option<Arc<Origin>>,
     replay: P,
 }
@@ -31,7 +32,7 @@ impl<S> TokenSetAuth<S> {
     /// Wraps `inner`, authorizing its requests with the tokens of `set`.
     pub fn new(inner: S, set: TokenSet) -> Self {
         let config = Config::with_max_wait(set.max_wait());
-        Self::from_parts(inner, set, config, None, ReplayBodies)
+        Self::from_parts(inner, set, config, None, None, ReplayBodies)
     }
 
     /// A [`TokenSetLayer`](super::TokenSetLayer) for this middleware.
@@ -45,6 +46,7 @@ impl<S, P> TokenSetAuth<S, P> {
         inner: S,
         set: TokenSet,
         config: Config,
+        origins: Option<Arc<[Origin]>>,
         dpop_origin: Option<Arc<Origin>>,
         replay: P,
     ) -> Self {
@@ -52,6 +54,7 @@ impl<S, P> TokenSetAuth<S, P> {
             inner,
             set,
             config,
+            origins,
             dpop_origin,
             replay,
         }
@@ -63,9 +66,16 @@ impl<S, P> TokenSetAuth<S, P> {
             inner: self.inner,
             set: self.set,
             config: self.config,
+            origins: self.origins,
             dpop_origin: self.dpop_origin,
             replay: policy,
         }
+    }
+
+    /// See [`TokenSetLayer::allow_origins`](super::TokenSetLayer::allow_origins).
+    pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
+        self.origins = Some(origins.into_iter().collect());
+        self
     }
 
     /// See [`TokenSetLayer::dpop_origin`](super::TokenSetLayer::dpop_origin).
@@ -128,6 +138,7 @@ impl<S: fmt::Debug, P> fmt::Debug for TokenSetAuth<S, P> {
             .field("inner", &self.inner)
             .field("set", &self.set)
             .field("config", &self.config)
+            .field("origins", &self.origins)
             .field("dpop_origin", &self.dpop_origin)
             .field("replay", &std::any::type_name::<P>())
             .finish()
@@ -174,7 +185,7 @@ where
             inner,
             handle,
             self.config.clone(),
-            None,
+            self.origins.clone(),
             self.dpop_origin.clone(),
             self.replay.clone(),
         )

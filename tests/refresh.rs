@@ -91,7 +91,10 @@ async fn lifetime_comes_from_the_jwt_when_expires_in_is_missing() {
     // expires_in sent as a string works too.
     auth.set_expires_in(ExpiresIn::String);
     auth.set_lifetime(Duration::from_secs(7));
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The refresh is due at 80 % of the 5 s (up to 10 % earlier): by 4 s, or a little later
+    // when the lifetime read from `exp` against the wall clock is a hair over 5 s. At 4.5 s the
+    // 7 s token is current and far from its own refresh (at 5.6 s or later after it).
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
     assert_eq!(handle.current().unwrap().lifetime(), Duration::from_secs(7));
 }
 

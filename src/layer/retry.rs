@@ -10,7 +10,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use http::{
     Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version,
-    header::AUTHORIZATION, request::Parts,
+    header::AUTHORIZATION,
 };
 use smallvec::SmallVec;
 use tower::ServiceExt;
@@ -31,6 +31,7 @@ pub(crate) type BoxResponseFuture<R, E> = BoxFuture<Result<R, Error<E>>>;
 
 /// Puts `token` in `request`: its `Authorization` header (a reference-count increment) and,
 /// for a DPoP-bound token, a fresh proof.
+#[inline]
 pub(crate) fn authorize<B>(
     shared: &Shared,
     request: &mut Request<B>,
@@ -95,32 +96,42 @@ pub(crate) struct Retry<S, B> {
 }
 
 impl<S, B> Retry<S, B> {
+    /// The retry state of `request`, taken before the token goes in (the retry puts its own):
+    /// one allocation, filled in place, so that the large inline header list is never moved.
+    /// The body's replay is set by the caller once the body has been split.
     pub(crate) fn new(
-        parts: &Parts,
-        replay: Replay<B>,
+        request: &Request<B>,
         service: S,
         handle: TokenHandle,
         generation: u64,
         config: Config,
         dpop: DpopBase,
-    ) -> Self {
-        Self {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts
-                .headers
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
-            extensions: parts.extensions.clone(),
-            replay,
+    ) -> Box<Self> {
+        let mut retry = Box::new(Self {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: SmallVec::new(),
+            extensions: request.extensions().clone(),
+            replay: Replay::none(),
             service,
             handle,
             generation,
             config,
             dpop,
-        }
+        });
+        retry.headers.extend(
+            request
+                .headers()
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        retry
+    }
+
+    /// How the body is sent again.
+    pub(crate) fn set_replay(&mut self, replay: Replay<B>) {
+        self.replay = replay;
     }
 
     /// Looks at the response to the first attempt: keeps its DPoP nonce, and tells the store

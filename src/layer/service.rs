@@ -249,7 +249,8 @@ impl<P> Authorizer<P> {
 
     /// Sends `request` with `token` through `inner`, which `poll_ready` made ready; with
     /// retries on (or a DPoP proof, whose answer may bring a nonce), keeps what a retry needs.
-    #[inline]
+    /// Inlined into `call`, so that the request is not moved through another frame.
+    #[inline(always)]
     fn send<S, B, ResBody>(
         &self,
         inner: &mut S,
@@ -327,6 +328,8 @@ impl<S, P> BearerAuth<S, P> {
     /// request (a clone, not yet ready, stays behind, as `tower::buffer` and tower-http's
     /// `FollowRedirect` do), so that a concurrency limit's permit or a buffer slot it reserved
     /// is the one used; the request waits for the fetch in flight, then is sent.
+    #[cold]
+    #[inline(never)]
     fn call_when_token<B, ResBody>(&mut self, request: Request<B>) -> ResponseFuture<S, B>
     where
         S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,

@@ -618,6 +618,10 @@ async fn request_head_is_identical_on_the_retry() {
                 request.uri().clone(),
                 request.headers().get("x-custom").cloned(),
                 request.extensions().get::<&'static str>().copied(),
+                request.version(),
+                // The order of the header names, `authorization` included (its value is the
+                // token, which the retry replaces): a retry rebuilds the same head.
+                request.headers().keys().cloned().collect::<Vec<_>>(),
             ));
             api.clone().oneshot(request)
         })
@@ -626,6 +630,9 @@ async fn request_head_is_identical_on_the_retry() {
     auth.revoke_all();
     let mut req = Request::put("http://127.0.0.1/orders/7?x=1")
         .header("x-custom", "kept")
+        .header("authorization", "Basic replaced-by-the-layer")
+        .header("x-after", "1")
+        .header("x-after", "2")
         .body(Full::new(Bytes::from_static(b"{}")))
         .unwrap();
     req.extensions_mut().insert("extension-kept");
@@ -635,6 +642,7 @@ async fn request_head_is_identical_on_the_retry() {
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0], seen[1]);
     assert_eq!(seen[1].3, Some("extension-kept"));
+    assert_eq!(seen[1].5, ["x-custom", "authorization", "x-after"]);
 }
 
 /// Bodies of a type the crate cannot rebuild (here: `hyper::body::Incoming`'s stand-in, any

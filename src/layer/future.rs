@@ -61,11 +61,11 @@ where
         }
     }
 
-    pub(crate) fn retryable(future: S::Future, retry: Retry<S, B>) -> Self {
+    pub(crate) fn retryable(future: S::Future, retry: Box<Retry<S, B>>) -> Self {
         Self {
             state: State::Called {
                 future,
-                retry: Some(Box::new(retry)),
+                retry: Some(retry),
             },
         }
     }

@@ -10,9 +10,8 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use http::{
     Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version,
-    header::AUTHORIZATION, request::Parts,
+    header::AUTHORIZATION,
 };
-use smallvec::SmallVec;
 use tower::ServiceExt;
 use tower_service::Service;
 
@@ -31,6 +30,7 @@ pub(crate) type BoxResponseFuture<R, E> = BoxFuture<Result<R, Error<E>>>;
 
 /// Puts `token` in `request`: its `Authorization` header (a reference-count increment) and,
 /// for a DPoP-bound token, a fresh proof.
+#[inline(always)]
 pub(crate) fn authorize<B>(
     shared: &Shared,
     request: &mut Request<B>,
@@ -40,12 +40,23 @@ pub(crate) fn authorize<B>(
     request
         .headers_mut()
         .insert(AUTHORIZATION, token.header_value().clone());
-    if let Some(ath) = &token.ath {
-        // A token is DPoP-bound only when the handle has a prover.
-        let prover = shared.dpop.as_ref().ok_or(DpopError::RelativeUri)?;
-        let proof = prover.api_proof(request.method(), request.uri(), dpop_base, ath)?;
-        request.headers_mut().insert(dpop::DPOP, proof);
+    match &token.ath {
+        None => Ok(()),
+        Some(ath) => add_proof(shared, request, ath, dpop_base),
     }
+}
+
+/// The DPoP proof of a request with a DPoP-bound token (`ath`: the token's hash), out of line.
+fn add_proof<B>(
+    shared: &Shared,
+    request: &mut Request<B>,
+    ath: &str,
+    dpop_base: Option<&Origin>,
+) -> Result<(), DpopError> {
+    // A token is DPoP-bound only when the handle has a prover.
+    let prover = shared.dpop.as_ref().ok_or(DpopError::RelativeUri)?;
+    let proof = prover.api_proof(request.method(), request.uri(), dpop_base, ath)?;
+    request.headers_mut().insert(dpop::DPOP, proof);
     Ok(())
 }
 
@@ -74,7 +85,46 @@ impl DpopBase {
 /// only for a retry.
 const INLINE_HEADERS: usize = 8;
 
-type HeaderList = SmallVec<[(HeaderName, HeaderValue); INLINE_HEADERS]>;
+type Header = (HeaderName, HeaderValue);
+
+/// The list: the first [`INLINE_HEADERS`] headers inline, the rest (rare) in a `Vec`. Every
+/// slot starts as `None` (one store each), so the retry state is written straight into its box;
+/// an inline vector with uninitialized slots (`SmallVec`) was built on the stack and copied in
+/// whole, 592 bytes, twice.
+struct HeaderList {
+    inline: [Option<Header>; INLINE_HEADERS],
+    len: usize,
+    spilled: Vec<Header>,
+}
+
+impl HeaderList {
+    fn new() -> Self {
+        Self {
+            inline: [const { None }; INLINE_HEADERS],
+            len: 0,
+            spilled: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, header: Header) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(header);
+                self.len += 1;
+            }
+            None => self.spilled.push(header),
+        }
+    }
+
+    /// The headers in the order they were pushed.
+    fn into_headers(self) -> impl Iterator<Item = Header> {
+        self.inline.into_iter().flatten().chain(self.spilled)
+    }
+
+    fn len(&self) -> usize {
+        self.len + self.spilled.len()
+    }
+}
 
 /// What a retry needs: a copy of the request's head, the body replay, a clone of the inner
 /// service (driven to readiness only if the retry happens, as `tower::retry` does), and the
@@ -95,32 +145,44 @@ pub(crate) struct Retry<S, B> {
 }
 
 impl<S, B> Retry<S, B> {
+    /// The retry state of `request`, taken before the token goes in (the retry puts its own):
+    /// one allocation, filled in place, so that the large inline header list is never moved.
+    /// The body's replay is set by the caller once the body has been split.
     pub(crate) fn new(
-        parts: &Parts,
-        replay: Replay<B>,
+        request: &Request<B>,
         service: S,
         handle: TokenHandle,
         generation: u64,
         config: Config,
         dpop: DpopBase,
-    ) -> Self {
-        Self {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts
-                .headers
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
-            extensions: parts.extensions.clone(),
-            replay,
-            service,
-            handle,
-            generation,
-            config,
-            dpop,
+    ) -> Box<Self> {
+        // Allocated first and written in place: built on the stack and then boxed, the
+        // retry state (mostly its inline header list) was copied twice.
+        let mut retry = Box::write(
+            Box::new_uninit(),
+            Self {
+                method: request.method().clone(),
+                uri: request.uri().clone(),
+                version: request.version(),
+                headers: HeaderList::new(),
+                extensions: request.extensions().clone(),
+                replay: Replay::none(),
+                service,
+                handle,
+                generation,
+                config,
+                dpop,
+            },
+        );
+        for (name, value) in request.headers() {
+            retry.headers.push((name.clone(), value.clone()));
         }
+        retry
+    }
+
+    /// How the body is sent again.
+    pub(crate) fn set_replay(&mut self, replay: Replay<B>) {
+        self.replay = replay;
     }
 
     /// Looks at the response to the first attempt: keeps its DPoP nonce, and tells the store
@@ -221,7 +283,7 @@ impl<S, B> Retry<S, B> {
             *request.version_mut() = version;
             let map = request.headers_mut();
             map.reserve(headers.len());
-            for (name, value) in headers {
+            for (name, value) in headers.into_headers() {
                 map.append(name, value);
             }
             *request.extensions_mut() = extensions;
@@ -276,4 +338,29 @@ fn is_proof_challenge(dpop: &DpopBase, headers: &HeaderMap) -> bool {
             dpop::challenge(headers),
             Some(Challenge::UseNonce | Challenge::InvalidProof)
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past the inline slots the list spills into its `Vec`, in order: a request with many
+    /// headers is retried with all of them, as they were.
+    #[test]
+    fn the_header_list_keeps_every_header_in_order() {
+        let mut list = HeaderList::new();
+        let headers: Vec<Header> = (0..INLINE_HEADERS + 3)
+            .map(|i| {
+                (
+                    HeaderName::from_bytes(format!("x-h{}", i % 5).as_bytes()).unwrap(),
+                    HeaderValue::from(i),
+                )
+            })
+            .collect();
+        for header in headers.iter().cloned() {
+            list.push(header);
+        }
+        assert_eq!(list.len(), INLINE_HEADERS + 3);
+        assert_eq!(list.into_headers().collect::<Vec<_>>(), headers);
+    }
 }

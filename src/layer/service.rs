@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
-    Error, Origin, Replay, ReplayBodies, ReplayPolicy,
+    Error, Origin, ReplayBodies, ReplayPolicy,
     config::Config,
     future::ResponseFuture,
     retry::{DpopBase, Retry, authorize},
@@ -249,6 +249,8 @@ impl<P> Authorizer<P> {
 
     /// Sends `request` with `token` through `inner`, which `poll_ready` made ready; with
     /// retries on (or a DPoP proof, whose answer may bring a nonce), keeps what a retry needs.
+    /// Inlined into `call`, so that the request is not moved through another frame.
+    #[inline(always)]
     fn send<S, B, ResBody>(
         &self,
         inner: &mut S,
@@ -263,25 +265,36 @@ impl<P> Authorizer<P> {
         B: Send + 'static,
         ResBody: Send + 'static,
     {
-        let shared = self.handle.shared();
-        if let Err(error) = authorize(shared, &mut request, token, self.dpop_origin.as_deref()) {
+        // With DPoP the response is looked at even without retries: it may bring a nonce.
+        if self.config.retry || token.ath.is_some() {
+            return self.send_retryable(inner, request, token);
+        }
+        let dpop_base = self.dpop_origin.as_deref();
+        if let Err(error) = authorize(self.handle.shared(), &mut request, token, dpop_base) {
             return ResponseFuture::failed(error);
         }
+        ResponseFuture::direct(inner.call(request))
+    }
+
+    /// [`send`](Self::send) keeping the retry state: the head as the caller built it (the
+    /// retry puts its own token in), the body's replay, a clone of the service.
+    fn send_retryable<S, B, ResBody>(
+        &self,
+        inner: &mut S,
+        mut request: Request<B>,
+        token: &Token,
+    ) -> ResponseFuture<S, B>
+    where
+        S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        P: ReplayPolicy<B>,
+        B: Send + 'static,
+        ResBody: Send + 'static,
+    {
         let dpop = token.ath.is_some();
-        // With DPoP the response is looked at even without retries: it may bring a nonce.
-        if !self.config.retry && !dpop {
-            return ResponseFuture::direct(inner.call(request));
-        }
-        let (parts, body) = request.into_parts();
-        // Without retries (a DPoP request's answer is still looked at), nothing to keep.
-        let (body, replay) = if self.config.retry {
-            self.replay.replay(body, self.config.replay_limit)
-        } else {
-            (body, Replay::none())
-        };
-        let retry = Retry::new(
-            &parts,
-            replay,
+        let mut retry = Retry::new(
+            &request,
             inner.clone(),
             self.handle.clone(),
             token.generation,
@@ -292,7 +305,21 @@ impl<P> Authorizer<P> {
                 DpopBase::None
             },
         );
-        ResponseFuture::retryable(inner.call(Request::from_parts(parts, body)), retry)
+        let shared = self.handle.shared();
+        if let Err(error) = authorize(shared, &mut request, token, self.dpop_origin.as_deref()) {
+            return ResponseFuture::failed(error);
+        }
+        // Without retries (a DPoP request's answer is still looked at), no body to keep.
+        let request = if self.config.retry {
+            request.map(|body| {
+                let (body, replay) = self.replay.replay(body, self.config.replay_limit);
+                retry.set_replay(replay);
+                body
+            })
+        } else {
+            request
+        };
+        ResponseFuture::retryable(inner.call(request), retry)
     }
 }
 
@@ -301,6 +328,8 @@ impl<S, P> BearerAuth<S, P> {
     /// request (a clone, not yet ready, stays behind, as `tower::buffer` and tower-http's
     /// `FollowRedirect` do), so that a concurrency limit's permit or a buffer slot it reserved
     /// is the one used; the request waits for the fetch in flight, then is sent.
+    #[cold]
+    #[inline(never)]
     fn call_when_token<B, ResBody>(&mut self, request: Request<B>) -> ResponseFuture<S, B>
     where
         S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,

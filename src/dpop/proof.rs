@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde::Serialize;
 
 use super::{DpopError, DpopKey};
-use crate::{layer::Origin, www_authenticate};
+use crate::{origin::Origin, www_authenticate};
 
 /// The `DPoP` request header (RFC 9449 §4.1).
 pub(crate) const DPOP: HeaderName = HeaderName::from_static("dpop");

@@ -96,22 +96,19 @@
 //! runtime).
 
 mod body;
-mod config;
 mod error;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
-mod origin;
 mod retry;
 mod service;
 
-pub(crate) use self::config::Config;
-pub use self::config::default_unauthorized;
 pub use self::{
     body::{NoReplay, RecordedBody, Replay, ReplayBodies, ReplayBody, ReplayPolicy},
     error::Error,
     future::ResponseFuture,
     layer::BearerAuthLayer,
-    origin::Origin,
     service::BearerAuth,
 };
+pub(crate) use crate::request_path::Config;
+pub use crate::{origin::Origin, request_path::default_unauthorized};

@@ -81,6 +81,10 @@
 //!   401, and seconds until the current token expires. Names are listed in the README.
 //! - `redis`: [`RedisCache`], a token cache shared by the replicas of a service through Redis,
 //!   so that the fleet makes one token request per token lifetime; see [`shared_cache`].
+//! - `reqwest`: [`reqwest`], the middleware's behaviour for `reqwest_middleware`
+//!   ([`BearerAuthMiddleware`]) and a `reqwest::Client` as the token endpoint's transport
+//!   ([`ReqwestTransport`](crate::reqwest::ReqwestTransport)). reqwest comes without its
+//!   default features: TLS and proxies are those your reqwest enables.
 //! - `test-util`: [`test_util`], an embedded authorization server and protected API for tests
 //!   and demos.
 
@@ -102,6 +106,9 @@ mod www_authenticate;
 
 #[cfg(feature = "redis")]
 pub mod shared_cache;
+
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;
@@ -132,6 +139,9 @@ pub use crate::{
 
 #[cfg(feature = "redis")]
 pub use crate::shared_cache::RedisCache;
+
+#[cfg(feature = "reqwest")]
+pub use crate::reqwest::BearerAuthMiddleware;
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

@@ -331,3 +331,37 @@ async fn dpop_nonces_are_learned_without_retries() {
     assert_eq!(post(&client, &url, "x").await.unwrap().0, StatusCode::OK);
     assert_eq!(api.dpop_nonce_challenges(), 1);
 }
+
+/// A client that is neither tower nor the middleware: plain reqwest, with the token from the
+/// handle and proofs from `DpopKey::proof`, following the API's nonce by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_made_dpop_proof_is_accepted() {
+    let (auth, api, url, handle) = dpop_started(true).await;
+    let key = handle.dpop_key().unwrap().clone();
+    let token = handle.current().unwrap();
+    let http = reqwest::Client::new();
+    let uri: http::Uri = url.parse().unwrap();
+    let send = |nonce: Option<String>| {
+        let proof = key
+            .proof(
+                &http::Method::POST,
+                &uri,
+                Some(token.access_token()),
+                nonce.as_deref(),
+            )
+            .unwrap();
+        http.post(&url)
+            .header(AUTHORIZATION, token.header_value().clone())
+            .header("dpop", proof)
+            .body("x")
+            .send()
+    };
+    let first = send(None).await.unwrap();
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    let nonce = first.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    assert_eq!(api.rejected(RejectReason::DpopNonce), 1);
+    let second = send(Some(nonce)).await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(api.accepted(), 1);
+    assert_eq!(auth.token_requests(), 1);
+}

@@ -82,7 +82,7 @@
 //! - `redis`: [`RedisCache`], a token cache shared by the replicas of a service through Redis,
 //!   so that the fleet makes one token request per token lifetime; see [`shared_cache`].
 //! - `reqwest`: [`reqwest`], the middleware's behaviour for `reqwest_middleware`
-//!   ([`BearerAuthMiddleware`]) and a `reqwest::Client` as the token endpoint's transport
+//!   ([`BearerAuthMiddleware`], and [`TokenSetMiddleware`] for a [`TokenSet`]) and a `reqwest::Client` as the token endpoint's transport
 //!   ([`ReqwestTransport`](crate::reqwest::ReqwestTransport)). reqwest comes without its
 //!   default features: TLS and proxies are those your reqwest enables.
 //! - `test-util`: [`test_util`], an embedded authorization server and protected API for tests
@@ -141,7 +141,7 @@ pub use crate::{
 pub use crate::shared_cache::RedisCache;
 
 #[cfg(feature = "reqwest")]
-pub use crate::reqwest::BearerAuthMiddleware;
+pub use crate::reqwest::{BearerAuthMiddleware, TokenSetMiddleware};
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

@@ -57,6 +57,7 @@ use crate::{
     refresh::{Shared, TokenHandle},
     request_path::{self, Config, DpopBase},
     token::Token,
+    token_set::TokenSet,
 };
 
 /// A [`reqwest_middleware::Middleware`] that authorizes requests with a client-credentials
@@ -129,6 +130,90 @@ impl std::fmt::Debug for BearerAuthMiddleware {
     }
 }
 
+/// A [`reqwest_middleware::Middleware`] that authorizes each request with the token of the
+/// [`TokenSet`] key its route picks, as [`TokenSetLayer`](crate::TokenSetLayer) does for tower
+/// services: by the routes of the set, then a [`TokenKey`](crate::TokenKey) given with
+/// `RequestBuilder::with_extension`, then the set's `route_with` function. Once the key is
+/// chosen it behaves as [`BearerAuthMiddleware`] with that key's token; a request that no
+/// route decides goes without a token.
+#[derive(Clone)]
+pub struct TokenSetMiddleware {
+    set: TokenSet,
+    config: Config,
+}
+
+impl TokenSetMiddleware {
+    /// Authorizes requests with the tokens of `set`.
+    pub fn new(set: TokenSet) -> Self {
+        let config = Config::with_max_wait(set.max_wait());
+        Self { set, config }
+    }
+
+    /// See [`BearerAuthMiddleware::retry_unauthorized`]. Default: `true`.
+    pub fn retry_unauthorized(mut self, retry: bool) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    /// See [`BearerAuthMiddleware::max_wait`]. Default: the set's.
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.config.max_wait = wait;
+        self
+    }
+
+    /// See [`BearerAuthMiddleware::unauthorized_if`]. Default:
+    /// [`default_unauthorized`](crate::layer::default_unauthorized).
+    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    {
+        self.config.unauthorized_if = Some(Arc::new(rule));
+        self
+    }
+
+    /// The token set.
+    pub fn token_set(&self) -> &TokenSet {
+        &self.set
+    }
+}
+
+impl std::fmt::Debug for TokenSetMiddleware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSetMiddleware")
+            .field("set", &self.set)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Middleware for TokenSetMiddleware {
+    async fn handle(
+        &self,
+        request: ::reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<::reqwest::Response> {
+        let uri = uri_of(&request);
+        let handle = uri.as_ref().and_then(|uri| {
+            self.set
+                .handle_for_parts(request.method(), uri, request.headers(), extensions)
+        });
+        let handle = match handle {
+            Some(Ok(handle)) => handle,
+            Some(Err(error)) => return Err(Error::middleware(error)),
+            None => {
+                tracing::debug!(
+                    origin = ?uri.as_ref().and_then(Origin::from_uri),
+                    "no token route for the request; sending it without a token"
+                );
+                return next.run(request, extensions).await;
+            }
+        };
+        send(&handle, &self.config, request, uri, extensions, next).await
+    }
+}
+
 /// The request's URL as an `http::Uri`, for the origin allowlist and the DPoP proof. `None`
 /// for a URL that `http` cannot represent: such a request is not authorized.
 fn uri_of(request: &::reqwest::Request) -> Option<Uri> {
@@ -159,12 +244,10 @@ fn authorize(
 impl Middleware for BearerAuthMiddleware {
     async fn handle(
         &self,
-        mut request: ::reqwest::Request,
+        request: ::reqwest::Request,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<::reqwest::Response> {
-        let shared = self.handle.shared();
-        let config = &self.config;
         // Parsed only when an allowlist or a proof needs it.
         let mut uri = None;
         if let Some(origins) = &self.origins {
@@ -177,75 +260,89 @@ impl Middleware for BearerAuthMiddleware {
                 return next.run(request, extensions).await;
             }
         }
-        let token = match shared.current.load_full() {
-            // As in the layer: a token past its usable end is never sent.
-            Some(token) if !token.is_marked_expired() => token,
-            _ => request_path::wait_for_token(shared, config.max_wait)
-                .await
-                .map_err(Error::middleware)?,
-        };
-        if token.ath.is_some() && uri.is_none() {
-            uri = uri_of(&request);
-        }
-        authorize(shared, &mut request, &token, uri.as_ref()).map_err(Error::middleware)?;
-        let dpop = if token.ath.is_some() {
-            DpopBase::Proof(None)
-        } else {
-            DpopBase::None
-        };
-        // With DPoP the response is read even without retries: it may bring a nonce.
-        if !config.retry && matches!(dpop, DpopBase::None) {
-            return next.run(request, extensions).await;
-        }
-        let copy = if config.retry {
-            request.try_clone()
-        } else {
-            None
-        };
-        let uri = uri.unwrap_or_default();
-        let first = next.clone().run(request, extensions).await?;
-        let refused = request_path::inspect(
+        send(&self.handle, &self.config, request, uri, extensions, next).await
+    }
+}
+
+/// Sends `request` with `handle`'s token, and once more after a refusal: the path both
+/// middlewares share once the token is chosen. `uri` is the request's, if already parsed.
+async fn send(
+    handle: &TokenHandle,
+    config: &Config,
+    mut request: ::reqwest::Request,
+    mut uri: Option<Uri>,
+    extensions: &mut Extensions,
+    next: Next<'_>,
+) -> Result<::reqwest::Response> {
+    let shared = handle.shared();
+    let token = match shared.current.load_full() {
+        // As in the layer: a token past its usable end is never sent.
+        Some(token) if !token.is_marked_expired() => token,
+        _ => request_path::wait_for_token(shared, config.max_wait)
+            .await
+            .map_err(Error::middleware)?,
+    };
+    if token.ath.is_some() && uri.is_none() {
+        uri = uri_of(&request);
+    }
+    authorize(shared, &mut request, &token, uri.as_ref()).map_err(Error::middleware)?;
+    let dpop = if token.ath.is_some() {
+        DpopBase::Proof(None)
+    } else {
+        DpopBase::None
+    };
+    // With DPoP the response is read even without retries: it may bring a nonce.
+    if !config.retry && matches!(dpop, DpopBase::None) {
+        return next.run(request, extensions).await;
+    }
+    let copy = if config.retry {
+        request.try_clone()
+    } else {
+        None
+    };
+    let uri = uri.unwrap_or_default();
+    let first = next.clone().run(request, extensions).await?;
+    let refused = request_path::inspect(
+        shared,
+        &uri,
+        &dpop,
+        token.generation,
+        config,
+        first.status(),
+        first.headers(),
+    );
+    if !refused || !config.retry {
+        return Ok(first);
+    }
+    let (Some(with), Some(mut retry)) = (
+        request_path::on_refusal(
             shared,
-            &uri,
-            &dpop,
             token.generation,
-            config,
+            &dpop,
             first.status(),
             first.headers(),
-        );
-        if !refused || !config.retry {
-            return Ok(first);
-        }
-        let (Some(with), Some(mut retry)) = (
-            request_path::on_refusal(
-                shared,
-                token.generation,
-                &dpop,
-                first.status(),
-                first.headers(),
-                copy.is_some(),
-            ),
-            copy,
-        ) else {
-            return Ok(first);
-        };
-        // Release the first response (and its connection) before waiting or sending again.
-        drop(first);
-        let token = with
-            .token(shared, token.generation, config.max_wait)
-            .await
-            .map_err(Error::middleware)?;
-        authorize(shared, &mut retry, &token, Some(&uri)).map_err(Error::middleware)?;
-        let response = next.run(retry, extensions).await?;
-        request_path::after_retry(
-            shared,
-            &uri,
-            &dpop,
-            token.generation,
-            config,
-            response.status(),
-            response.headers(),
-        );
-        Ok(response)
-    }
+            copy.is_some(),
+        ),
+        copy,
+    ) else {
+        return Ok(first);
+    };
+    // Release the first response (and its connection) before waiting or sending again.
+    drop(first);
+    let token = with
+        .token(shared, token.generation, config.max_wait)
+        .await
+        .map_err(Error::middleware)?;
+    authorize(shared, &mut retry, &token, Some(&uri)).map_err(Error::middleware)?;
+    let response = next.run(retry, extensions).await?;
+    request_path::after_retry(
+        shared,
+        &uri,
+        &dpop,
+        token.generation,
+        config,
+        response.status(),
+        response.headers(),
+    );
+    Ok(response)
 }

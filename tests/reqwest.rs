@@ -13,8 +13,8 @@ use http::{StatusCode, header::AUTHORIZATION};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use tokio::task::JoinSet;
 use tower_client_credentials::{
-    BearerAuthMiddleware, ClientCredentials, DpopAlgorithm, DpopKey, Origin, TokenHandle,
-    TokenUnavailable,
+    BearerAuthMiddleware, ClientCredentials, DpopAlgorithm, DpopKey, Origin, TokenHandle, TokenKey,
+    TokenSetMiddleware, TokenUnavailable,
     reqwest::ReqwestTransport,
     test_util::{
         DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockApi, MockAuthServer, RejectReason,
@@ -26,6 +26,10 @@ use common::{auth_server, builder};
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn client(middleware: BearerAuthMiddleware) -> ClientWithMiddleware {
+    client_with(middleware)
+}
+
+fn client_with(middleware: impl reqwest_middleware::Middleware) -> ClientWithMiddleware {
     ClientBuilder::new(reqwest::Client::new())
         .with(middleware)
         .build()
@@ -364,4 +368,59 @@ async fn a_hand_made_dpop_proof_is_accepted() {
     assert_eq!(second.status(), StatusCode::OK);
     assert_eq!(api.accepted(), 1);
     assert_eq!(auth.token_requests(), 1);
+}
+
+/// A token set through the middleware: each API gets its own audience's token (by route, or
+/// by a `TokenKey` extension), a request no route decides goes without, and a revoked key's
+/// token is replaced with one retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_set_routes_each_request_to_its_key() {
+    let auth = auth_server(HOUR);
+    let (a, b, unrouted) = (
+        auth.api().expected_audience("api-a"),
+        auth.api().expected_audience("api-b"),
+        auth.api(),
+    );
+    let (url_a, url_b, url_unrouted) = (serve(&a).await, serve(&b).await, serve(&unrouted).await);
+    let set = builder(&auth)
+        .build_set()
+        .unwrap()
+        .route(a.url().parse().unwrap(), TokenKey::new().audience("api-a"))
+        .unwrap()
+        .spawn();
+    let client = client_with(TokenSetMiddleware::new(set));
+
+    for _ in 0..5 {
+        assert_eq!(post(&client, &url_a, "a").await.unwrap().0, StatusCode::OK);
+    }
+    // No route for b; its key comes with the request.
+    let response = client
+        .post(&url_b)
+        .with_extension(TokenKey::new().audience("api-b"))
+        .body("b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        post(&client, &url_unrouted, "x").await.unwrap().0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(unrouted.rejected(RejectReason::Missing), 1);
+    assert_eq!(
+        unrouted.requests(),
+        1,
+        "not retried: it carried no token of ours"
+    );
+    assert_eq!((a.accepted(), b.accepted()), (5, 1));
+    assert_eq!(auth.token_requests(), 2, "one token per key");
+
+    auth.revoke_all();
+    assert_eq!(post(&client, &url_a, "a").await.unwrap().0, StatusCode::OK);
+    assert_eq!(a.rejected(RejectReason::Revoked), 1);
+    assert_eq!(
+        auth.token_requests(),
+        3,
+        "the refused key's token was replaced"
+    );
 }

@@ -228,7 +228,6 @@ fn authorize(
     token: &Token,
     uri: Option<&Uri>,
 ) -> std::result::Result<(), DpopError> {
-    request.headers_mut().remove(dpop::DPOP);
     request
         .headers_mut()
         .insert(AUTHORIZATION, token.header_value().clone());
@@ -333,6 +332,8 @@ async fn send(
         .token(shared, token.generation, config.max_wait)
         .await
         .map_err(Error::middleware)?;
+    // The copy carries the first attempt's proof; the retry gets its own.
+    retry.headers_mut().remove(dpop::DPOP);
     authorize(shared, &mut retry, &token, Some(&uri)).map_err(Error::middleware)?;
     let response = next.run(retry, extensions).await?;
     request_path::after_retry(

@@ -81,6 +81,10 @@
 //!   401, and seconds until the current token expires. Names are listed in the README.
 //! - `redis`: [`RedisCache`], a token cache shared by the replicas of a service through Redis,
 //!   so that the fleet makes one token request per token lifetime; see [`shared_cache`].
+//! - `reqwest`: [`reqwest`], the middleware's behaviour for `reqwest_middleware`
+//!   ([`BearerAuthMiddleware`], and [`TokenSetMiddleware`] for a [`TokenSet`]) and a `reqwest::Client` as the token endpoint's transport
+//!   ([`ReqwestTransport`](crate::reqwest::ReqwestTransport)). reqwest comes without its
+//!   default features: TLS and proxies are those your reqwest enables.
 //!
 //! The embedded authorization server and protected API that the tests, examples and benches
 //! use are a crate of their own, `tower-client-credentials-testkit`, for your tests too.
@@ -96,6 +100,7 @@ pub mod layer;
 mod metrics;
 mod origin;
 mod refresh;
+mod request_path;
 pub mod source;
 mod template;
 mod token;
@@ -104,6 +109,9 @@ mod www_authenticate;
 
 #[cfg(feature = "redis")]
 pub mod shared_cache;
+
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 
 /// The parsers of server bytes, opened to the fuzz targets in `fuzz/`. Only under cargo-fuzz's
 /// `cfg(fuzzing)`: not part of the API.
@@ -131,6 +139,9 @@ pub use crate::{
 
 #[cfg(feature = "redis")]
 pub use crate::shared_cache::RedisCache;
+
+#[cfg(feature = "reqwest")]
+pub use crate::reqwest::{BearerAuthMiddleware, TokenSetMiddleware};
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

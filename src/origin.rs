@@ -1,5 +1,6 @@
-//! An origin (scheme, host, port) as RFC 6454 defines it: what the layer's allowlist and DPoP
-//! proofs' `htu` compare. Its own module, used by the layer and by DPoP alike.
+//! [`Origin`]: a scheme, host and port, the unit in which the middleware decides where the token
+//! may go and which DPoP nonce goes with a request. Shared by the tower layer, the token set and
+//! the reqwest middleware.
 
 use std::{fmt, str::FromStr};
 
@@ -12,7 +13,7 @@ use crate::error::ConfigError;
 /// Parsed from a URL such as `https://api.example.com` or `http://127.0.0.1:8080`; a path is
 /// ignored, a missing port is the scheme's default. Hosts compare case-insensitively.
 ///
-/// [`BearerAuthLayer::allow_origins`]: super::BearerAuthLayer::allow_origins
+/// [`BearerAuthLayer::allow_origins`]: crate::BearerAuthLayer::allow_origins
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
     https: bool,

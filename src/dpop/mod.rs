@@ -175,6 +175,37 @@ mod tests {
     }
 
     #[test]
+    fn the_public_proof_has_the_request_and_token_claims() {
+        let key = DpopKey::generate(DpopAlgorithm::ES256).unwrap();
+        let uri: Uri = "https://API.example.com:443/orders?x=1".parse().unwrap();
+        let proof = key
+            .proof(&Method::DELETE, &uri, Some("tok"), Some("n-1"))
+            .unwrap();
+        assert!(proof.is_sensitive());
+        let (header, claims) = verify(proof.to_str().unwrap());
+        assert_eq!(
+            header
+                .jwk
+                .unwrap()
+                .thumbprint(ThumbprintHash::SHA256)
+                .unwrap(),
+            key.thumbprint()
+        );
+        assert_eq!(claims.htm, "DELETE");
+        assert_eq!(claims.htu, "https://api.example.com/orders");
+        assert_eq!(claims.ath.as_deref(), Some(ath("tok").as_str()));
+        assert_eq!(claims.nonce.as_deref(), Some("n-1"));
+        let again = key.proof(&Method::DELETE, &uri, None, None).unwrap();
+        let (_, second) = verify(again.to_str().unwrap());
+        assert_ne!(second.jti, claims.jti, "a fresh jti per proof");
+        assert_eq!((second.ath, second.nonce), (None, None));
+        assert_eq!(
+            key.proof(&Method::GET, &"/relative".parse().unwrap(), None, None),
+            Err(DpopError::RelativeUri)
+        );
+    }
+
+    #[test]
     fn rs256_keys_from_pem() {
         let pem = include_bytes!("../../tests/keys/rsa2048.private.pem");
         let key = DpopKey::from_pem(DpopAlgorithm::RS256, pem).unwrap();

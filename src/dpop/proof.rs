@@ -98,33 +98,7 @@ impl Prover {
     }
 
     fn proof(&self, htm: &str, htu: &str, ath: Option<&str>, nonce: Option<&str>) -> HeaderValue {
-        let jti = self.next_jti();
-        let iat = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        let claims = Claims {
-            jti: &jti,
-            htm,
-            htu,
-            iat,
-            ath,
-            nonce,
-        };
-        // Serialising borrowed strings and a number into a `Vec` cannot fail.
-        let claims = serde_json::to_vec(&claims).unwrap_or_default();
-        let header = self.key.encoded_header();
-        let mut jwt = String::with_capacity(header.len() + claims.len() * 4 / 3 + 140);
-        jwt.push_str(header);
-        jwt.push('.');
-        URL_SAFE_NO_PAD.encode_string(&claims, &mut jwt);
-        let signature = self.key.sign(jwt.as_bytes());
-        jwt.push('.');
-        URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
-        // Base64url and dots only: always a valid header value.
-        let mut value = HeaderValue::from_maybe_shared(Bytes::from(jwt))
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-        value.set_sensitive(true);
-        value
+        sign(&self.key, &self.next_jti(), htm, htu, ath, nonce)
     }
 
     fn next_jti(&self) -> String {
@@ -199,6 +173,96 @@ impl Prover {
                 (None, None) => false,
             })
             .map(|(_, nonce)| Arc::clone(nonce))
+    }
+}
+
+/// Signs a proof (RFC 9449 §4.2) with `key`.
+fn sign(
+    key: &DpopKey,
+    jti: &str,
+    htm: &str,
+    htu: &str,
+    ath: Option<&str>,
+    nonce: Option<&str>,
+) -> HeaderValue {
+    let iat = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let claims = Claims {
+        jti,
+        htm,
+        htu,
+        iat,
+        ath,
+        nonce,
+    };
+    // Serialising borrowed strings and a number into a `Vec` cannot fail.
+    let claims = serde_json::to_vec(&claims).unwrap_or_default();
+    let header = key.encoded_header();
+    let mut jwt = String::with_capacity(header.len() + claims.len() * 4 / 3 + 140);
+    jwt.push_str(header);
+    jwt.push('.');
+    URL_SAFE_NO_PAD.encode_string(&claims, &mut jwt);
+    let signature = key.sign(jwt.as_bytes());
+    jwt.push('.');
+    URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
+    // Base64url and dots only: always a valid header value.
+    let mut value = HeaderValue::from_maybe_shared(Bytes::from(jwt))
+        .unwrap_or_else(|_| HeaderValue::from_static(""));
+    value.set_sensitive(true);
+    value
+}
+
+impl DpopKey {
+    /// A DPoP proof (RFC 9449 §4) for a request with `method` to `uri`, for clients that send
+    /// requests neither through [`BearerAuthLayer`](crate::BearerAuthLayer) nor through the
+    /// reqwest middleware: put it in the request's `DPoP` header, next to
+    /// `Authorization: DPoP <access token>`.
+    ///
+    /// - `access_token`: the token the request carries (for its `ath` claim); `None` for a
+    ///   token request.
+    /// - `nonce`: the latest `DPoP-Nonce` the server sent, if any. A server that answers
+    ///   401 with `WWW-Authenticate: DPoP error="use_dpop_nonce"` wants the request again
+    ///   with a proof that carries the nonce from that response.
+    ///
+    /// Each proof has a fresh random `jti`, the current time as `iat`, and as `htu` the URI
+    /// without query and fragment. The value is marked sensitive.
+    ///
+    /// ```
+    /// use tower_client_credentials::{DpopAlgorithm, DpopKey};
+    ///
+    /// let key = DpopKey::generate(DpopAlgorithm::ES256)?;
+    /// let uri = "https://api.example.com/orders?page=2".parse()?;
+    /// let proof = key.proof(&http::Method::GET, &uri, Some("the-access-token"), None)?;
+    /// assert_eq!(proof.to_str()?.split('.').count(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`DpopError::RelativeUri`] when `uri` has no scheme and host.
+    pub fn proof(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        access_token: Option<&str>,
+        nonce: Option<&str>,
+    ) -> Result<HeaderValue, DpopError> {
+        let htu = htu(uri, None)?;
+        let mut raw = [0_u8; 16];
+        if aws_lc_rs::rand::fill(&mut raw).is_err() {
+            fastrand::fill(&mut raw);
+        }
+        let jti = URL_SAFE_NO_PAD.encode(raw);
+        let ath = access_token.map(ath);
+        Ok(sign(
+            self,
+            &jti,
+            method.as_str(),
+            &htu,
+            ath.as_deref(),
+            nonce,
+        ))
     }
 }
 

@@ -17,6 +17,8 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 use zeroize::Zeroizing;
 
+#[cfg(feature = "reqwest")]
+pub use self::transport::ReqwestTransport;
 pub(crate) use self::{
     assertion::DEFAULT_ASSERTION_LIFETIME,
     discovery::{check_issuer, choose_auth_method, discover},

@@ -39,6 +39,81 @@ where
     )
 }
 
+/// A [`reqwest::Client`] as the token endpoint's transport (feature `reqwest`), for
+/// [`ClientCredentialsBuilder::http_client`](crate::ClientCredentialsBuilder::http_client): the
+/// client's proxy settings, TLS roots and client certificate then apply to token requests too.
+///
+/// ```no_run
+/// use tower_client_credentials::{ClientCredentials, reqwest::ReqwestTransport};
+///
+/// # fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let client = reqwest::Client::builder()
+///     // A token request carries the client's credentials: do not resend them elsewhere.
+///     .redirect(reqwest::redirect::Policy::none())
+///     .build()?;
+/// let config = ClientCredentials::builder("https://auth.example.com/oauth/token", "id", "secret")
+///     .http_client(ReqwestTransport::new(client))
+///     .build()?;
+/// # let _ = config;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Build the client with `redirect(Policy::none())`, as above: reqwest follows redirects by
+/// default, and a 307 or 308 from the token endpoint would send the request body, with the
+/// client secret or assertion in it, to wherever it points. The crate's own timeouts and
+/// retries of token requests apply as with any client.
+#[cfg(feature = "reqwest")]
+#[derive(Clone, Debug)]
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+}
+
+#[cfg(feature = "reqwest")]
+impl ReqwestTransport {
+    /// Sends token requests with `client`.
+    pub fn new(client: reqwest::Client) -> Self {
+        Self { client }
+    }
+
+    /// The client.
+    pub fn get_ref(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl Service<Request<Full<Bytes>>> for ReqwestTransport {
+    type Response = Response<reqwest::Body>;
+    type Error = reqwest::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Response<reqwest::Body>, reqwest::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // reqwest's client has no readiness of its own: it queues in its pool.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            // `Full` yields its one chunk at once and cannot fail.
+            let body = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(never) => match never {},
+            };
+            let request = reqwest::Request::try_from(Request::from_parts(parts, body))?;
+            let response = client.execute(request).await?;
+            Ok(Response::from(response))
+        })
+    }
+}
+
 /// hyper-util's client for the given endpoint: plain HTTP for `http` URLs, rustls for `https`.
 pub(crate) fn default_client(uri: &Uri) -> Result<HttpClient, ConfigError> {
     if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {

@@ -96,7 +96,6 @@
 //! runtime).
 
 mod body;
-mod config;
 mod error;
 mod future;
 #[allow(clippy::module_inception)]
@@ -104,8 +103,6 @@ mod layer;
 mod retry;
 mod service;
 
-pub(crate) use self::config::Config;
-pub use self::config::default_unauthorized;
 pub use self::{
     body::{NoReplay, RecordedBody, Replay, ReplayBodies, ReplayBody, ReplayPolicy},
     error::Error,
@@ -113,4 +110,5 @@ pub use self::{
     layer::BearerAuthLayer,
     service::BearerAuth,
 };
-pub use crate::origin::Origin;
+pub(crate) use crate::request_path::Config;
+pub use crate::{origin::Origin, request_path::default_unauthorized};

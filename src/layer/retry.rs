@@ -1,83 +1,26 @@
-//! The retry after a refusal: what a request keeps for it, and what a refusal leads to.
-//!
-//! The decision follows the store's rule (see the [refresh module](crate::refresh)): a newer
-//! token already held is used at once; a refused token that an API accepted before is
-//! replaced at once and the request waits for the new one; a fresh token refused while the
-//! API refuses every fresh token leaves the refusal to the caller. The first response is
-//! released (body and connection) before any wait.
+//! The retry after a refusal: what a request keeps for it, and how the tower layer carries it
+//! out. What a refusal leads to is decided in [`request_path`](crate::request_path), shared
+//! with the reqwest middleware. The first response is released (body and connection) before
+//! any wait.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{future::Future, pin::Pin};
 
-use http::{
-    Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version,
-    header::AUTHORIZATION,
-};
+use http::{Extensions, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::{Error, Origin, Replay, config::Config};
+use super::{Error, Replay};
+pub(crate) use crate::request_path::{DpopBase, authorize};
 use crate::{
-    dpop::{self, Challenge, DpopError},
-    refresh::{Refusal, Shared, TokenHandle},
-    token::Token,
-    www_authenticate,
+    dpop,
+    refresh::TokenHandle,
+    request_path::{Config, after_retry, inspect, on_refusal},
 };
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The boxed future of a rare path (waiting for a token, retrying): the response, or the error.
 pub(crate) type BoxResponseFuture<R, E> = BoxFuture<Result<R, Error<E>>>;
-
-/// Puts `token` in `request`: its `Authorization` header (a reference-count increment) and,
-/// for a DPoP-bound token, a fresh proof.
-#[inline(always)]
-pub(crate) fn authorize<B>(
-    shared: &Shared,
-    request: &mut Request<B>,
-    token: &Token,
-    dpop_base: Option<&Origin>,
-) -> Result<(), DpopError> {
-    request
-        .headers_mut()
-        .insert(AUTHORIZATION, token.header_value().clone());
-    match &token.ath {
-        None => Ok(()),
-        Some(ath) => add_proof(shared, request, ath, dpop_base),
-    }
-}
-
-/// The DPoP proof of a request with a DPoP-bound token (`ath`: the token's hash), out of line.
-fn add_proof<B>(
-    shared: &Shared,
-    request: &mut Request<B>,
-    ath: &str,
-    dpop_base: Option<&Origin>,
-) -> Result<(), DpopError> {
-    // A token is DPoP-bound only when the handle has a prover.
-    let prover = shared.dpop.as_ref().ok_or(DpopError::RelativeUri)?;
-    let proof = prover.api_proof(request.method(), request.uri(), dpop_base, ath)?;
-    request.headers_mut().insert(dpop::DPOP, proof);
-    Ok(())
-}
-
-/// How a request that carried a DPoP proof finds the origin of a relative URI.
-#[derive(Clone, Debug, Default)]
-pub(crate) enum DpopBase {
-    /// The request carried no proof.
-    #[default]
-    None,
-    /// It carried one; relative URIs take this origin, if any.
-    Proof(Option<Arc<Origin>>),
-}
-
-impl DpopBase {
-    fn origin(&self) -> Option<&Origin> {
-        match self {
-            Self::None => None,
-            Self::Proof(origin) => origin.as_deref(),
-        }
-    }
-}
 
 /// The headers of a request as a list, inline for the usual handful: copying a `HeaderMap`
 /// allocates its index table and its entries on every request, this copy allocates nothing up
@@ -194,7 +137,8 @@ impl<S, B> Retry<S, B> {
             &self.dpop,
             self.generation,
             &self.config,
-            response,
+            response.status(),
+            response.headers(),
         )
     }
 
@@ -211,44 +155,19 @@ impl<S, B> Retry<S, B> {
         B: Send + 'static,
         ResBody: Send + 'static,
     {
-        let shared = self.handle.shared();
-        tracing::debug!(
-            status = first.status().as_u16(),
-            challenge_error = www_authenticate::challenge_error(first.headers()).as_deref(),
-            generation = self.generation,
-            "request unauthorized"
-        );
-        // A refused proof or a missing nonce is about the proof, not the token: send the same
-        // token again with a new proof (which carries the nonce just learned).
-        let proof_only = is_proof_challenge(&self.dpop, first.headers());
-        let Some(body) = self.replay.take() else {
-            if proof_only {
-                tracing::debug!("request body cannot be replayed; not retrying with a new proof");
-            } else {
-                // The body cannot be sent again; still make sure the next request gets a new
-                // token.
-                shared.refused(self.generation);
-                tracing::debug!("request body cannot be replayed; not retrying");
-            }
+        let body = self.replay.take();
+        let (Some(with), Some(body)) = (
+            on_refusal(
+                self.handle.shared(),
+                self.generation,
+                &self.dpop,
+                first.status(),
+                first.headers(),
+                body.is_some(),
+            ),
+            body,
+        ) else {
             return Err(first);
-        };
-        // The token to retry with, if it is known now.
-        let ready = if proof_only {
-            match shared.current.load_full() {
-                Some(token) => Some(token),
-                None => {
-                    tracing::debug!("no access token for a new proof; returning the refusal");
-                    return Err(first);
-                }
-            }
-        } else if let Some(token) = shared.usable(self.generation) {
-            // A sibling already brought a newer token.
-            Some(token)
-        } else {
-            match shared.refused(self.generation) {
-                Refusal::Replace => None,
-                Refusal::BackingOff => return Err(first),
-            }
         };
         // Release the first response (its body, and so its connection) before waiting or
         // sending again.
@@ -268,15 +187,7 @@ impl<S, B> Retry<S, B> {
         } = self;
         Ok(Box::pin(async move {
             let shared = handle.shared();
-            let token = match ready {
-                Some(token) => token,
-                None => shared
-                    .wait_for(generation, config.max_wait)
-                    .await
-                    .inspect_err(|error| {
-                        tracing::debug!(%error, "no new access token for the retry");
-                    })?,
-            };
+            let token = with.token(shared, generation, config.max_wait).await?;
             let mut request = Request::new(body);
             *request.method_mut() = method;
             *request.uri_mut() = uri;
@@ -289,57 +200,21 @@ impl<S, B> Retry<S, B> {
             *request.extensions_mut() = extensions;
             request.headers_mut().remove(dpop::DPOP);
             authorize(shared, &mut request, &token, dpop.origin())?;
-            tracing::debug!(
-                generation = token.generation,
-                new_proof_only = proof_only,
-                "retrying request"
-            );
-            crate::metrics::retried();
             let uri = request.uri().clone();
             let response = service.oneshot(request).await.map_err(Error::Inner)?;
-            // The retry's answer teaches what the first one would have: a nonce, and whether
-            // the new token is accepted (or refused too, which the refusal backoff counts).
-            if inspect(shared, &uri, &dpop, token.generation, &config, &response)
-                && !is_proof_challenge(&dpop, response.headers())
-            {
-                shared.refused(token.generation);
-            }
+            after_retry(
+                shared,
+                &uri,
+                &dpop,
+                token.generation,
+                &config,
+                response.status(),
+                response.headers(),
+            );
             Ok(response)
         }))
     }
 }
-
-/// Learns a DPoP nonce from `response` to a request that carried a proof, and reports the
-/// token of `generation` accepted when the response is neither a refusal nor a server error.
-/// Returns whether it is a refusal.
-fn inspect<ResBody>(
-    shared: &Shared,
-    uri: &Uri,
-    dpop: &DpopBase,
-    generation: u64,
-    config: &Config,
-    response: &Response<ResBody>,
-) -> bool {
-    if let (DpopBase::Proof(base), Some(prover)) = (dpop, &shared.dpop) {
-        prover.learn_api_nonce(uri, base.as_deref(), response.headers());
-    }
-    let refused = config.is_unauthorized(response.status(), response.headers());
-    if !refused && !response.status().is_server_error() {
-        shared.accepted(generation);
-    }
-    refused
-}
-
-/// Whether a refusal of a request that carried a DPoP proof is about the proof (a nonce to
-/// use, a proof refused), not the token.
-fn is_proof_challenge(dpop: &DpopBase, headers: &HeaderMap) -> bool {
-    matches!(dpop, DpopBase::Proof(_))
-        && matches!(
-            dpop::challenge(headers),
-            Some(Challenge::UseNonce | Challenge::InvalidProof)
-        )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

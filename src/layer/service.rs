@@ -9,17 +9,16 @@ use std::{
 
 use arc_swap::{ArcSwapOption, Cache};
 use http::{HeaderMap, Request, Response, StatusCode};
-use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
-    Error, Origin, ReplayBodies, ReplayPolicy,
-    config::Config,
+    Config, Error, Origin, ReplayBodies, ReplayPolicy,
     future::ResponseFuture,
     retry::{DpopBase, Retry, authorize},
 };
 use crate::{
     refresh::{Shared, TokenHandle},
+    request_path,
     token::Token,
 };
 
@@ -220,11 +219,8 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let Self { inner, cache, auth } = self;
-        if !auth.authorizes(request.uri()) {
-            tracing::debug!(
-                origin = ?Origin::from_uri(request.uri()),
-                "request to an origin not allowed for the token; sending it without"
-            );
+        if !request_path::authorizes(auth.origins.as_deref(), request.uri()) {
+            request_path::not_authorized(request.uri());
             return ResponseFuture::direct(inner.call(request));
         }
         match cache.load() {
@@ -237,16 +233,6 @@ where
 }
 
 impl<P> Authorizer<P> {
-    /// Whether the token may go with a request to `uri`.
-    fn authorizes(&self, uri: &http::Uri) -> bool {
-        match &self.origins {
-            None => true,
-            // A relative URI goes to the inner client's fixed origin (a tonic channel).
-            Some(_) if uri.host().is_none() => true,
-            Some(origins) => origins.iter().any(|origin| origin.matches(uri)),
-        }
-    }
-
     /// Sends `request` with `token` through `inner`, which `poll_ready` made ready; with
     /// retries on (or a DPoP proof, whose answer may bring a nonce), keeps what a retry needs.
     /// Inlined into `call`, so that the request is not moved through another frame.
@@ -343,24 +329,9 @@ impl<S, P> BearerAuth<S, P> {
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
         ResponseFuture::boxed(Box::pin(async move {
-            let started = Instant::now();
-            let waited = auth.handle.shared().wait_for(0, auth.config.max_wait).await;
-            crate::metrics::waited(started.elapsed());
-            let token = match waited {
-                Ok(token) => token,
-                Err(error) => {
-                    tracing::debug!(
-                        waited_ms = started.elapsed().as_millis() as u64,
-                        error = %error,
-                        "request failed waiting for an access token"
-                    );
-                    return Err(Error::TokenUnavailable(error));
-                }
-            };
-            tracing::trace!(
-                waited_ms = started.elapsed().as_millis() as u64,
-                "request waited for an access token"
-            );
+            let token = request_path::wait_for_token(auth.handle.shared(), auth.config.max_wait)
+                .await
+                .map_err(Error::TokenUnavailable)?;
             auth.send(&mut inner, request, &token).await
         }))
     }

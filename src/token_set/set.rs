@@ -303,18 +303,31 @@ impl TokenSet {
         &self,
         request: &Request<B>,
     ) -> Option<Result<TokenHandle, ConfigError>> {
+        self.handle_for_parts(
+            request.method(),
+            request.uri(),
+            request.headers(),
+            request.extensions(),
+        )
+    }
+
+    /// [`handle_for`](Self::handle_for) from the parts of a request, for clients whose
+    /// requests are not `http::Request`s (reqwest's).
+    pub(crate) fn handle_for_parts(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Option<Result<TokenHandle, ConfigError>> {
         let inner = &self.inner;
-        if let Some((_, key)) = inner
-            .routes
-            .iter()
-            .find(|(origin, _)| origin.matches(request.uri()))
-        {
+        if let Some((_, key)) = inner.routes.iter().find(|(origin, _)| origin.matches(uri)) {
             return Some(self.handle(key));
         }
-        if let Some(key) = request.extensions().get::<TokenKey>() {
+        if let Some(key) = extensions.get::<TokenKey>() {
             return Some(self.handle(key));
         }
-        let key = (inner.route_fn.as_ref()?)(request.method(), request.uri(), request.headers())?;
+        let key = (inner.route_fn.as_ref()?)(method, uri, headers)?;
         Some(self.handle(&key))
     }
 

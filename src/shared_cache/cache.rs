@@ -64,7 +64,7 @@ impl RedisCache {
     /// URL's host. A certificate that does not verify is a Redis failure like any other: the
     /// refresh logs a `warn` that names it (`TLS: invalid peer certificate: …`) and fetches
     /// the token without Redis. If the application installed no rustls `CryptoProvider`, the
-    /// crate installs its own (ring) as the process default when the cache is built.
+    /// crate installs its own (aws-lc-rs) as the process default when the cache is built.
     ///
     /// # Errors
     ///

@@ -30,6 +30,131 @@ use crate::{
 /// A user's rule for "the token was refused".
 pub(crate) type UnauthorizedFn = dyn Fn(StatusCode, &HeaderMap) -> bool + Send + Sync;
 
+/// The setters of the request-path options, written once for every type that holds them: the
+/// tower layers and services ([`BearerAuthLayer`](crate::BearerAuthLayer),
+/// [`BearerAuth`](crate::BearerAuth), [`TokenSetLayer`](crate::TokenSetLayer),
+/// [`TokenSetAuth`](crate::TokenSetAuth)) and the reqwest middlewares. `config` is the path of
+/// the type's [`Config`] field.
+macro_rules! config_setters {
+    ($($config:ident).+) => {
+        /// Whether a refused request (401, or gRPC `UNAUTHENTICATED`) is retried once with a
+        /// new token. Default: `true`. Off, the request path copies nothing per request, the
+        /// refused token is still replaced, and a request with a DPoP-bound token still has its
+        /// response read for a nonce.
+        pub fn retry_unauthorized(mut self, retry: bool) -> Self {
+            self.$($config).+.retry = retry;
+            self
+        }
+
+        /// How long a request waits for a token when none is valid, and for the new token
+        /// after a refusal; past it the request fails with
+        /// [`TokenUnavailable`](crate::TokenUnavailable). Default: the `max_wait` of the
+        /// handle or set this was made from
+        /// ([`ClientCredentialsBuilder::max_wait`](crate::ClientCredentialsBuilder::max_wait),
+        /// 30 s unless set).
+        pub fn max_wait(mut self, wait: std::time::Duration) -> Self {
+            self.$($config).+.max_wait = wait;
+            self
+        }
+
+        /// Decides which responses mean "the token was refused", from their status and
+        /// headers. Default: [`default_unauthorized`](crate::layer::default_unauthorized),
+        /// status 401 or a `grpc-status: 16` (UNAUTHENTICATED) header.
+        ///
+        /// `rule` may capture what it needs (a per-API rule, a metrics handle): it is put
+        /// behind an `Arc` once, here, and shared by every clone and request. A plain `fn`
+        /// works too.
+        ///
+        /// ```
+        /// # fn f(tokens: tower_client_credentials::TokenHandle) {
+        /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+        /// use http::StatusCode;
+        /// use tower_client_credentials::BearerAuthLayer;
+        ///
+        /// let refusals = Arc::new(AtomicU64::new(0));
+        /// let counted = Arc::clone(&refusals);
+        /// let layer = BearerAuthLayer::new(tokens).unauthorized_if(move |status, _| {
+        ///     let refused = status == StatusCode::UNAUTHORIZED;
+        ///     if refused {
+        ///         counted.fetch_add(1, Ordering::Relaxed);
+        ///     }
+        ///     refused
+        /// });
+        /// # }
+        /// ```
+        pub fn unauthorized_if<F>(mut self, rule: F) -> Self
+        where
+            F: Fn(http::StatusCode, &http::HeaderMap) -> bool + Send + Sync + 'static,
+        {
+            self.$($config).+.unauthorized_if = Some(std::sync::Arc::new(rule));
+            self
+        }
+    };
+}
+pub(crate) use config_setters;
+
+/// [`config_setters`]' companion for the types that replay request bodies themselves (the
+/// tower ones; reqwest clones its requests).
+macro_rules! replay_limit_setter {
+    ($($config:ident).+) => {
+        /// The most request-body bytes kept for a retry; a larger body is sent once and its
+        /// refusal returned (the token is still replaced). Default: 64 KiB.
+        pub fn replay_limit(mut self, bytes: usize) -> Self {
+            self.$($config).+.replay_limit = bytes;
+            self
+        }
+    };
+}
+pub(crate) use replay_limit_setter;
+
+/// The setter of where the token may go, written once like [`config_setters`]: `holder` is the
+/// path (from `self`) of the struct with the `origins` field, empty for `self` itself.
+macro_rules! allow_origins_setter {
+    ($($holder:ident).*) => {
+        /// Sends the token only to these origins (scheme, host, port). Requests to any other
+        /// origin go out untouched: no token, and any `Authorization` header they carry is
+        /// left alone. Default: every origin, as a client dedicated to one API expects; set
+        /// this when the client can reach other hosts or follows redirects.
+        ///
+        /// ```
+        /// # fn f(tokens: tower_client_credentials::TokenHandle) -> Result<(), tower_client_credentials::ConfigError> {
+        /// use tower_client_credentials::{BearerAuthLayer, Origin};
+        ///
+        /// let layer = BearerAuthLayer::new(tokens).allow_origins([
+        ///     "https://api.example.com".parse::<Origin>()?,
+        ///     "https://files.example.com:8443".parse()?,
+        /// ]);
+        /// # Ok(()) }
+        /// ```
+        pub fn allow_origins(
+            mut self,
+            origins: impl IntoIterator<Item = crate::Origin>,
+        ) -> Self {
+            self$(.$holder)*.origins = Some(origins.into_iter().collect());
+            self
+        }
+    };
+}
+pub(crate) use allow_origins_setter;
+
+/// The DPoP origin setter of the tower types, whose requests may have a relative URI; `holder`
+/// as for [`allow_origins_setter`].
+macro_rules! dpop_origin_setter {
+    ($($holder:ident).*) => {
+        /// The origin in the `htu` of the DPoP proofs of requests whose URI is relative (a
+        /// tonic channel's requests carry only the path; the channel adds its origin below
+        /// this layer). Absolute URIs use their own origin. Default: none, and a relative
+        /// request with a DPoP-bound token fails with
+        /// [`DpopError::RelativeUri`](crate::DpopError::RelativeUri). Not needed for bearer
+        /// tokens.
+        pub fn dpop_origin(mut self, origin: crate::Origin) -> Self {
+            self$(.$holder)*.dpop_origin = Some(std::sync::Arc::new(origin));
+            self
+        }
+    };
+}
+pub(crate) use dpop_origin_setter;
+
 /// Per-layer settings, cloned into every service (and into a request's retry state).
 #[derive(Clone)]
 pub(crate) struct Config {

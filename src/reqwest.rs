@@ -44,10 +44,10 @@
 //!   `Authorization` header on a redirect to another host; the DPoP proof, bound to the first
 //!   URL, would not pass there anyway.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::{Extensions, HeaderMap, StatusCode, Uri, header::AUTHORIZATION};
+use http::{Extensions, Uri, header::AUTHORIZATION};
 use reqwest_middleware::{Error, Middleware, Next, Result};
 
 pub use crate::endpoint::ReqwestTransport;
@@ -71,6 +71,9 @@ pub struct BearerAuthMiddleware {
 }
 
 impl BearerAuthMiddleware {
+    crate::request_path::allow_origins_setter!();
+    crate::request_path::config_setters!(config);
+
     /// Authorizes requests with `handle`'s token.
     pub fn new(handle: TokenHandle) -> Self {
         let config = Config::new(&handle);
@@ -79,40 +82,6 @@ impl BearerAuthMiddleware {
             config,
             origins: None,
         }
-    }
-
-    /// Attaches the token only to requests to these origins; requests elsewhere go out
-    /// untouched. Default: every request. See
-    /// [`BearerAuthLayer::allow_origins`](crate::BearerAuthLayer::allow_origins).
-    pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
-        self.origins = Some(origins.into_iter().collect());
-        self
-    }
-
-    /// Whether to retry once after a refusal. Default: `true`. A request with a DPoP-bound
-    /// token still has its response read for a nonce.
-    pub fn retry_unauthorized(mut self, retry: bool) -> Self {
-        self.config.retry = retry;
-        self
-    }
-
-    /// How long a request waits for a token when none is valid, and for the new token of a
-    /// retry. Default: the handle's
-    /// [`max_wait`](crate::ClientCredentialsBuilder::max_wait).
-    pub fn max_wait(mut self, wait: Duration) -> Self {
-        self.config.max_wait = wait;
-        self
-    }
-
-    /// The rule for "the token was refused". Default:
-    /// [`default_unauthorized`](crate::layer::default_unauthorized) (status 401, or gRPC
-    /// `UNAUTHENTICATED`).
-    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
-    where
-        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
-    {
-        self.config.unauthorized_if = Some(Arc::new(rule));
-        self
     }
 
     /// The token handle.
@@ -143,32 +112,12 @@ pub struct TokenSetMiddleware {
 }
 
 impl TokenSetMiddleware {
+    crate::request_path::config_setters!(config);
+
     /// Authorizes requests with the tokens of `set`.
     pub fn new(set: TokenSet) -> Self {
         let config = Config::with_max_wait(set.max_wait());
         Self { set, config }
-    }
-
-    /// See [`BearerAuthMiddleware::retry_unauthorized`]. Default: `true`.
-    pub fn retry_unauthorized(mut self, retry: bool) -> Self {
-        self.config.retry = retry;
-        self
-    }
-
-    /// See [`BearerAuthMiddleware::max_wait`]. Default: the set's.
-    pub fn max_wait(mut self, wait: Duration) -> Self {
-        self.config.max_wait = wait;
-        self
-    }
-
-    /// See [`BearerAuthMiddleware::unauthorized_if`]. Default:
-    /// [`default_unauthorized`](crate::layer::default_unauthorized).
-    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
-    where
-        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
-    {
-        self.config.unauthorized_if = Some(Arc::new(rule));
-        self
     }
 
     /// The token set.

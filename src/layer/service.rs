@@ -4,11 +4,10 @@ use std::{
     fmt,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use arc_swap::{ArcSwapOption, Cache};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response};
 use tower_service::Service;
 
 use super::{
@@ -74,6 +73,11 @@ impl<S> BearerAuth<S> {
 }
 
 impl<S, P> BearerAuth<S, P> {
+    crate::request_path::allow_origins_setter!(auth);
+    crate::request_path::dpop_origin_setter!(auth);
+
+    crate::request_path::config_setters!(auth.config);
+    crate::request_path::replay_limit_setter!(auth.config);
     pub(crate) fn from_parts(
         inner: S,
         handle: TokenHandle,
@@ -116,45 +120,6 @@ impl<S, P> BearerAuth<S, P> {
                 replay: policy,
             },
         }
-    }
-
-    /// See [`BearerAuthLayer::dpop_origin`](super::BearerAuthLayer::dpop_origin).
-    pub fn dpop_origin(mut self, origin: Origin) -> Self {
-        self.auth.dpop_origin = Some(Arc::new(origin));
-        self
-    }
-
-    /// See [`BearerAuthLayer::allow_origins`](super::BearerAuthLayer::allow_origins).
-    pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
-        self.auth.origins = Some(origins.into_iter().collect());
-        self
-    }
-
-    /// See [`BearerAuthLayer::retry_unauthorized`](super::BearerAuthLayer::retry_unauthorized).
-    pub fn retry_unauthorized(mut self, retry: bool) -> Self {
-        self.auth.config.retry = retry;
-        self
-    }
-
-    /// See [`BearerAuthLayer::replay_limit`](super::BearerAuthLayer::replay_limit).
-    pub fn replay_limit(mut self, bytes: usize) -> Self {
-        self.auth.config.replay_limit = bytes;
-        self
-    }
-
-    /// See [`BearerAuthLayer::max_wait`](super::BearerAuthLayer::max_wait).
-    pub fn max_wait(mut self, wait: Duration) -> Self {
-        self.auth.config.max_wait = wait;
-        self
-    }
-
-    /// See [`BearerAuthLayer::unauthorized_if`](super::BearerAuthLayer::unauthorized_if).
-    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
-    where
-        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
-    {
-        self.auth.config.unauthorized_if = Some(Arc::new(rule));
-        self
     }
 
     /// The token handle.

@@ -2,10 +2,9 @@ use std::{
     fmt,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response};
 use tower_service::Service;
 
 use super::TokenSet;
@@ -42,6 +41,11 @@ impl<S> TokenSetAuth<S> {
 }
 
 impl<S, P> TokenSetAuth<S, P> {
+    crate::request_path::allow_origins_setter!();
+    crate::request_path::dpop_origin_setter!();
+
+    crate::request_path::config_setters!(config);
+    crate::request_path::replay_limit_setter!(config);
     pub(crate) fn from_parts(
         inner: S,
         set: TokenSet,
@@ -70,45 +74,6 @@ impl<S, P> TokenSetAuth<S, P> {
             dpop_origin: self.dpop_origin,
             replay: policy,
         }
-    }
-
-    /// See [`TokenSetLayer::allow_origins`](super::TokenSetLayer::allow_origins).
-    pub fn allow_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
-        self.origins = Some(origins.into_iter().collect());
-        self
-    }
-
-    /// See [`TokenSetLayer::dpop_origin`](super::TokenSetLayer::dpop_origin).
-    pub fn dpop_origin(mut self, origin: Origin) -> Self {
-        self.dpop_origin = Some(Arc::new(origin));
-        self
-    }
-
-    /// See [`TokenSetLayer::retry_unauthorized`](super::TokenSetLayer::retry_unauthorized).
-    pub fn retry_unauthorized(mut self, retry: bool) -> Self {
-        self.config.retry = retry;
-        self
-    }
-
-    /// See [`TokenSetLayer::replay_limit`](super::TokenSetLayer::replay_limit).
-    pub fn replay_limit(mut self, bytes: usize) -> Self {
-        self.config.replay_limit = bytes;
-        self
-    }
-
-    /// See [`TokenSetLayer::max_wait`](super::TokenSetLayer::max_wait).
-    pub fn max_wait(mut self, wait: Duration) -> Self {
-        self.config.max_wait = wait;
-        self
-    }
-
-    /// See [`TokenSetLayer::unauthorized_if`](super::TokenSetLayer::unauthorized_if).
-    pub fn unauthorized_if<F>(mut self, rule: F) -> Self
-    where
-        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
-    {
-        self.config.unauthorized_if = Some(Arc::new(rule));
-        self
     }
 
     /// The token set.

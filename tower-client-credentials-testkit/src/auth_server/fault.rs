@@ -111,7 +111,7 @@ impl Fault {
     }
 
     /// Answers `200 OK` as `application/json`, sends `prefix`, then fails the body with
-    /// [`BodyAborted`](super::BodyAborted) (over a socket, the connection is cut).
+    /// [`BodyAborted`](crate::BodyAborted) (over a socket, the connection is cut).
     pub fn abort_body(prefix: impl Into<Bytes>) -> Self {
         Self::new(FaultKind::Abort(prefix.into())).with_header(
             header::CONTENT_TYPE,

@@ -57,7 +57,6 @@ pub use self::{
     handle::{TokenHandle, TokenStatus},
     refresher::Refresher,
 };
-#[cfg(feature = "redis")]
 use crate::{
     dpop::Prover,
     error::{TokenError, TokenUnavailable},

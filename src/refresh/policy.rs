@@ -60,6 +60,7 @@ impl RefreshPolicy {
     }
 
     /// [`latest_margin`](Self::latest_margin) as a shareable function, for the shared cache.
+    #[cfg(feature = "redis")]
     pub(crate) fn latest_margin_fn(
         &self,
     ) -> std::sync::Arc<dyn Fn(Duration) -> Duration + Send + Sync> {

@@ -4,10 +4,10 @@
 use std::{future::IntoFuture, sync::OnceLock, time::Duration};
 
 use tokio::runtime::Runtime;
-use tower_client_credentials::{
-    ClientCredentials, ExpirySource, TokenUnavailable,
+use tower_client_credentials::{ClientCredentials, ExpirySource, TokenUnavailable};
+use tower_client_credentials_testkit::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer,
 };
-use tower_client_credentials_testkit::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockAuthServer};
 
 const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 

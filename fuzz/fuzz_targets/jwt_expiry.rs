@@ -8,7 +8,7 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::StatusCode;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
-use tower_client_credentials::{ExpirySource, };
+use tower_client_credentials::ExpirySource;
 use tower_client_credentials_testkit::Fault;
 
 fuzz_target!(|data: &[u8]| {

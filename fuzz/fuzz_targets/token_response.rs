@@ -5,7 +5,7 @@ mod common;
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use libfuzzer_sys::fuzz_target;
-use tower_client_credentials::{ExpirySource, };
+use tower_client_credentials::ExpirySource;
 use tower_client_credentials_testkit::Fault;
 
 const STATUSES: [u16; 8] = [200, 200, 200, 201, 400, 401, 429, 503];

@@ -2,8 +2,9 @@
 //!
 //! The token endpoint here is an in-memory service that records every request. Each test
 //! decodes the recorded `client_assertion` with the public key (or the secret) through
-//! `jsonwebtoken`'s own verification, and checks every header field and claim. Keys are the
-//! fixtures in `tests/keys/` (test-only keys, generated with OpenSSL; see the README there).
+//! `jsonwebtoken`'s own verification, and checks every header field and claim. Keys are made
+//! by the test process (`tower_client_credentials_testkit::keys`), in each format a user's key
+//! file may come in.
 
 use std::{
     collections::HashSet,
@@ -21,15 +22,30 @@ use tower_client_credentials::{
     AssertionAudience, AuthMethod, ClientCredentials, ClientCredentialsBuilder, ClientKey,
     ConfigError, RequestFormat, SigningAlgorithm,
 };
+use tower_client_credentials_testkit::keys::TestKey;
 
 const TOKEN_URL: &str = "https://auth.example/oauth2/token";
 const CLIENT_ID: &str = "svc-orders";
 const SECRET: &str = "hs256-secret-of-at-least-32-bytes-0123456789";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
+/// The key file `name` (`<kind>.<format>`, as a user would keep it) of this process's keys.
 fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let (kind, format) = name.split_once('.').expect("<kind>.<format>");
+    let key = match kind {
+        "p256" => TestKey::p256(),
+        "p384" => TestKey::p384(),
+        "ed25519" => TestKey::ed25519(),
+        "rsa2048" => TestKey::rsa2048(),
+        other => panic!("no test key {other}"),
+    };
+    match format {
+        "private.pem" => key.private_pem(),
+        "public.pem" => key.public_pem(),
+        "sec1.pem" => key.sec1_pem(),
+        "private.jwk.json" => key.private_jwk().to_string(),
+        other => panic!("no key format {other}"),
+    }
 }
 
 /// One recorded token request.

@@ -143,22 +143,19 @@ fn metadata(auth_methods: Option<&[&str]>) -> Value {
 }
 
 fn p256_key() -> ClientKey {
-    let path = format!(
-        "{}/tests/keys/p256.private.jwk.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    ClientKey::from_jwk(&std::fs::read_to_string(path).unwrap()).unwrap()
+    let jwk = tower_client_credentials_testkit::keys::TestKey::p256().private_jwk();
+    ClientKey::from_jwk(&jwk.to_string()).unwrap()
 }
 
-/// The assertion's claims, after checking its signature with the P-256 fixture's public key.
+/// The assertion's claims, after checking its signature with the test P-256 key's public half.
 fn verified_claims(form: &[(String, String)], audience: &str) -> Value {
     let assertion = &form
         .iter()
         .find(|(name, _)| name == "client_assertion")
         .expect("client_assertion")
         .1;
-    let path = format!("{}/tests/keys/p256.public.pem", env!("CARGO_MANIFEST_DIR"));
-    let key = jsonwebtoken::DecodingKey::from_ec_pem(&std::fs::read(path).unwrap()).unwrap();
+    let public = tower_client_credentials_testkit::keys::TestKey::p256().public_pem();
+    let key = jsonwebtoken::DecodingKey::from_ec_pem(public.as_bytes()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     validation.set_audience(&[audience]);
     validation.set_issuer(&[CLIENT_ID]);

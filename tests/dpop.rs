@@ -170,7 +170,9 @@ async fn a_server_that_requires_dpop_refuses_a_client_without_it() {
 
 #[test]
 fn keys_print_no_secret() {
-    let pem = std::fs::read("tests/keys/p256.private.pem").unwrap();
+    let pem = tower_client_credentials_testkit::keys::TestKey::p256()
+        .private_pem()
+        .into_bytes();
     let key = DpopKey::from_pem(DpopAlgorithm::ES256, &pem).unwrap();
     let debug = format!("{key:?}");
     assert!(debug.contains("[redacted]") && debug.contains(key.thumbprint()));

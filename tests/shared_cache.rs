@@ -932,7 +932,7 @@ async fn dpop_tokens_are_shared_only_with_the_same_key() {
     let redis = redis!("dpop_tokens_are_shared_only_with_the_same_key");
     let auth = auth_server().await;
     let prefix = prefix("dpop");
-    let pem = std::fs::read("tests/keys/p256.private.pem").unwrap();
+    let pem = tower_client_credentials_testkit::keys::TestKey::p256().private_pem();
     let shared_key = DpopKey::from_pem(DpopAlgorithm::ES256, &pem).unwrap();
     let dpop_replica = |key: &DpopKey| {
         builder(&auth)

@@ -98,6 +98,7 @@ mod tests {
         jwk::{Jwk, ThumbprintHash},
     };
     use serde::Deserialize;
+    use tower_client_credentials_testkit::keys::TestKey;
 
     use super::*;
 
@@ -207,8 +208,8 @@ mod tests {
 
     #[test]
     fn rs256_keys_from_pem() {
-        let pem = include_bytes!("../../tests/keys/rsa2048.private.pem");
-        let key = DpopKey::from_pem(DpopAlgorithm::RS256, pem).unwrap();
+        let pem = TestKey::rsa2048().private_pem();
+        let key = DpopKey::from_pem(DpopAlgorithm::RS256, pem.as_bytes()).unwrap();
         let prover = Prover::new(key.clone());
         let (header, claims) = verify(
             prover
@@ -230,14 +231,14 @@ mod tests {
 
     #[test]
     fn pem_keys_of_each_kind() {
-        let p256_pkcs8 = include_bytes!("../../tests/keys/p256.private.pem");
-        let p256_sec1 = include_bytes!("../../tests/keys/p256.sec1.pem");
-        let ed25519 = include_bytes!("../../tests/keys/ed25519.private.pem");
-        let a = DpopKey::from_pem(DpopAlgorithm::ES256, p256_pkcs8).unwrap();
-        let b = DpopKey::from_pem(DpopAlgorithm::ES256, p256_sec1).unwrap();
+        let p256_pkcs8 = TestKey::p256().private_pem().into_bytes();
+        let p256_sec1 = TestKey::p256().sec1_pem().into_bytes();
+        let ed25519 = TestKey::ed25519().private_pem().into_bytes();
+        let a = DpopKey::from_pem(DpopAlgorithm::ES256, &p256_pkcs8).unwrap();
+        let b = DpopKey::from_pem(DpopAlgorithm::ES256, &p256_sec1).unwrap();
         // The same key in two encodings has one thumbprint.
         assert_eq!(a.thumbprint(), b.thumbprint());
-        DpopKey::from_pem(DpopAlgorithm::EdDSA, ed25519).unwrap();
+        DpopKey::from_pem(DpopAlgorithm::EdDSA, &ed25519).unwrap();
         // Wrong algorithm for the key, garbage: configuration errors without key material.
         for (algorithm, pem) in [
             (DpopAlgorithm::EdDSA, &p256_pkcs8[..]),
@@ -254,12 +255,12 @@ mod tests {
 
     #[test]
     fn debug_shows_no_private_key() {
-        let pem = include_bytes!("../../tests/keys/p256.private.pem");
-        let key = DpopKey::from_pem(DpopAlgorithm::ES256, pem).unwrap();
+        let pem = TestKey::p256().private_pem().into_bytes();
+        let key = DpopKey::from_pem(DpopAlgorithm::ES256, &pem).unwrap();
         let debug = format!("{key:?} {:?}", Prover::new(key.clone()));
         assert!(debug.contains("[redacted]"), "{debug}");
         assert!(debug.contains(key.thumbprint()), "{debug}");
-        let secret = String::from_utf8_lossy(pem);
+        let secret = String::from_utf8_lossy(&pem);
         let body: String = secret.lines().filter(|l| !l.starts_with("-----")).collect();
         assert!(!debug.contains(&body[..20]), "{debug}");
     }

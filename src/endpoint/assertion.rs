@@ -133,7 +133,7 @@ impl fmt::Display for SigningAlgorithm {
 /// use tower_client_credentials::{ClientKey, SigningAlgorithm};
 ///
 /// # fn main() -> Result<(), tower_client_credentials::ConfigError> {
-/// # let pem = include_str!("../../tests/keys/p256.private.pem");
+/// # let pem = tower_client_credentials_testkit::keys::TestKey::p256().private_pem();
 /// // let pem = std::fs::read_to_string("client.key.pem")?;
 /// let key = ClientKey::from_pem(SigningAlgorithm::ES256, pem)?.with_key_id("my-key-1");
 /// assert_eq!(key.algorithm(), SigningAlgorithm::ES256);
@@ -733,9 +733,7 @@ fn rsa_pkcs1(members: &[Zeroizing<Vec<u8>>]) -> Zeroizing<Vec<u8>> {
 mod tests {
     use super::*;
 
-    const P256_PEM: &str = include_str!("../../tests/keys/p256.private.pem");
-    const P256_PUBLIC: &str = include_str!("../../tests/keys/p256.public.pem");
-    const P256_JWK: &str = include_str!("../../tests/keys/p256.private.jwk.json");
+    use tower_client_credentials_testkit::keys::TestKey;
 
     #[test]
     fn der_integers_and_lengths() {
@@ -748,15 +746,18 @@ mod tests {
         assert_eq!(long.len(), 304);
     }
 
-    /// The PKCS#8 document built from a JWK's `d` is the one OpenSSL wrote for the same key,
+    /// The PKCS#8 document built from a JWK's `d` is the one aws-lc-rs wrote for the same key,
     /// minus the optional public key.
     #[test]
     fn jwk_and_pem_give_the_same_signatures_checked_by_the_public_key() {
-        let from_jwk = ClientKey::from_jwk(P256_JWK).unwrap();
-        let from_pem = ClientKey::from_pem(SigningAlgorithm::ES256, P256_PEM).unwrap();
+        let from_jwk = ClientKey::from_jwk(&TestKey::p256().private_jwk().to_string()).unwrap();
+        let from_pem =
+            ClientKey::from_pem(SigningAlgorithm::ES256, TestKey::p256().private_pem()).unwrap();
         assert_eq!(from_jwk.key_id(), Some("tcc-test-p256"));
         assert_eq!(from_pem.key_id(), None);
-        let decoding = jsonwebtoken::DecodingKey::from_ec_pem(P256_PUBLIC.as_bytes()).unwrap();
+        let decoding =
+            jsonwebtoken::DecodingKey::from_ec_pem(TestKey::p256().public_pem().as_bytes())
+                .unwrap();
         for key in [from_jwk, from_pem] {
             let signer = AssertionSigner::new(
                 "id",
@@ -799,7 +800,7 @@ mod tests {
 
     #[test]
     fn a_mismatched_public_member_is_refused() {
-        let mut jwk: serde_json::Value = serde_json::from_str(P256_JWK).unwrap();
+        let mut jwk: serde_json::Value = TestKey::p256().private_jwk();
         let x = jwk["x"].as_str().unwrap().to_owned();
         let y = jwk["y"].as_str().unwrap().to_owned();
         jwk["x"] = y.into();
@@ -810,8 +811,8 @@ mod tests {
 
     #[test]
     fn debug_shows_no_key_material() {
-        let key = ClientKey::from_jwk(P256_JWK).unwrap();
-        let d: serde_json::Value = serde_json::from_str(P256_JWK).unwrap();
+        let key = ClientKey::from_jwk(&TestKey::p256().private_jwk().to_string()).unwrap();
+        let d: serde_json::Value = TestKey::p256().private_jwk();
         let d = d["d"].as_str().unwrap();
         let debug = format!("{key:?}");
         assert!(!debug.contains(d), "{debug}");

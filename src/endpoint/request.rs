@@ -626,7 +626,7 @@ mod tests {
     fn credentials_and_methods_must_match() {
         let key = ClientKey::from_pem(
             super::super::assertion::SigningAlgorithm::ES256,
-            include_str!("../../tests/keys/p256.private.pem"),
+            tower_client_credentials_testkit::keys::TestKey::p256().private_pem(),
         )
         .unwrap();
         let build = |credential: &Credential, auth, format| {

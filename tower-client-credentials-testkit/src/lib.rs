@@ -71,6 +71,7 @@ mod api;
 mod auth_server;
 mod body;
 pub mod dpop;
+pub mod keys;
 mod registry;
 mod serve;
 #[cfg(test)]

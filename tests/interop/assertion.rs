@@ -1,5 +1,5 @@
 //! Signed client assertions and discovery against oidc-provider: `pkjwt-client`
-//! (`private_key_jwt`, ES256, key pair in `keys/`) and `jwt-secret-client`
+//! (`private_key_jwt`, ES256, a key pair made by the test process) and `jwt-secret-client`
 //! (`client_secret_jwt`, HS256), configured from the issuer URL alone. The provider verifies
 //! each assertion's signature, `iss`, `sub`, `aud`, `exp` and refuses a replayed `jti`.
 
@@ -10,34 +10,27 @@ use tower_client_credentials::{
     AssertionAudience, AuthMethod, ClientCredentials, ClientKey, SigningAlgorithm,
 };
 
+use tower_client_credentials_testkit::keys::TestKey;
+
+use super::authorization_server::{PKJWT_KID, pkjwt_key_pair};
 use super::{AuthServer, BOTH_SCOPES, ResourceServer, api, get, start_error};
 
 const PKJWT_CLIENT: &str = "pkjwt-client";
-/// The `kid` of `keys/pkjwt-client.public.jwk.json`, the key the provider holds for it.
-const PKJWT_KID: &str = "tcc-pkjwt-es256-1";
 const JWT_SECRET_CLIENT: (&str, &str) = (
     "jwt-secret-client",
     "jwt-secret-client-hs256-key-0123456789abcdef0123456789abcdef0123",
 );
 
-fn read(path: &str) -> String {
-    let path = format!("{}/tests/{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
 /// `pkjwt-client`'s registered key.
 fn pkjwt_key() -> ClientKey {
-    ClientKey::from_pem(
-        SigningAlgorithm::ES256,
-        read("interop/keys/pkjwt-client.private.pem"),
-    )
-    .expect("the pkjwt-client key")
-    .with_key_id(PKJWT_KID)
+    ClientKey::from_pem(SigningAlgorithm::ES256, pkjwt_key_pair().private_pem())
+        .expect("the pkjwt-client key")
+        .with_key_id(PKJWT_KID)
 }
 
-/// A P-256 key the provider has never seen (a test fixture of the unit tests).
+/// A P-256 key the provider has never seen.
 fn unknown_p256_key() -> ClientKey {
-    ClientKey::from_pem(SigningAlgorithm::ES256, read("keys/p256.private.pem")).expect("key")
+    ClientKey::from_pem(SigningAlgorithm::ES256, TestKey::p256().private_pem()).expect("key")
 }
 
 /// Both clients get tokens through discovery from the issuer URL alone; the resource server
@@ -46,11 +39,13 @@ fn unknown_p256_key() -> ClientKey {
 /// stops at the first. The assertion's `aud` may be the token endpoint (the default) or the
 /// issuer.
 #[tokio::test]
+#[ignore = "needs Node.js >= 20.18 and `npm ci` in tests/interop: tests/interop/run.sh runs it"]
 async fn private_key_jwt_and_client_secret_jwt_through_discovery() {
-    let auth = start!(
+    let auth = AuthServer::start(
         "private_key_jwt_and_client_secret_jwt_through_discovery",
-        &[("TOKEN_TTL", "60")]
-    );
+        &[("TOKEN_TTL", "60")],
+    )
+    .await;
     let rs = ResourceServer::jwt(&auth).await;
 
     for audience in [AssertionAudience::TokenEndpoint, AssertionAudience::Issuer] {
@@ -106,11 +101,13 @@ async fn private_key_jwt_and_client_secret_jwt_through_discovery() {
 /// token discarded as if an API had accepted, then refused it) all succeed, which they would not if a `jti`
 /// were reused, since the provider refuses replays.
 #[tokio::test]
+#[ignore = "needs Node.js >= 20.18 and `npm ci` in tests/interop: tests/interop/run.sh runs it"]
 async fn every_refresh_signs_a_new_assertion_the_provider_accepts() {
-    let auth = start!(
+    let auth = AuthServer::start(
         "every_refresh_signs_a_new_assertion_the_provider_accepts",
-        &[("TOKEN_TTL", "60")]
-    );
+        &[("TOKEN_TTL", "60")],
+    )
+    .await;
     let handle = ClientCredentials::from_issuer_with_key(auth.issuer(), PKJWT_CLIENT, pkjwt_key())
         .discover()
         .await
@@ -147,8 +144,9 @@ async fn every_refresh_signs_a_new_assertion_the_provider_accepts() {
 /// RSA key for a client registered for ES256, and a wrong HS256 secret all get the typed
 /// `invalid_client`; no error shows the key or the secret.
 #[tokio::test]
+#[ignore = "needs Node.js >= 20.18 and `npm ci` in tests/interop: tests/interop/run.sh runs it"]
 async fn a_wrong_key_or_secret_is_invalid_client() {
-    let auth = start!("a_wrong_key_or_secret_is_invalid_client", &[]);
+    let auth = AuthServer::start("a_wrong_key_or_secret_is_invalid_client", &[]).await;
     let discovered = |key: ClientKey| {
         let issuer = auth.issuer().to_owned();
         async move {
@@ -158,7 +156,7 @@ async fn a_wrong_key_or_secret_is_invalid_client() {
                 .expect("discovery")
         }
     };
-    let rsa = ClientKey::from_pem(SigningAlgorithm::RS256, read("keys/rsa2048.private.pem"))
+    let rsa = ClientKey::from_pem(SigningAlgorithm::RS256, TestKey::rsa2048().private_pem())
         .expect("key")
         .with_key_id(PKJWT_KID);
     let mut errors = Vec::new();
@@ -177,7 +175,8 @@ async fn a_wrong_key_or_secret_is_invalid_client() {
         .expect("discovery");
     errors.push(start_error(builder, 401, "invalid_client").await);
 
-    let pem_body: Vec<String> = read("keys/p256.private.pem")
+    let pem_body: Vec<String> = TestKey::p256()
+        .private_pem()
         .lines()
         .filter(|l| !l.starts_with("-----"))
         .map(str::to_owned)

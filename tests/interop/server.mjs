@@ -9,8 +9,9 @@
 //   TOKEN_TTL            lifetime in seconds of urn:tcc:api (JWT) tokens, default 2, minimum 1
 //   OPAQUE_TOKEN_TTL     lifetime in seconds of urn:tcc:opaque tokens, default 300, minimum 1
 //   SIGNING_ALG          ES256 (default) or RS256: key generated at startup, signs JWT access tokens
-//   PKJWT_JWKS           JSON JWKS string with pkjwt-client's public key(s);
-//                        default: keys/pkjwt-client.public.jwk.json
+//   PKJWT_JWKS           JSON JWKS string with pkjwt-client's public key(s) (the tests make
+//                        the key pair and pass it); unset: a P-256 key generated at startup
+//                        whose private half nobody has, so pkjwt-client cannot authenticate
 //   DPOP_NONCE           unset/0: no DPoP nonces; 1: nonces required (use_dpop_nonce);
 //                        optional: nonces issued in DPoP-Nonce headers but not required
 //   EXIT_ON_STDIN_CLOSE  1 (default): exit when stdin reaches EOF (parent died); 0: ignore stdin
@@ -21,7 +22,6 @@
 //                        that a parent that never drains a piped stderr cannot make the server block)
 
 import * as crypto from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 
 // oidc-provider prints its notices with console.info, i.e. to stdout. stdout is
@@ -93,8 +93,8 @@ const PKJWT_JWKS = (() => {
       return fail(`PKJWT_JWKS is not a JSON JWKS: ${err.message}`);
     }
   }
-  const jwk = JSON.parse(readFileSync(new URL('./keys/pkjwt-client.public.jwk.json', import.meta.url), 'utf8'));
-  return { keys: [jwk] };
+  const { publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return { keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'tcc-pkjwt-es256-1', alg: 'ES256', use: 'sig' }] };
 })();
 
 // ---------------------------------------------------------------------------

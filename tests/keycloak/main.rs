@@ -3,9 +3,10 @@
 //! (`org.keycloak:keycloak-quarkus-dist` from Maven Central, 26.4 or later) started by the
 //! first test (`server.rs`) and shared by all of them, with the realm of `realm.json`.
 //!
-//! `KEYCLOAK_HOME` (the unpacked zip) and `JAVA_HOME` (Java 21 or later) must be set; `.ci/run`
-//! installs both. Without them each test prints `SKIPPED: …` and passes, except in CI (`CI`
-//! set), where it fails. Where Keycloak and oidc-provider differ, and what the crate does
+//! `KEYCLOAK_HOME` (the unpacked zip) and `JAVA_HOME` (Java 21 or later) must be set, so plain
+//! `cargo test` reports these tests as ignored; `tests/keycloak/run.sh` (and `.ci/run`) fetches
+//! both and runs them. Asked for without their prerequisites, they fail and say what is
+//! missing. Where Keycloak and oidc-provider differ, and what the crate does
 //! about it: tests/keycloak/README.md.
 //!
 //! Keycloak is another process with its own clock, so these tests run in real time and assert
@@ -55,16 +56,6 @@ const REVOKE: (&str, &str) = ("revoke-client", "revoke-secret-0123456789");
 const ROTATION: (&str, &str) = ("rotation-client", "rotation-secret-0123456789");
 const BOTH_SCOPES: [&str; 2] = ["api:read", "api:write"];
 
-/// The shared Keycloak, or returns from the test when it is skipped.
-macro_rules! keycloak {
-    ($test:expr) => {
-        match Keycloak::shared($test).await {
-            Some(kc) => kc,
-            None => return,
-        }
-    };
-}
-
 fn builder(kc: &Keycloak, client: (&str, &str)) -> ClientCredentialsBuilder {
     ClientCredentials::builder(kc.token_url(), client.0, client.1)
 }
@@ -89,8 +80,9 @@ fn scope_set(scope: Option<&str>) -> BTreeSet<String> {
 /// fresh Keycloak JWT and refuses a missing, tampered or expired one, and one that another
 /// server (the introspecting resource server) finds revoked.
 #[tokio::test]
+#[ignore = "needs Java and Keycloak (tests/keycloak/README.md): tests/keycloak/run.sh runs it"]
 async fn resource_server_rejects_what_it_should() {
-    let kc = keycloak!("resource_server_rejects_what_it_should");
+    let kc = Keycloak::shared("resource_server_rejects_what_it_should").await;
     let rs = ResourceServer::jwt(&kc).await;
     let send = |token: Option<String>| {
         let url = rs.url("/orders");
@@ -131,8 +123,9 @@ async fn resource_server_rejects_what_it_should() {
 /// crate's form-urlencoding is what makes the awkward secret work. Keycloak takes either method
 /// from a `client-secret` client (no strict mode as in oidc-provider's `STRICT_CLIENT_AUTH`).
 #[tokio::test]
+#[ignore = "needs Java and Keycloak (tests/keycloak/README.md): tests/keycloak/run.sh runs it"]
 async fn tokens_with_basic_post_and_the_awkward_secret() {
-    let kc = keycloak!("tokens_with_basic_post_and_the_awkward_secret");
+    let kc = Keycloak::shared("tokens_with_basic_post_and_the_awkward_secret").await;
     let rs = ResourceServer::jwt(&kc).await;
     let cases = [
         (BASIC, AuthMethod::ClientSecretBasic),
@@ -194,8 +187,9 @@ async fn tokens_with_basic_post_and_the_awkward_secret() {
 /// whose text names `unauthorized_client` and not the secret. An unknown client gets
 /// `401 invalid_client`, with the same description.
 #[tokio::test]
+#[ignore = "needs Java and Keycloak (tests/keycloak/README.md): tests/keycloak/run.sh runs it"]
 async fn a_wrong_secret_is_unauthorized_client() {
-    let kc = keycloak!("a_wrong_secret_is_unauthorized_client");
+    let kc = Keycloak::shared("a_wrong_secret_is_unauthorized_client").await;
     let wrong = "not-the-secret-4242";
     let mut answers = Vec::new();
     for (id, method) in [
@@ -238,8 +232,9 @@ async fn a_wrong_secret_is_unauthorized_client() {
 /// finds Keycloak's RFC 8414 document (`/.well-known/oauth-authorization-server/realms/tcc`),
 /// whose issuer matches exactly. The assertion's `aud` may be the token endpoint or the issuer.
 #[tokio::test]
+#[ignore = "needs Java and Keycloak (tests/keycloak/README.md): tests/keycloak/run.sh runs it"]
 async fn client_assertions_through_discovery() {
-    let kc = keycloak!("client_assertions_through_discovery");
+    let kc = Keycloak::shared("client_assertions_through_discovery").await;
     let rs = ResourceServer::jwt(&kc).await;
     let issuer = kc.issuer();
 
@@ -308,14 +303,10 @@ async fn client_assertions_through_discovery() {
         ]
     );
 
-    // A P-256 key Keycloak has never seen (a unit-test fixture): `400 invalid_client` ("Client
+    // A P-256 key Keycloak has never seen (made by this test): `400 invalid_client` ("Client
     // authentication with signed JWT failed: Signature on JWT token failed validation"), and
     // an RS256 key for this ES256 client too ("Invalid signature algorithm").
-    let pem = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/keys/p256.private.pem"
-    ))
-    .expect("tests/keys/p256.private.pem");
+    let pem = tower_client_credentials_testkit::keys::TestKey::new_p256().private_pem();
     let unknown = ClientKey::from_pem(SigningAlgorithm::ES256, pem)
         .expect("key")
         .with_key_id(kc.keys.es256.key_id().expect("kid"));
@@ -335,8 +326,9 @@ async fn client_assertions_through_discovery() {
 /// to be used now". The crate signs a new assertion for each token request, with
 /// `iat` = now, so this never happens to it; shown here with an assertion made by hand.
 #[tokio::test]
+#[ignore = "needs Java and Keycloak (tests/keycloak/README.md): tests/keycloak/run.sh runs it"]
 async fn an_assertion_older_than_60_s_is_refused() {
-    let kc = keycloak!("an_assertion_older_than_60_s_is_refused");
+    let kc = Keycloak::shared("an_assertion_older_than_60_s_is_refused").await;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
@@ -388,8 +380,9 @@ async fn an_assertion_older_than_60_s_is_refused() {
 /// introspection. Without a key Keycloak refuses it with `400 invalid_request` ("DPoP proof is
 /// missing"; oidc-provider says `invalid_grant`).
 #[tokio::test]
+#[ignore = "needs Java and Keycloak (tests/keycloak/README.md): tests/keycloak/run.sh runs it"]
 async fn dpop_bound_tokens_are_verified_by_the_resource_server() {
-    let kc = keycloak!("dpop_bound_tokens_are_verified_by_the_resource_server");
+    let kc = Keycloak::shared("dpop_bound_tokens_are_verified_by_the_resource_server").await;
     let error = builder(&kc, DPOP)
         .build()
         .expect("configuration")
@@ -445,8 +438,9 @@ async fn dpop_bound_tokens_are_verified_by_the_resource_server() {
 /// (which introspects every token); the middleware gets one new token and the request
 /// succeeds on its one retry. Keycloak's events count the token requests.
 #[tokio::test]
+#[ignore = "needs Java and Keycloak (tests/keycloak/README.md): tests/keycloak/run.sh runs it"]
 async fn a_revoked_token_is_replaced_after_one_retry() {
-    let kc = keycloak!("a_revoked_token_is_replaced_after_one_retry");
+    let kc = Keycloak::shared("a_revoked_token_is_replaced_after_one_retry").await;
     let rs = ResourceServer::introspecting(&kc).await;
     let (before, _) = kc.client_logins(REVOKE.0).await;
     let handle = builder(&kc, REVOKE)
@@ -491,14 +485,13 @@ async fn a_revoked_token_is_replaced_after_one_retry() {
 /// tolerance for 20 s. No request may come back to its caller as 401, none may fail; the
 /// figures (and the 401s the middleware retried) are printed.
 #[tokio::test]
+#[ignore = "needs Java and Keycloak (tests/keycloak/README.md): tests/keycloak/run.sh runs it"]
 async fn under_load_16_tasks_with_the_shortest_tokens_get_no_401() {
     const RUN: Duration = Duration::from_secs(20);
     const TASKS: usize = 16;
 
     let test = "under_load_16_tasks_with_the_shortest_tokens_get_no_401";
-    let Some(kc) = Keycloak::alone(test).await else {
-        return;
-    };
+    let kc = Keycloak::alone(test).await;
     let rs = ResourceServer::jwt(&kc).await;
     let (before, errors_before) = kc.client_logins(ROTATION.0).await;
     let handle = builder(&kc, ROTATION)

@@ -24,9 +24,7 @@ use serde_json::Value;
 use tokio::sync::{OnceCell, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tower_client_credentials::{ClientKey, SigningAlgorithm};
 
-use crate::real_servers::http::{
-    HttpClient, announce, http_client, in_ci, send_form, send_request,
-};
+use crate::real_servers::http::{HttpClient, announce, http_client, send_form, send_request};
 
 /// The realm the tests use.
 pub(crate) const REALM: &str = "tcc";
@@ -139,48 +137,44 @@ fn prerequisites() -> Result<(PathBuf, PathBuf, String), String> {
 }
 
 impl Keycloak {
-    /// The shared server, for a test that may run beside others. `None` (after a loud
-    /// `SKIPPED` line) when Keycloak or Java is missing outside CI; in CI that fails the test.
-    pub(crate) async fn shared(test: &str) -> Option<Turn> {
-        let kc = Self::get(test).await?;
-        Some(Turn {
+    /// The shared server, for a test that may run beside others.
+    ///
+    /// # Panics
+    ///
+    /// When Keycloak or Java is missing: the tests that call this are `ignore`d, so a run that
+    /// includes them asked for them.
+    pub(crate) async fn shared(test: &str) -> Turn {
+        let kc = Self::get(test).await;
+        Turn {
             kc,
             _shared: Some(TURN.read().await),
             _alone: None,
-        })
+        }
     }
 
     /// The shared server, for a test that runs alone (the load test).
-    pub(crate) async fn alone(test: &str) -> Option<Turn> {
-        let kc = Self::get(test).await?;
-        Some(Turn {
+    pub(crate) async fn alone(test: &str) -> Turn {
+        let kc = Self::get(test).await;
+        Turn {
             kc,
             _shared: None,
             _alone: Some(TURN.write().await),
-        })
+        }
     }
 
-    async fn get(test: &str) -> Option<&'static Keycloak> {
+    async fn get(test: &str) -> &'static Keycloak {
         let (home, java_home, version) = match prerequisites() {
             Ok(found) => found,
-            Err(reason) => {
-                assert!(
-                    !in_ci(),
-                    "Keycloak prerequisites missing in CI: {reason}. `.ci/run` installs them \
-                     (see tests/keycloak/README.md)"
-                );
-                announce(&format!(
-                    "SKIPPED: Keycloak test `{test}`: {reason}. Set KEYCLOAK_HOME and JAVA_HOME \
-                     (tests/keycloak/README.md); in CI this is a failure."
-                ));
-                return None;
-            }
+            Err(reason) => panic!(
+                "Keycloak test `{test}`: {reason}. Set KEYCLOAK_HOME and JAVA_HOME, or run \
+                 `tests/keycloak/run.sh` (see tests/keycloak/README.md)"
+            ),
         };
         let server = SERVER
             .get_or_init(|| Self::start(home, java_home, version))
             .await;
         match server {
-            Ok(kc) => Some(kc),
+            Ok(kc) => kc,
             Err(error) => panic!("Keycloak did not start: {error}"),
         }
     }

@@ -97,11 +97,6 @@ pub(crate) fn basic_authorization(id: &str, secret: &str) -> String {
     )
 }
 
-/// Whether this is a CI run (`CI` set and non-empty), where a missing prerequisite fails.
-pub(crate) fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-}
-
 /// Writes to the process's stderr directly, past libtest's output capture, so the line shows
 /// for a passing test too.
 pub(crate) fn announce(line: &str) {

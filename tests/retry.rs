@@ -25,7 +25,7 @@ use http_body_util::{
 use tokio::{sync::Notify, task::JoinSet};
 use tower::{Layer, ServiceExt, service_fn};
 use tower_client_credentials::{
-    BearerAuthLayer, BoxError, NoReplay, Replay, ReplayBodies, ReplayPolicy,
+    BearerAuthLayer, BoxError, NoReplay, Replay, ReplayBodies, ReplayBody, ReplayPolicy,
     layer::default_unauthorized,
 };
 use tower_client_credentials_testkit::{BoxBody, MockApi, RejectReason, TRAILERS_HEADER};
@@ -439,7 +439,7 @@ async fn revoked_then<B>(
     replay_limit: usize,
 ) -> (StatusCode, Bytes, Option<String>, u64, u64)
 where
-    B: tower_client_credentials::ReplayBody<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     revoked_then_with(body, replay_limit, ReplayBodies).await
@@ -645,10 +645,11 @@ async fn request_head_is_identical_on_the_retry() {
     assert_eq!(seen[1].5, ["x-custom", "authorization", "x-after"]);
 }
 
-/// Bodies of a type the crate cannot rebuild (here: `hyper::body::Incoming`'s stand-in, any
-/// type with `Replay::none()`) are never retried.
+/// The default policy takes a body type it does not know (no replay of its own, not even a
+/// `ReplayBody` implementation): the request is sent once, and its 401 comes back; the token
+/// is still replaced. A type's own replay is used when it is named as the policy.
 #[tokio::test(start_paused = true)]
-async fn an_unreplayable_body_type_is_not_retried() {
+async fn an_unknown_body_type_is_sent_once_by_the_default_policy() {
     struct OneShot(Option<Bytes>);
     impl Body for OneShot {
         type Data = Bytes;
@@ -660,28 +661,37 @@ async fn an_unreplayable_body_type_is_not_retried() {
             Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
         }
     }
-    impl tower_client_credentials::ReplayBody for OneShot {
+    impl ReplayBody for OneShot {
         fn into_replay(self, _: usize) -> (Self, tower_client_credentials::Replay<Self>) {
-            (self, tower_client_credentials::Replay::none())
+            let copy = self.0.clone();
+            (self, tower_client_credentials::Replay::ready(OneShot(copy)))
         }
     }
     let (status, _, _, requests, tokens) =
         revoked_then(OneShot(Some(Bytes::from("x"))), 1024).await;
     assert_eq!((status, requests), (StatusCode::UNAUTHORIZED, 1));
     assert_eq!(tokens, 2, "the refused token is still replaced");
+
+    // Its own replay, named as the policy: retried with the same bytes.
+    let (status, body, _, requests, tokens) =
+        revoked_then_with(OneShot(Some(Bytes::from("x"))), 1024, OneShot::into_replay).await;
+    assert_eq!((status, requests, tokens), (StatusCode::OK, 2, 2));
+    assert_eq!(body, "x");
 }
 
-/// `Either` of two replayable bodies is replayable, whichever side it holds.
+/// `Either` of two replayable bodies is replayable, whichever side it holds, with its own
+/// replay as the policy.
 #[tokio::test(start_paused = true)]
 async fn replays_either_side_of_an_either() {
     type Forwarded = Either<Full<Bytes>, TestBody>;
+    let policy = Forwarded::into_replay;
     // A `Vec<u8>` the caller built, in a `Full`: copied, not recorded.
     let left: Forwarded = Either::Left(Full::new(Bytes::from(b"from a vec".to_vec())));
-    let (status, body, _, requests, _) = revoked_then(left, 4).await;
+    let (status, body, _, requests, _) = revoked_then_with(left, 4, policy).await;
     assert_eq!((status, requests), (StatusCode::OK, 2));
     assert_eq!(body, "from a vec");
     let right: Forwarded = Either::Right(streamed(&["stre", "amed"], Some(("x-sum", "7"))));
-    let (status, body, trailers, requests, _) = revoked_then(right, 1024).await;
+    let (status, body, trailers, requests, _) = revoked_then_with(right, 1024, policy).await;
     assert_eq!((status, requests), (StatusCode::OK, 2));
     assert_eq!(body, "streamed");
     assert_eq!(trailers.as_deref(), Some("x-sum=7"));

@@ -1,9 +1,10 @@
 //! Request bodies that can be sent twice, for the retry after a 401.
 //!
 //! `http_body::Body` cannot be cloned, so the layer's [`ReplayPolicy`] says how to send the
-//! same bytes again: [`NoReplay`] never does (and takes any body type), a closure decides for
-//! a body type of your choosing, and the default, [`ReplayBodies`], asks the body type's
-//! [`ReplayBody`] implementation:
+//! same bytes again. Every policy takes any body type; they differ in what they replay:
+//! [`NoReplay`] nothing, a closure what it decides for a body type of your choosing, and the
+//! default, [`ReplayBodies`], the body types the crate knows, through their [`ReplayBody`]
+//! implementations:
 //!
 //! - bodies that are already in memory (`Full<Bytes>`, `Empty<Bytes>`, `String`) are simply
 //!   copied: for `Full<Bytes>` that is one `Bytes` clone, a reference-count increment;
@@ -13,11 +14,12 @@
 //!   whatever the first attempt had not read yet, then the trailers: byte for byte what the
 //!   first attempt would have sent;
 //! - a boxed body known to be empty costs nothing;
-//! - `Either<L, R>` is replayed as its side is;
-//! - `hyper::body::Incoming` (a proxied body) cannot be rebuilt and is never retried.
+//! - `hyper::body::Incoming` (a proxied body) cannot be rebuilt and is never retried;
+//! - any other type is sent once: a refused request gets its 401 back (see [`ReplayBodies`]).
 //!
-//! Implement [`ReplayBody`] for your own body type, or write a closure policy for a foreign
-//! one, with [`Replay::ready`] (a copy you made), [`Replay::record`] (for a type that can be
+//! For `Either<L, R>` (replayed as its side is) or a body type of your own, implement
+//! [`ReplayBody`] and pass `replay_policy(Type::into_replay)`; for a foreign type, write a
+//! closure with [`Replay::ready`] (a copy you made), [`Replay::record`] (for a type that can be
 //! built around another body) or [`Replay::none`].
 
 use std::{
@@ -41,9 +43,10 @@ use http_body_util::{
 /// [`BearerAuthLayer::replay_policy`](crate::BearerAuthLayer::replay_policy), as tower-http's
 /// `FollowRedirect` takes a `Policy` that says how to clone a body.
 ///
-/// - [`ReplayBodies`] (the default) asks the body type, through [`ReplayBody`].
-/// - [`NoReplay`] replays nothing and asks nothing of the body type: any body can be sent; a
-///   refused request is not retried (its 401 comes back, and the token is still replaced).
+/// - [`ReplayBodies`] (the default) replays the body types the crate knows, through their
+///   [`ReplayBody`] implementations, and sends any other once.
+/// - [`NoReplay`] replays nothing: a refused request is not retried (its 401 comes back, and
+///   the token is still replaced).
 /// - A closure `Fn(B, usize) -> (B, Replay<B>)` decides for a body type of your own choosing,
 ///   foreign ones included (`limit` is the [`replay_limit`](crate::BearerAuthLayer::replay_limit)).
 ///
@@ -69,15 +72,115 @@ pub trait ReplayPolicy<B> {
     fn replay(&self, body: B, limit: usize) -> (B, Replay<B>);
 }
 
-/// The default [`ReplayPolicy`]: the body type says how it is replayed, through
-/// [`ReplayBody`].
+/// The default [`ReplayPolicy`]: takes any body type, and replays the ones the crate knows.
+///
+/// The known types are replayed through their [`ReplayBody`] implementation: `Full<Bytes>`,
+/// `Empty<Bytes>` and `String` (copied), `BoxBody<Bytes, E>` and `UnsyncBoxBody<Bytes, E>`
+/// for `E` one of `BoxError`, `Infallible`, `hyper::Error` and `std::io::Error` (recorded as
+/// they stream), `tonic::body::Body` and `axum::body::Body` with their features (recorded),
+/// and `hyper::body::Incoming` (never). The type is found when the service is compiled, so
+/// this costs nothing at run time.
+///
+/// Any other body type is sent as it is: a request the API refuses is answered with its 401,
+/// not retried (the token is still replaced for the next requests), and a warning names the
+/// type the first time. For such a type, say which replay you want with
+/// [`replay_policy`](crate::BearerAuthLayer::replay_policy): [`NoReplay`], its own
+/// [`ReplayBody`] implementation (`replay_policy(MyBody::into_replay)`, or
+/// `Either::<A, B>::into_replay`), or a closure.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReplayBodies;
 
-impl<B: ReplayBody> ReplayPolicy<B> for ReplayBodies {
+impl<B: Body + 'static> ReplayPolicy<B> for ReplayBodies {
+    #[inline]
     fn replay(&self, body: B, limit: usize) -> (B, Replay<B>) {
-        body.into_replay(limit)
+        type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+        let mut body = Some(body);
+        macro_rules! known {
+            ($($ty:ty),* $(,)?) => {$(
+                if let Some(replayed) = as_known::<B, $ty>(&mut body, limit) {
+                    return replayed;
+                }
+            )*};
+        }
+        known!(
+            Full<Bytes>,
+            Empty<Bytes>,
+            String,
+            UnsyncBoxBody<Bytes, BoxError>,
+            UnsyncBoxBody<Bytes, Infallible>,
+            UnsyncBoxBody<Bytes, hyper::Error>,
+            UnsyncBoxBody<Bytes, std::io::Error>,
+            BoxBody<Bytes, BoxError>,
+            BoxBody<Bytes, Infallible>,
+            BoxBody<Bytes, hyper::Error>,
+            BoxBody<Bytes, std::io::Error>,
+            hyper::body::Incoming,
+        );
+        #[cfg(feature = "tonic")]
+        known!(tonic::body::Body);
+        #[cfg(feature = "axum")]
+        known!(axum_core::body::Body);
+
+        let body = body.expect("a body no known type took");
+        report_unreplayable::<B>();
+        (body, Replay::none())
     }
+}
+
+/// `body`'s replay through `K`'s [`ReplayBody`] implementation, if `B` is `K`; `body` is left
+/// alone otherwise. The type comparison is resolved when the caller is compiled.
+#[inline(always)]
+fn as_known<B: 'static, K: ReplayBody + 'static>(
+    body: &mut Option<B>,
+    limit: usize,
+) -> Option<(B, Replay<B>)> {
+    use std::any::Any;
+
+    let known = (body as &mut dyn Any).downcast_mut::<Option<K>>()?;
+    let (first, replay) = known.take()?.into_replay(limit);
+    // `K` is `B`: these casts cannot fail.
+    let first = (&mut Some(first) as &mut dyn Any)
+        .downcast_mut::<Option<B>>()?
+        .take()?;
+    let replay = (&mut Some(replay) as &mut dyn Any)
+        .downcast_mut::<Option<Replay<B>>>()?
+        .take()?;
+    Some((first, replay))
+}
+
+/// Warns, once per body type (nearly: a few slots, lossy beyond them), that the default policy
+/// cannot replay `B`.
+#[cold]
+#[inline(never)]
+fn report_unreplayable<B>() {
+    let name = std::any::type_name::<B>();
+    // The name's address stands for the type: cheap, and a duplicate only repeats a warning.
+    if !first_report(name.as_ptr() as usize) {
+        return;
+    }
+    tracing::warn!(
+        body = name,
+        "the default replay policy cannot replay this request body type: a request the API \
+         refuses is answered with its 401, not retried; choose one with `replay_policy` \
+         (`NoReplay` to say so, or the body's own replay)"
+    );
+}
+
+/// Whether `id` is reported for the first time. Sixteen slots; once they are full, nothing is
+/// reported again.
+fn first_report(id: usize) -> bool {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static REPORTED: [AtomicUsize; 16] = [const { AtomicUsize::new(0) }; 16];
+    for slot in &REPORTED {
+        match slot.compare_exchange(0, id, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(seen) if seen == id => return false,
+            Err(_) => {}
+        }
+    }
+    false
 }
 
 /// A [`ReplayPolicy`] that never replays, for any body type: with it the layer asks nothing
@@ -100,8 +203,11 @@ where
     }
 }
 
-/// A request body that [`BearerAuth`](crate::BearerAuth) can send a second time, under the
-/// default [`ReplayPolicy`] ([`ReplayBodies`]).
+/// A request body that [`BearerAuth`](crate::BearerAuth) can send a second time.
+///
+/// The default policy, [`ReplayBodies`], uses it for the body types it knows; for a type of
+/// your own, or a generic one such as `Either<L, R>`, pass the method as the policy:
+/// `replay_policy(MyBody::into_replay)`.
 pub trait ReplayBody: Body + Sized {
     /// Splits `self` into the body for the first attempt and the means to send the same bytes
     /// again. Bodies that would need more than `limit` bytes of buffering may decline.
@@ -529,6 +635,31 @@ mod tests {
     use std::collections::VecDeque;
 
     type TestBody = UnsyncBoxBody<Bytes, Infallible>;
+
+    #[test]
+    fn each_unreplayable_type_is_reported_once() {
+        assert!(first_report(1));
+        assert!(!first_report(1));
+        assert!(first_report(2));
+        assert!(!first_report(1) && !first_report(2));
+    }
+
+    /// The default policy replays the types it knows through their own replay, and sends
+    /// others once.
+    #[test]
+    fn the_default_policy_finds_known_types() {
+        let (_, replay) = ReplayBodies.replay(Full::new(Bytes::from_static(b"abc")), 8);
+        assert!(matches!(replay.kind, Kind::Ready(_)));
+        let boxed: BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>> =
+            Full::new(Bytes::from_static(b"abc"))
+                .map_err(Into::into)
+                .boxed();
+        let (_, replay) = ReplayBodies.replay(boxed, 8);
+        assert!(matches!(replay.kind, Kind::Recorded(_)));
+        let unknown = Full::new(Bytes::from_static(b"abc")).map_err(|_| std::fmt::Error);
+        let (_, replay) = ReplayBodies.replay(unknown, 8);
+        assert!(matches!(replay.kind, Kind::None));
+    }
 
     /// A body that yields the given chunks one by one, then optional trailers.
     fn chunked(chunks: &[&str], trailers: Option<(&'static str, &'static str)>) -> TestBody {

@@ -39,8 +39,9 @@ impl<P> BearerAuthLayer<P> {
     crate::request_path::config_setters!(config);
     crate::request_path::replay_limit_setter!(config);
     /// How request bodies are kept for the retry after a refusal. Default:
-    /// [`ReplayBodies`], which asks the body type ([`ReplayBody`](super::ReplayBody)).
-    /// [`NoReplay`](super::NoReplay) takes any body type and never retries; a closure
+    /// [`ReplayBodies`], which replays the body types the crate knows and sends others once.
+    /// [`NoReplay`](super::NoReplay) never retries; `MyBody::into_replay` uses a body type's
+    /// own [`ReplayBody`](super::ReplayBody) implementation; a closure
     /// `Fn(B, usize) -> (B, Replay<B>)` decides for a body type of your own choosing. See
     /// [`ReplayPolicy`](super::ReplayPolicy).
     pub fn replay_policy<Q>(self, policy: Q) -> BearerAuthLayer<Q> {

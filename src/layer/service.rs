@@ -162,8 +162,8 @@ impl<S: fmt::Debug, P> fmt::Debug for BearerAuth<S, P> {
 /// - `Send + 'static` on `S`, `S::Future`, `S::Error`, `B` and `ResBody`: those two rare paths
 ///   (waiting for a token, retrying after a refusal) are boxed `Send` futures, so that the
 ///   response future stays small and `Send` on the common path.
-/// - `P: ReplayPolicy<B>`: how the body is kept for the retry. The default policy asks
-///   `B: ReplayBody`; [`NoReplay`](super::NoReplay) asks nothing of `B`.
+/// - `P: ReplayPolicy<B>`: how the body is kept for the retry. Every policy the crate ships
+///   takes any body type (the default, [`ReplayBodies`], replays the ones it knows).
 /// - Nothing of `S::Error`: it comes back as [`Error::Inner`], typed.
 impl<S, P, B, ResBody> Service<Request<B>> for BearerAuth<S, P>
 where

@@ -850,17 +850,15 @@ impl TokenSourceBuilder {
     ///
     /// As [`build`](Self::build); [`ConfigError::InvalidParameter`] for a builder of one source
     /// ([`from_source`](ClientCredentials::from_source), which would give every key the same
-    /// token), and with a [`shared_cache`](Self::shared_cache), which token sets of custom
-    /// sources do not use.
+    /// token), or for an empty [`shared_cache`](Self::shared_cache) name.
+    ///
+    /// With a shared cache, each key's tokens are shared under the cache name and the key's
+    /// scopes, audience and resources: replicas that name the same source share each key's
+    /// token, and no two keys share one.
     pub fn build_set(self) -> Result<crate::TokenSetBuilder, ConfigError> {
         check_schedule(&self.policy, self.timeout)?;
         #[cfg(feature = "redis")]
-        if self.shared_cache.is_some() {
-            return Err(ConfigError::InvalidParameter {
-                name: "shared_cache".into(),
-                reason: "a token set of custom sources does not share through Redis".into(),
-            });
-        }
+        check_cache_name(&self.shared_cache)?;
         let OneOrPerKey::PerKey(source_for) = self.source else {
             return Err(ConfigError::InvalidParameter {
                 name: "source".into(),
@@ -875,6 +873,8 @@ impl TokenSourceBuilder {
                 policy: self.policy,
                 max_wait: self.max_wait,
                 lazy: self.lazy,
+                #[cfg(feature = "redis")]
+                shared_cache: self.shared_cache,
             },
         ))
     }
@@ -895,16 +895,12 @@ impl TokenSourceBuilder {
             });
         };
         #[cfg(feature = "redis")]
+        check_cache_name(&self.shared_cache)?;
+        #[cfg(feature = "redis")]
         let shared_cache = match &self.shared_cache {
-            Some((_, name)) if name.is_empty() => {
-                return Err(ConfigError::InvalidParameter {
-                    name: "shared_cache.name".into(),
-                    reason: "must not be empty".into(),
-                });
-            }
             Some((cache, name)) => Some(crate::shared_cache::SharedSource::new(
                 cache,
-                &source_key_material(name),
+                &crate::shared_cache::KeyMaterial::token_source(name, &Parameters::default()),
                 self.policy.latest_margin_fn(),
                 false,
             )?),
@@ -922,18 +918,19 @@ impl TokenSourceBuilder {
     }
 }
 
-/// The shared-cache key material of a [`TokenSource`] named `name`. The `token_source` field
-/// sets it apart from every client-credentials configuration, which never has one.
+/// A custom source's shared-cache name must name something.
 #[cfg(feature = "redis")]
-fn source_key_material(name: &str) -> crate::shared_cache::KeyMaterial {
-    crate::shared_cache::KeyMaterial::new(
-        &Uri::from_static("http://token-source.invalid/"),
-        "",
-        AuthMethod::ClientSecretBasic,
-        &Parameters::default(),
-    )
-    .bind("token_source", name)
+fn check_cache_name(cache: &Option<(crate::RedisCache, String)>) -> Result<(), ConfigError> {
+    match cache {
+        Some((_, name)) if name.is_empty() => Err(ConfigError::InvalidParameter {
+            name: "shared_cache.name".into(),
+            reason: "must not be empty".into(),
+        }),
+        Some((cache, _)) => cache.prepare().map(drop),
+        None => Ok(()),
+    }
 }
+
 fn check_url(url: &str, allow_insecure_http: bool) -> Result<Uri, ConfigError> {
     let invalid = |reason: &str| ConfigError::InvalidTokenUrl {
         reason: reason.to_owned(),
@@ -1315,11 +1312,35 @@ mod tests {
             .allow_insecure_http(true)
             .shared_cache_key_material()
             .unwrap();
-        assert_ne!(by_endpoint.digest(), source_key_material("x").digest());
+        let material = |name: &str, audience: Option<&str>| {
+            let params = Parameters {
+                audience: audience.map(str::to_owned),
+                ..Parameters::default()
+            };
+            crate::shared_cache::KeyMaterial::token_source(name, &params).digest()
+        };
+        assert_ne!(by_endpoint.digest(), material("x", None));
+        assert_ne!(material("a", None), material("b", None));
+        // A token set's keys: apart from each other and from the source of one token.
+        assert_ne!(material("a", Some("orders")), material("a", None));
         assert_ne!(
-            source_key_material("a").digest(),
-            source_key_material("b").digest()
+            material("a", Some("orders")),
+            material("a", Some("billing"))
         );
+
+        // A token set of custom sources takes a cache, and checks its name.
+        let per_key = || {
+            ClientCredentials::from_source_per_key(|_: &crate::TokenKey| {
+                crate::source_fn(|| async {
+                    Ok(crate::IssuedToken::bearer("t", Duration::from_secs(1)))
+                })
+            })
+        };
+        assert!(per_key().shared_cache(cache(), "apis").build_set().is_ok());
+        assert!(matches!(
+            per_key().shared_cache(cache(), "").build_set(),
+            Err(ConfigError::InvalidParameter { name, .. }) if name == "shared_cache.name"
+        ));
     }
 
     /// An assertion from outside goes only as `private_key_jwt` in a form body.

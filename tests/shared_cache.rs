@@ -932,7 +932,9 @@ async fn dpop_tokens_are_shared_only_with_the_same_key() {
     let redis = redis!("dpop_tokens_are_shared_only_with_the_same_key");
     let auth = auth_server().await;
     let prefix = prefix("dpop");
-    let pem = tower_client_credentials_testkit::keys::TestKey::p256().private_pem();
+    let pem = tower_client_credentials_testkit::keys::TestKey::p256()
+        .private_pem()
+        .into_bytes();
     let shared_key = DpopKey::from_pem(DpopAlgorithm::ES256, &pem).unwrap();
     let dpop_replica = |key: &DpopKey| {
         builder(&auth)
@@ -1019,6 +1021,65 @@ async fn a_custom_source_is_shared_by_name() {
             .len(),
         2
     );
+}
+
+/// A token set of custom sources shares each key's token under the source's name: replicas
+/// started together make one fetch per key between them, and the keys' tokens stay apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_set_of_custom_sources_is_shared_per_key() {
+    use tower_client_credentials::{Origin, TokenKey};
+
+    let redis = redis!("a_token_set_of_custom_sources_is_shared_per_key");
+    let prefix = prefix("source-set");
+    let fetches = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let replica = || {
+        let fetches = Arc::clone(&fetches);
+        ClientCredentials::from_source_per_key(move |key: &TokenKey| {
+            let audience = key.audience_value().unwrap_or("none").to_owned();
+            let fetches = Arc::clone(&fetches);
+            tower_client_credentials::source_fn(move || {
+                fetches.lock().unwrap().push(audience.clone());
+                let token = format!("for-{audience}-{}", fastrand::u32(..));
+                async move {
+                    // Slow, so that the other replicas wait for the lease holder.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok(tower_client_credentials::IssuedToken::bearer(
+                        token,
+                        Duration::from_secs(60),
+                    ))
+                }
+            })
+        })
+        .shared_cache(cache(&redis.url, &prefix), "apis")
+        .build_set()
+        .unwrap()
+        .route(
+            "http://127.0.0.1:1".parse::<Origin>().unwrap(),
+            TokenKey::new().audience("orders"),
+        )
+        .unwrap()
+        .route(
+            "http://127.0.0.1:2".parse::<Origin>().unwrap(),
+            TokenKey::new().audience("billing"),
+        )
+        .unwrap()
+    };
+    let mut starting = JoinSet::new();
+    for _ in 0..4 {
+        starting.spawn(replica().start());
+    }
+    let mut sets = Vec::new();
+    while let Some(started) = starting.join_next().await {
+        sets.push(started.unwrap().expect("every replica gets its tokens"));
+    }
+    let mut fetched = fetches.lock().unwrap().clone();
+    fetched.sort();
+    assert_eq!(fetched, ["billing", "orders"], "one fetch per key in all");
+    let mut keys = token_keys(&mut inspect(&redis.url).await, &prefix).await;
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    drop(sets);
 }
 
 /// The calls of each command since the last `CONFIG RESETSTAT`, from `INFO commandstats`.

@@ -65,6 +65,20 @@ impl KeyMaterial {
         material
     }
 
+    /// The discriminators of the tokens of a [`TokenSource`](crate::TokenSource) the user
+    /// named `name`, for the request parameters `params` (a token set's key; the defaults for a
+    /// source of one token). The `token_source` field sets them apart from every
+    /// client-credentials configuration, which never has one.
+    pub(crate) fn token_source(name: &str, params: &Parameters) -> Self {
+        Self::new(
+            &Uri::from_static("http://token-source.invalid/"),
+            "",
+            AuthMethod::ClientSecretBasic,
+            params,
+        )
+        .bind("token_source", name)
+    }
+
     /// Adds a discriminator: tokens that differ in it get different keys. For a property of
     /// the token that the request parameters do not show, such as the DPoP key it is bound to
     /// (`bind("dpop_jkt", thumbprint)`). Never bind a secret: the digest is not a secret.

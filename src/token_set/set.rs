@@ -37,6 +37,9 @@ pub(crate) enum Sources {
         policy: RefreshPolicy,
         max_wait: Duration,
         lazy: bool,
+        /// The cache and the name the user gave the source.
+        #[cfg(feature = "redis")]
+        shared_cache: Option<(crate::RedisCache, String)>,
     },
 }
 
@@ -93,11 +96,36 @@ impl Sources {
                     }),
                 ))
             }
-            Self::Custom { source_for, .. } => {
+            Self::Custom {
+                source_for,
+                #[cfg(feature = "redis")]
+                shared_cache,
+                #[cfg(feature = "redis")]
+                policy,
+                ..
+            } => {
                 let fetcher = source_for(key);
+                #[cfg(feature = "redis")]
+                let cache = match shared_cache {
+                    Some((cache, name)) => Some(crate::shared_cache::SharedSource::new(
+                        cache,
+                        &crate::shared_cache::KeyMaterial::token_source(
+                            name,
+                            &key.parameters(&Default::default()),
+                        ),
+                        policy.latest_margin_fn(),
+                        false,
+                    )?),
+                    None => None,
+                };
                 Ok((
                     None,
-                    Box::new(move |shared, policy| Refresher::new(shared, fetcher, policy)),
+                    Box::new(move |shared, policy| {
+                        let refresher = Refresher::new(shared, fetcher, policy);
+                        #[cfg(feature = "redis")]
+                        let refresher = refresher.with_shared_cache(cache);
+                        refresher
+                    }),
                 ))
             }
         }

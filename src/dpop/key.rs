@@ -61,7 +61,7 @@ impl fmt::Display for DpopAlgorithm {
 /// assert_eq!(key.thumbprint().len(), 43);
 ///
 /// // ...or one you keep, so tokens stay bound to it across restarts.
-/// # let pem = tower_client_credentials_testkit::keys::TestKey::ed25519().private_pem();
+/// # let pem = tower_client_credentials_testkit::keys::TestKey::ed25519().private_pem().into_bytes();
 /// // let pem = std::fs::read("dpop-key.pem")?;
 /// let key = DpopKey::from_pem(DpopAlgorithm::EdDSA, &pem)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -521,6 +521,16 @@ impl ClientCredentialsBuilder {
         self
     }
 
+    /// Sends token requests through `client` (feature `reqwest`): a shortcut for
+    /// `http_client(ReqwestTransport::new(client))` (see [`http_client`](Self::http_client)).
+    /// The client's proxies, TLS roots, client certificate and default headers then apply to
+    /// token requests too. Build it with `redirect(reqwest::redirect::Policy::none())`: see
+    /// [`ReqwestTransport`](crate::reqwest::ReqwestTransport) for why.
+    #[cfg(feature = "reqwest")]
+    pub fn reqwest_client(self, client: reqwest::Client) -> Self {
+        self.http_client(endpoint::ReqwestTransport::new(client))
+    }
+
     /// Allows a plain `http` token endpoint on a non-loopback host. Default: `false`: the
     /// client secret would travel in clear text.
     pub fn allow_insecure_http(mut self, allow: bool) -> Self {

@@ -17,7 +17,8 @@ use crate::{
     dpop::{DpopKey, Prover},
     endpoint::{
         self, AssertionAudience, AssertionOptions, AuthMethod, ClientAssertion, ClientKey,
-        Credential, DiscoveryError, HttpClient, Parameters, PreparedRequest, RequestFormat,
+        Credential, DiscoveryError, HttpClient, Parameters, PreparedRequest, Proxies,
+        RequestFormat,
     },
     error::{BoxError, ConfigError, TokenError},
     refresh::{RefreshPolicy, Refresher, Shared, TokenHandle},
@@ -383,6 +384,8 @@ pub struct ClientCredentialsBuilder {
     auth: Option<AuthMethod>,
     format: RequestFormat,
     client: Option<HttpClient>,
+    proxy_from_env: bool,
+    proxies: Option<Proxies>,
     allow_insecure_http: bool,
     timeout: Duration,
     max_response_size: usize,
@@ -406,6 +409,7 @@ impl fmt::Debug for ClientCredentialsBuilder {
             .field("scopes", &self.params.scopes)
             .field("auth", &self.auth)
             .field("format", &self.format)
+            .field("proxies", &self.proxies)
             .field("dpop", &self.dpop)
             .finish_non_exhaustive()
     }
@@ -429,6 +433,8 @@ impl ClientCredentialsBuilder {
             auth: None,
             format: RequestFormat::default(),
             client: None,
+            proxy_from_env: true,
+            proxies: None,
             allow_insecure_http: false,
             timeout: DEFAULT_TIMEOUT,
             max_response_size: 64 * 1024,
@@ -508,7 +514,9 @@ impl ClientCredentialsBuilder {
     }
 
     /// Sends token requests through `client` instead of the built-in hyper-util client: your
-    /// own client with a proxy, mTLS or custom roots, or a test double.
+    /// own client with a proxy, mTLS or custom roots, or a test double. The proxy options
+    /// ([`proxy_from_env`](Self::proxy_from_env), [`proxies`](Self::proxies)) then do not
+    /// apply: the client's own settings do.
     pub fn http_client<S, B>(mut self, client: S) -> Self
     where
         S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -519,6 +527,47 @@ impl ClientCredentialsBuilder {
     {
         self.client = Some(endpoint::boxed(client));
         self
+    }
+
+    /// Sends token requests through `client` (feature `reqwest`): a shortcut for
+    /// `http_client(ReqwestTransport::new(client))` (see [`http_client`](Self::http_client)).
+    /// The client's proxies, TLS roots, client certificate and default headers then apply to
+    /// token requests too. Build it with `redirect(reqwest::redirect::Policy::none())`: see
+    /// [`ReqwestTransport`](crate::reqwest::ReqwestTransport) for why.
+    #[cfg(feature = "reqwest")]
+    pub fn reqwest_client(self, client: reqwest::Client) -> Self {
+        self.http_client(endpoint::ReqwestTransport::new(client))
+    }
+
+    /// Whether the built-in transport takes its proxies from the environment (`HTTPS_PROXY`,
+    /// `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, or their lower-case forms; see
+    /// [`Proxies::from_env`]), read once by [`build`](Self::build) (and by
+    /// [`discover`](Self::discover) for its own requests). Default: `true`. Loopback endpoints
+    /// get no exception: list them in `NO_PROXY`. Not used with [`proxies`](Self::proxies),
+    /// nor with a client of your own ([`http_client`](Self::http_client)), whose proxy
+    /// settings are its own.
+    pub fn proxy_from_env(mut self, from_env: bool) -> Self {
+        self.proxy_from_env = from_env;
+        self
+    }
+
+    /// The proxies of the built-in transport, instead of the environment's. Default: read
+    /// from the environment (see [`proxy_from_env`](Self::proxy_from_env)). Not used with a
+    /// client of your own ([`http_client`](Self::http_client)). An unusable proxy URL is
+    /// refused by [`build`](Self::build).
+    pub fn proxies(mut self, proxies: Proxies) -> Self {
+        self.proxies = Some(proxies);
+        self
+    }
+
+    /// The proxies of the built-in transport: the explicit ones, else the environment's
+    /// (read now) unless turned off.
+    fn effective_proxies(&self) -> Proxies {
+        match &self.proxies {
+            Some(proxies) => proxies.clone(),
+            None if self.proxy_from_env => Proxies::from_env(),
+            None => Proxies::new(),
+        }
     }
 
     /// Allows a plain `http` token endpoint on a non-loopback host. Default: `false`: the
@@ -592,7 +641,8 @@ impl ClientCredentialsBuilder {
         check_timing(&self).map_err(DiscoveryError::Config)?;
         let client = match &self.client {
             Some(client) => client.clone(),
-            None => endpoint::default_client(&issuer_uri).map_err(DiscoveryError::Config)?,
+            None => endpoint::default_client(&issuer_uri, &self.effective_proxies())
+                .map_err(DiscoveryError::Config)?,
         };
         let metadata =
             endpoint::discover(&client, &issuer, self.timeout, self.max_response_size).await?;
@@ -719,7 +769,7 @@ impl ClientCredentialsBuilder {
         )?;
         let client = match self.client {
             Some(client) => client,
-            None => endpoint::default_client(&uri)?,
+            None => endpoint::default_client(&uri, &self.effective_proxies())?,
         };
         let dpop = match self.dpop {
             Some(key) => {

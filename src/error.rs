@@ -71,6 +71,16 @@ pub enum ConfigError {
         /// The accepted range and the value given.
         reason: String,
     },
+    /// A proxy of the built-in transport is unusable: from `HTTPS_PROXY` or another variable
+    /// (see [`Proxies::from_env`](crate::Proxies::from_env)), or set with
+    /// [`Proxies`](crate::Proxies). The message names the setting, never its value, which may
+    /// hold a password.
+    InvalidProxy {
+        /// The variable (`HTTPS_PROXY`, `https_proxy`, …) or the `Proxies` method.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// For the range tests of the builders: the option a `build()` result refused, or `None` when
@@ -110,6 +120,9 @@ impl fmt::Display for ConfigError {
             }
             Self::InvalidClientKey { reason } => write!(f, "invalid client key: {reason}"),
             Self::InvalidTiming { name, reason } => write!(f, "invalid `{name}`: {reason}"),
+            Self::InvalidProxy { setting, reason } => {
+                write!(f, "invalid proxy in `{setting}`: {reason}")
+            }
         }
     }
 }

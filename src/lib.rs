@@ -123,8 +123,8 @@ pub use crate::{
     client_credentials::{ClientCredentials, ClientCredentialsBuilder, TokenSourceBuilder},
     dpop::{DpopAlgorithm, DpopError, DpopKey},
     endpoint::{
-        AssertionAudience, AuthMethod, ClientAssertion, ClientKey, DiscoveryError, RequestFormat,
-        SigningAlgorithm,
+        AssertionAudience, AuthMethod, ClientAssertion, ClientKey, DiscoveryError, Proxies,
+        RequestFormat, SigningAlgorithm,
     },
     error::{BoxError, ConfigError, TokenError, TokenUnavailable},
     layer::{

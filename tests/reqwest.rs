@@ -254,6 +254,40 @@ async fn reqwest_carries_token_requests() {
     assert!(!error.is_transient());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reqwest_client_sends_token_requests_through_the_given_client() {
+    let auth = auth_server(HOUR);
+    auth.serve().await.unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-from-the-reqwest-client", "yes".parse().unwrap());
+    let reqwest_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let handle =
+        ClientCredentials::builder(auth.token_url(), DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
+            .reqwest_client(reqwest_client)
+            .build()
+            .unwrap()
+            .start()
+            .await
+            .unwrap();
+    assert!(handle.current().is_some());
+    assert_eq!(auth.token_requests(), 1);
+    // The client's default header arrives: the request went through that very client.
+    let request = auth.last_request().unwrap();
+    assert_eq!(
+        request
+            .headers
+            .get("x-from-the-reqwest-client")
+            .map(|value| value.as_bytes()),
+        Some(&b"yes"[..]),
+        "{request:?}"
+    );
+    assert_eq!(request.param("grant_type"), Some("client_credentials"));
+}
+
 async fn dpop_started(api_nonce: bool) -> (MockAuthServer, MockApi, String, TokenHandle) {
     let auth = MockAuthServer::builder()
         .lifetime(HOUR)

@@ -6,6 +6,7 @@
 mod assertion;
 mod discovery;
 mod federated;
+mod proxy;
 mod request;
 mod response;
 mod transport;
@@ -28,6 +29,7 @@ pub use self::{
     assertion::{AssertionAudience, ClientKey, SigningAlgorithm},
     discovery::DiscoveryError,
     federated::ClientAssertion,
+    proxy::Proxies,
     request::{AuthMethod, RequestFormat},
 };
 #[cfg(fuzzing)]

@@ -2,16 +2,20 @@
 //! client (over rustls with the `rustls` feature).
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{Request, Response, Uri, header::PROXY_AUTHORIZATION};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper_util::{
-    client::legacy::Client,
+    client::legacy::{
+        Client,
+        connect::{HttpConnector, proxy::Tunnel},
+    },
     rt::{TokioExecutor, TokioTimer},
 };
 use tower::{ServiceExt, util::BoxCloneSyncService};
 use tower_service::Service;
 
+use super::proxy::{self, Proxies};
 use crate::error::{BoxError, ConfigError};
 
 /// The body of a token-endpoint response, whatever the client produced.
@@ -114,32 +118,71 @@ impl Service<Request<Full<Bytes>>> for ReqwestTransport {
     }
 }
 
-/// hyper-util's client for the given endpoint: plain HTTP for `http` URLs, rustls for `https`.
-pub(crate) fn default_client(uri: &Uri) -> Result<HttpClient, ConfigError> {
-    if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
-        https_client()
-    } else {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .build::<_, Full<Bytes>>(connector);
-        Ok(boxed(client))
+/// hyper-util's client for the given endpoint: plain HTTP for `http` URLs, rustls for `https`;
+/// through the proxy that `proxies` gives the endpoint, if any: a CONNECT tunnel to an `https`
+/// endpoint, absolute-form requests to an `http` one.
+pub(crate) fn default_client(uri: &Uri, proxies: &Proxies) -> Result<HttpClient, ConfigError> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let Some((proxy, authorization)) = proxy::intercept(&proxies.matcher()?, uri) else {
+        return if https {
+            https_client(connector)
+        } else {
+            Ok(boxed(client_builder().build::<_, Full<Bytes>>(connector)))
+        };
+    };
+    // The proxy's URI carries no user or password: those are in `authorization`.
+    tracing::debug!(token_endpoint = %uri, proxy = %proxy, "token requests go through a proxy");
+    if https {
+        let mut tunnel = Tunnel::new(proxy, connector);
+        if let Some(authorization) = authorization {
+            tunnel = tunnel.with_auth(authorization);
+        }
+        return https_client(tunnel);
     }
+    let client = client_builder().build::<_, Full<Bytes>>(proxy::AbsoluteForm {
+        inner: connector,
+        proxy,
+    });
+    Ok(boxed(client.map_request(
+        move |mut request: Request<Full<Bytes>>| {
+            if let Some(authorization) = &authorization {
+                request
+                    .headers_mut()
+                    .insert(PROXY_AUTHORIZATION, authorization.clone());
+            }
+            request
+        },
+    )))
+}
+
+fn client_builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.pool_timer(TokioTimer::new());
+    builder
 }
 
 #[cfg(feature = "rustls")]
-fn https_client() -> Result<HttpClient, ConfigError> {
+fn https_client<C>(connector: C) -> Result<HttpClient, ConfigError>
+where
+    C: Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: hyper_util::client::legacy::connect::Connection
+        + hyper::rt::Read
+        + hyper::rt::Write
+        + Send
+        + Unpin
+        + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config()?)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .build();
-    let client = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .build::<_, Full<Bytes>>(connector);
-    Ok(boxed(client))
+        .wrap_connector(connector);
+    Ok(boxed(client_builder().build::<_, Full<Bytes>>(connector)))
 }
 
 /// The rustls configuration of the built-in transport: the process's default crypto provider
@@ -213,7 +256,7 @@ pub(crate) fn tls_config() -> Result<rustls::ClientConfig, ConfigError> {
 }
 
 #[cfg(not(feature = "rustls"))]
-fn https_client() -> Result<HttpClient, ConfigError> {
+fn https_client<C>(_: C) -> Result<HttpClient, ConfigError> {
     Err(ConfigError::NoTlsTransport)
 }
 
@@ -230,6 +273,7 @@ mod tests {
             config.alpn_protocols.is_empty(),
             "hyper-rustls sets ALPN itself"
         );
-        default_client(&"https://127.0.0.1/token".parse().unwrap()).expect("an https client");
+        default_client(&"https://127.0.0.1/token".parse().unwrap(), &Proxies::new())
+            .expect("an https client");
     }
 }

@@ -51,6 +51,8 @@ const BOTH_SCOPES: [&str; 2] = ["api:read", "api:write"];
 
 mod assertion;
 mod dpop;
+#[cfg(feature = "reqwest")]
+mod reqwest;
 
 fn builder(auth: &AuthServer, client: (&str, &str)) -> ClientCredentialsBuilder {
     ClientCredentials::builder(auth.token_url(), client.0, client.1)

@@ -6,7 +6,7 @@
 //!
 //! The tests need Node.js >= 20.18 and the npm packages, so plain `cargo test` reports them as
 //! ignored. Run them with `tests/interop/run.sh`, which is
-//! `(cd tests/interop && npm ci) && cargo test --test interop -- --ignored`; asked for without
+//! `(cd tests/interop && npm ci) && cargo test --all-features --test interop -- --ignored`; asked for without
 //! their prerequisites, they fail and say what is missing.
 //!
 //! The provider is another process with its own clock, so these tests run in real time: the

@@ -17,4 +17,4 @@ done
 
 (cd "$root/tests/interop" && npm ci --no-audit --no-fund --loglevel=error)
 cd "$root"
-exec cargo test --test interop -- --ignored "$@"
+exec cargo test --all-features --test interop -- --ignored "$@"

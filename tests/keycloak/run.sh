@@ -7,4 +7,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 # shellcheck source=install.sh
 . tests/keycloak/install.sh
-exec cargo test --test keycloak -- --ignored "$@"
+exec cargo test --all-features --test keycloak -- --ignored "$@"

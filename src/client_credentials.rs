@@ -924,7 +924,7 @@ impl TokenSourceBuilder {
                 max_wait: self.max_wait,
                 lazy: self.lazy,
                 #[cfg(feature = "redis")]
-                shared_cache: self.shared_cache,
+                shared_cache: self.shared_cache.map(Box::new),
             },
         ))
     }

@@ -39,7 +39,7 @@ pub(crate) enum Sources {
         lazy: bool,
         /// The cache and the name the user gave the source.
         #[cfg(feature = "redis")]
-        shared_cache: Option<(crate::RedisCache, String)>,
+        shared_cache: Option<Box<(crate::RedisCache, String)>>,
     },
 }
 
@@ -106,7 +106,7 @@ impl Sources {
             } => {
                 let fetcher = source_for(key);
                 #[cfg(feature = "redis")]
-                let cache = match shared_cache {
+                let cache = match shared_cache.as_deref() {
                     Some((cache, name)) => Some(crate::shared_cache::SharedSource::new(
                         cache,
                         &crate::shared_cache::KeyMaterial::token_source(

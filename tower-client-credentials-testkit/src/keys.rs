@@ -121,6 +121,13 @@ impl TestKey {
         &self.pkcs8
     }
 
+    /// An RSA key's PKCS#1 `RSAPrivateKey` DER, what `jsonwebtoken`'s RSA DER keys take.
+    ///
+    /// Meaningful for [`rsa2048`](Self::rsa2048) only.
+    pub fn rsa_pkcs1_der(&self) -> Vec<u8> {
+        pkcs1_of(&self.pkcs8).to_vec()
+    }
+
     /// The private key as PKCS#8 PEM (`BEGIN PRIVATE KEY`).
     pub fn private_pem(&self) -> String {
         pem("PRIVATE KEY", &self.pkcs8)
@@ -188,12 +195,9 @@ fn rsa2048() -> TestKey {
     let key = RsaKeyPair::generate(KeySize::Rsa2048).expect("an RSA key");
     let pkcs8: Pkcs8V1Der<'_> = key.as_der().expect("PKCS#8");
     let spki: PublicKeyX509Der<'_> = key.public_key().as_der().expect("SPKI");
-    // PKCS#8 `PrivateKeyInfo` holds the PKCS#1 `RSAPrivateKey` (RFC 8017 A.1.2): version, then
-    // n, e, d, p, q, dp, dq, qi, the JWK's members in that order.
-    let info = der::sequence(pkcs8.as_ref());
-    let (_version, rest) = der::element(info);
-    let (_algorithm, rest) = der::element(rest);
-    let (pkcs1, _) = der::element(rest);
+    // PKCS#1 `RSAPrivateKey` (RFC 8017 A.1.2): version, then n, e, d, p, q, dp, dq, qi, the
+    // JWK's members in that order.
+    let pkcs1 = pkcs1_of(pkcs8.as_ref());
     let mut fields = der::sequence(pkcs1);
     let mut jwk = json!({"kty": "RSA"});
     let (_version, rest) = der::element(fields);
@@ -213,6 +217,15 @@ fn rsa2048() -> TestKey {
         spki.as_ref().to_vec(),
         jwk,
     )
+}
+
+/// The PKCS#1 key inside a PKCS#8 `PrivateKeyInfo`:
+/// `SEQUENCE { INTEGER 0, AlgorithmIdentifier, OCTET STRING { RSAPrivateKey } }`.
+fn pkcs1_of(pkcs8: &[u8]) -> &[u8] {
+    let info = der::sequence(pkcs8);
+    let (_version, rest) = der::element(info);
+    let (_algorithm, rest) = der::element(rest);
+    der::element(rest).0
 }
 
 fn b64(bytes: &[u8]) -> String {

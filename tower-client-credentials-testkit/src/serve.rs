@@ -156,6 +156,47 @@ async fn serve_connection<H: Handler>(
     }
 }
 
+/// Defines a mock server's in-memory [`Service`](tower_service::Service): always ready, it
+/// reads the whole request body (with its trailers), then answers with `handler`; it fails only
+/// when the request body fails.
+macro_rules! in_memory_service {
+    ($(#[$doc:meta])* $name:ident($handler:ty)) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            handler: $handler,
+        }
+
+        impl<B> tower_service::Service<http::Request<B>> for $name
+        where
+            B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+            B::Error: Into<$crate::BoxError>,
+        {
+            type Response = http::Response<$crate::BoxBody>;
+            type Error = $crate::BoxError;
+            type Future = $crate::ResponseFuture;
+
+            fn poll_ready(
+                &mut self,
+                _cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), Self::Error>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, request: http::Request<B>) -> Self::Future {
+                $crate::ResponseFuture::new(self.handler.clone(), request)
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
+            }
+        }
+    };
+}
+pub(crate) use in_memory_service;
+
 #[cfg(test)]
 mod tests {
     use http_body_util::{BodyExt, Full};

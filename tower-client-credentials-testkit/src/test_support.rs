@@ -1,6 +1,6 @@
 //! Helpers shared by the unit tests of the mock servers.
 
-use std::sync::OnceLock;
+use crate::keys::TestKey;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -131,8 +131,7 @@ impl ProofKey {
 
     /// A P-256 key made for this test process (the same one at every call).
     pub(crate) fn es256() -> Self {
-        static KEY: OnceLock<Vec<u8>> = OnceLock::new();
-        Self::from_ec(KEY.get_or_init(new_p256_pkcs8))
+        Self::from_ec(TestKey::p256().pkcs8_der())
     }
 
     fn from_ec(pkcs8: &[u8]) -> Self {
@@ -142,26 +141,14 @@ impl ProofKey {
 
     /// An Ed25519 key made for this test process (the same one at every call).
     pub(crate) fn ed25519() -> Self {
-        static KEY: OnceLock<Vec<u8>> = OnceLock::new();
-        let pkcs8 = KEY.get_or_init(|| {
-            let key = aws_lc_rs::signature::Ed25519KeyPair::generate().expect("Ed25519 key");
-            key.to_pkcs8v1().expect("PKCS#8").as_ref().to_vec()
-        });
-        let key = jsonwebtoken::EncodingKey::from_ed_der(pkcs8);
+        let key = jsonwebtoken::EncodingKey::from_ed_der(TestKey::ed25519().pkcs8_der());
         Self::new("EdDSA", jsonwebtoken::Algorithm::EdDSA, key)
     }
 
     /// A 2048-bit RSA key made for this test process (the same one at every call).
     pub(crate) fn rs256() -> Self {
-        static KEY: OnceLock<Vec<u8>> = OnceLock::new();
-        let pkcs1 = KEY.get_or_init(|| {
-            use aws_lc_rs::encoding::{AsDer as _, Pkcs8V1Der};
-            let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-                .expect("RSA key");
-            let pkcs8: Pkcs8V1Der<'_> = key.as_der().expect("PKCS#8");
-            pkcs1_of_pkcs8(pkcs8.as_ref())
-        });
-        let key = jsonwebtoken::EncodingKey::from_rsa_der(pkcs1);
+        let pkcs1 = TestKey::rsa2048().rsa_pkcs1_der();
+        let key = jsonwebtoken::EncodingKey::from_rsa_der(&pkcs1);
         Self::new("RS256", jsonwebtoken::Algorithm::RS256, key)
     }
 
@@ -169,7 +156,7 @@ impl ProofKey {
     /// another modulus.
     pub(crate) fn other(&self) -> Self {
         match self.algorithm {
-            jsonwebtoken::Algorithm::ES256 => Self::from_ec(&new_p256_pkcs8()),
+            jsonwebtoken::Algorithm::ES256 => Self::from_ec(TestKey::new_p256().pkcs8_der()),
             jsonwebtoken::Algorithm::EdDSA => {
                 // PKCS#8 of an Ed25519 seed: a fixed 16-byte prefix, then the 32-byte seed.
                 let mut der = vec![
@@ -244,40 +231,6 @@ impl ProofKey {
         }
         sign_proof(self, &self.header(), &claims)
     }
-}
-
-/// A new P-256 key, PKCS#8.
-fn new_p256_pkcs8() -> Vec<u8> {
-    let key = aws_lc_rs::signature::EcdsaKeyPair::generate(
-        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-    )
-    .expect("P-256 key");
-    key.to_pkcs8v1().expect("PKCS#8").as_ref().to_vec()
-}
-
-/// The PKCS#1 `RSAPrivateKey` inside a PKCS#8 `PrivateKeyInfo` (what jsonwebtoken's RSA DER
-/// takes): `SEQUENCE { INTEGER 0, AlgorithmIdentifier, OCTET STRING { RSAPrivateKey } }`.
-fn pkcs1_of_pkcs8(der: &[u8]) -> Vec<u8> {
-    // Returns (tag, content, rest) of the DER element at the start of `input`.
-    fn element(input: &[u8]) -> (u8, &[u8], &[u8]) {
-        let (tag, first) = (input[0], input[1]);
-        let (len, header) = if first < 0x80 {
-            (usize::from(first), 2)
-        } else {
-            let n = usize::from(first & 0x7f);
-            let len = input[2..2 + n]
-                .iter()
-                .fold(0_usize, |len, byte| (len << 8) | usize::from(*byte));
-            (len, 2 + n)
-        };
-        (tag, &input[header..header + len], &input[header + len..])
-    }
-    let (_, info, _) = element(der);
-    let (_, _version, rest) = element(info);
-    let (_, _algorithm, rest) = element(rest);
-    let (tag, key, _) = element(rest);
-    assert_eq!(tag, 0x04, "an OCTET STRING");
-    key.to_vec()
 }
 
 /// Signs `header` and `claims` with `key`, whatever they say.

@@ -9,24 +9,21 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 
-use http_body::Body;
 use percent_encoding::{AsciiSet, CONTROLS};
 use tokio::time::Instant;
-use tower_service::Service;
 
 use super::{
-    BoxBody, BoxError, body,
+    BoxBody, body,
     dpop::{self, JtiCache, ProofError},
     lock,
     registry::TokenRegistry,
-    serve::{self, Handler, ResponseFuture, Running},
+    serve::{self, Handler, Running},
 };
 
 /// The header that carries the `jti` of the token an accepted request used.
@@ -485,37 +482,11 @@ impl fmt::Debug for MockApi {
     }
 }
 
-/// [`MockApi`] as an in-memory [`Service`], from [`MockApi::service`].
-///
-/// It reads the whole request body (with its trailers), then answers. It is always ready, and
-/// fails only when the request body fails.
-#[derive(Clone)]
-pub struct MockApiService {
-    handler: ApiHandler,
-}
-
-impl<B> Service<Request<B>> for MockApiService
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<BoxBody>;
-    type Error = BoxError;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        ResponseFuture::new(self.handler.clone(), request)
-    }
-}
-
-impl fmt::Debug for MockApiService {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MockApiService").finish_non_exhaustive()
-    }
+serve::in_memory_service! {
+    /// [`MockApi`] as an in-memory [`Service`](tower_service::Service), from [`MockApi::service`]: always ready, it
+    /// reads the whole request body (with its trailers), then answers; it fails only when the
+    /// request body fails.
+    MockApiService(ApiHandler)
 }
 
 #[derive(Clone)]

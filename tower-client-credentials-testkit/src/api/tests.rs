@@ -5,6 +5,8 @@ use serde_json::Value;
 
 use super::super::{MockAuthServer, dpop::DecodedProof, test_support::*};
 use super::*;
+use crate::BoxError;
+use tower_service::Service;
 
 const API_URL: &str = "http://api.test/v1/echo";
 

@@ -14,20 +14,17 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri};
-use http_body::Body;
-use tower_service::Service;
 
 use super::{
-    BoxBody, BoxError, MockApi,
+    BoxBody, MockApi,
     dpop::{self, DecodedProof, JtiCache, ProofError},
     registry::{IssuedToken, TokenRegistry},
-    serve::{self, Handler, ResponseFuture, Running},
+    serve::{self, Handler, Running},
 };
 
 mod builder;
@@ -517,37 +514,11 @@ impl fmt::Debug for MockAuthServer {
     }
 }
 
-/// [`MockAuthServer`] as an in-memory [`Service`], from [`MockAuthServer::service`].
-///
-/// It reads the whole request body, then answers. It is always ready, and fails only when the
-/// request body fails.
-#[derive(Clone)]
-pub struct MockAuthService {
-    handler: AuthHandler,
-}
-
-impl<B> Service<Request<B>> for MockAuthService
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<BoxBody>;
-    type Error = BoxError;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        ResponseFuture::new(self.handler.clone(), request)
-    }
-}
-
-impl fmt::Debug for MockAuthService {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MockAuthService").finish_non_exhaustive()
-    }
+serve::in_memory_service! {
+    /// [`MockAuthServer`] as an in-memory [`Service`](tower_service::Service), from [`MockAuthServer::service`]: always
+    /// ready, it reads the whole request body, then answers; it fails only when the request
+    /// body fails.
+    MockAuthService(AuthHandler)
 }
 
 #[derive(Clone)]

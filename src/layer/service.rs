@@ -262,11 +262,11 @@ impl<P> Authorizer<P> {
         }
         // Without retries (a DPoP request's answer is still looked at), no body to keep.
         let request = if self.config.retry {
-            request.map(|body| {
-                let (body, replay) = self.replay.replay(body, self.config.replay_limit);
-                retry.set_replay(replay);
-                body
-            })
+            // Not `Request::map`, which is not inlined: the head would move once more.
+            let (head, body) = request.into_parts();
+            let (body, replay) = self.replay.replay(body, self.config.replay_limit);
+            retry.set_replay(replay);
+            Request::from_parts(head, body)
         } else {
             request
         };

@@ -1,6 +1,8 @@
 //! The HTTP client that carries token requests: the user's own tower service, or hyper-util's
 //! client (over rustls with the `rustls` feature).
 
+use std::fmt;
+
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body::Body;
@@ -114,10 +116,134 @@ impl Service<Request<Full<Bytes>>> for ReqwestTransport {
     }
 }
 
+/// What the builder adds to the built-in transport's TLS: a client certificate (mutual TLS,
+/// RFC 8705) and roots trusted besides those of the features. Parsed and checked when the
+/// configuration is built.
+#[derive(Clone, Default)]
+pub(crate) struct TlsOptions {
+    #[cfg(feature = "rustls")]
+    identity: Option<ClientIdentity>,
+    #[cfg(feature = "rustls")]
+    roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        #[allow(unused_mut)]
+        let mut debug = f.debug_struct("TlsOptions");
+        #[cfg(feature = "rustls")]
+        debug
+            .field("client_certificate", &self.identity.is_some())
+            .field("extra_roots", &self.roots.len());
+        debug.finish()
+    }
+}
+
+/// A client certificate chain and its private key.
+#[cfg(feature = "rustls")]
+struct ClientIdentity {
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+#[cfg(feature = "rustls")]
+impl Clone for ClientIdentity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl TlsOptions {
+    /// Parses the PEM of a client certificate chain and its private key, and of extra roots.
+    /// The errors name what is wrong, never the key's bytes.
+    pub(crate) fn new(
+        client_certificate: Option<(&str, &str)>,
+        roots: &[String],
+    ) -> Result<Self, ConfigError> {
+        #[cfg(feature = "rustls")]
+        {
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+            let invalid = |name: &str, reason: &str| ConfigError::InvalidParameter {
+                name: name.to_owned(),
+                reason: reason.to_owned(),
+            };
+            let certificates = |name: &str, pem: &str| {
+                let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| invalid(name, "a `CERTIFICATE` section is not valid PEM"))?;
+                if chain.is_empty() {
+                    return Err(invalid(
+                        name,
+                        "no `-----BEGIN CERTIFICATE-----` section found",
+                    ));
+                }
+                Ok(chain)
+            };
+            let identity = match client_certificate {
+                None => None,
+                Some((chain, key)) => {
+                    let chain = certificates("client_certificate", chain)?;
+                    // The PEM error may quote the key's text: not passed on.
+                    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| {
+                        invalid(
+                            "client_certificate",
+                            "the private key is not a PEM `PRIVATE KEY`, `RSA PRIVATE KEY` or \
+                             `EC PRIVATE KEY` section",
+                        )
+                    })?;
+                    Some(ClientIdentity { chain, key })
+                }
+            };
+            let mut all_roots = Vec::new();
+            for pem in roots {
+                all_roots.extend(certificates("root_certificates", pem)?);
+            }
+            let options = Self {
+                identity,
+                roots: all_roots,
+            };
+            // The key must suit the provider and match the certificate: checked now.
+            if !options.is_empty() {
+                tls_config(&options)?;
+            }
+            Ok(options)
+        }
+        #[cfg(not(feature = "rustls"))]
+        {
+            if client_certificate.is_some() || !roots.is_empty() {
+                return Err(ConfigError::NoTlsTransport);
+            }
+            Ok(Self {})
+        }
+    }
+
+    /// Whether nothing was set.
+    #[cfg(feature = "rustls")]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.identity.is_none() && self.roots.is_empty()
+    }
+
+    /// Whether a client certificate was set.
+    #[cfg(feature = "rustls")]
+    pub(crate) fn has_client_certificate(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// Whether a client certificate was set: never without a TLS transport.
+    #[cfg(not(feature = "rustls"))]
+    pub(crate) fn has_client_certificate(&self) -> bool {
+        false
+    }
+}
+
 /// hyper-util's client for the given endpoint: plain HTTP for `http` URLs, rustls for `https`.
-pub(crate) fn default_client(uri: &Uri) -> Result<HttpClient, ConfigError> {
+pub(crate) fn default_client(uri: &Uri, tls: &TlsOptions) -> Result<HttpClient, ConfigError> {
     if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
-        https_client()
+        https_client(tls)
     } else {
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_nodelay(true);
@@ -129,9 +255,9 @@ pub(crate) fn default_client(uri: &Uri) -> Result<HttpClient, ConfigError> {
 }
 
 #[cfg(feature = "rustls")]
-fn https_client() -> Result<HttpClient, ConfigError> {
+fn https_client(tls: &TlsOptions) -> Result<HttpClient, ConfigError> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config()?)
+        .with_tls_config(tls_config(tls)?)
         .https_or_http()
         .enable_http1()
         .enable_http2()
@@ -145,9 +271,9 @@ fn https_client() -> Result<HttpClient, ConfigError> {
 /// The rustls configuration of the built-in transport: the process's default crypto provider
 /// if the application installed one (ring, a FIPS build), aws-lc-rs otherwise; the platform
 /// verifier with `platform-verifier`, else the roots of `native-roots` and `webpki-roots`
-/// together.
+/// together; and the builder's extra roots and client certificate (`options`).
 #[cfg(feature = "rustls")]
-pub(crate) fn tls_config() -> Result<rustls::ClientConfig, ConfigError> {
+pub(crate) fn tls_config(options: &TlsOptions) -> Result<rustls::ClientConfig, ConfigError> {
     use std::sync::Arc;
 
     let tls = |reason: String| ConfigError::Tls {
@@ -166,12 +292,21 @@ pub(crate) fn tls_config() -> Result<rustls::ClientConfig, ConfigError> {
 
     #[cfg(feature = "platform-verifier")]
     {
-        let verifier = rustls_platform_verifier::Verifier::new(provider)
-            .map_err(|error| tls(format!("the platform verifier failed to start: {error}")))?;
-        Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth())
+        let verifier = if options.roots.is_empty() {
+            rustls_platform_verifier::Verifier::new(provider)
+        } else {
+            rustls_platform_verifier::Verifier::new_with_extra_roots(
+                options.roots.iter().cloned(),
+                provider,
+            )
+        }
+        .map_err(|error| tls(format!("the platform verifier failed to start: {error}")))?;
+        with_client_auth(
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier)),
+            options,
+        )
     }
 
     #[cfg(not(feature = "platform-verifier"))]
@@ -194,6 +329,14 @@ pub(crate) fn tls_config() -> Result<rustls::ClientConfig, ConfigError> {
         }
         #[cfg(feature = "webpki-roots")]
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for root in &options.roots {
+            roots
+                .add(root.clone())
+                .map_err(|error| ConfigError::InvalidParameter {
+                    name: "root_certificates".into(),
+                    reason: format!("not a usable root certificate: {error}"),
+                })?;
+        }
         if roots.is_empty() {
             let features = if cfg!(feature = "native-roots") {
                 "no root certificate found on this system (`native-roots`); in an image \
@@ -208,12 +351,32 @@ pub(crate) fn tls_config() -> Result<rustls::ClientConfig, ConfigError> {
             }
             return Err(tls(reason));
         }
-        Ok(builder.with_root_certificates(roots).with_no_client_auth())
+        with_client_auth(builder.with_root_certificates(roots), options)
+    }
+}
+
+/// Presents the client certificate, if there is one (`with_client_auth_cert` checks that the
+/// key suits the provider and matches the certificate).
+#[cfg(feature = "rustls")]
+fn with_client_auth(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    options: &TlsOptions,
+) -> Result<rustls::ClientConfig, ConfigError> {
+    match &options.identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some(identity) => builder
+            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(|error| ConfigError::InvalidParameter {
+                name: "client_certificate".into(),
+                // rustls's errors name the problem (an unsupported or mismatched key), not
+                // the key.
+                reason: format!("the certificate and key are not usable: {error}"),
+            }),
     }
 }
 
 #[cfg(not(feature = "rustls"))]
-fn https_client() -> Result<HttpClient, ConfigError> {
+fn https_client(_: &TlsOptions) -> Result<HttpClient, ConfigError> {
     Err(ConfigError::NoTlsTransport)
 }
 
@@ -225,11 +388,15 @@ mod tests {
     /// root would fail every `https` token request.
     #[test]
     fn the_built_in_tls_configuration_builds() {
-        let config = tls_config().expect("a TLS configuration");
+        let config = tls_config(&TlsOptions::default()).expect("a TLS configuration");
         assert!(
             config.alpn_protocols.is_empty(),
             "hyper-rustls sets ALPN itself"
         );
-        default_client(&"https://127.0.0.1/token".parse().unwrap()).expect("an https client");
+        default_client(
+            &"https://127.0.0.1/token".parse().unwrap(),
+            &TlsOptions::default(),
+        )
+        .expect("an https client");
     }
 }

@@ -62,6 +62,7 @@ macro_rules! start {
 // After `start!`, which it uses.
 mod assertion;
 mod dpop;
+mod mtls;
 
 fn builder(auth: &AuthServer, client: (&str, &str)) -> ClientCredentialsBuilder {
     ClientCredentials::builder(auth.token_url(), client.0, client.1)

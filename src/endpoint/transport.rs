@@ -199,18 +199,38 @@ impl TlsOptions {
                 }
             };
             let mut all_roots = Vec::new();
+            let mut store = rustls::RootCertStore::empty();
             for pem in roots {
-                all_roots.extend(certificates("root_certificates", pem)?);
+                for root in certificates("root_certificates", pem)? {
+                    store.add(root.clone()).map_err(|error| {
+                        invalid(
+                            "root_certificates",
+                            &format!("not a usable CA certificate: {error}"),
+                        )
+                    })?;
+                    all_roots.push(root);
+                }
             }
-            let options = Self {
+            // The key must suit the provider and match the certificate: checked now.
+            if let Some(identity) = &identity {
+                rustls::sign::CertifiedKey::from_der(
+                    identity.chain.clone(),
+                    identity.key.clone_key(),
+                    &provider(),
+                )
+                .map_err(|error| {
+                    invalid(
+                        "client_certificate",
+                        // rustls's errors name the problem (an unsupported or mismatched
+                        // key), not the key.
+                        &format!("the certificate and key are not usable: {error}"),
+                    )
+                })?;
+            }
+            Ok(Self {
                 identity,
                 roots: all_roots,
-            };
-            // The key must suit the provider and match the certificate: checked now.
-            if !options.is_empty() {
-                tls_config(&options)?;
-            }
-            Ok(options)
+            })
         }
         #[cfg(not(feature = "rustls"))]
         {
@@ -219,12 +239,6 @@ impl TlsOptions {
             }
             Ok(Self {})
         }
-    }
-
-    /// Whether nothing was set.
-    #[cfg(feature = "rustls")]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.identity.is_none() && self.roots.is_empty()
     }
 
     /// Whether a client certificate was set.
@@ -274,14 +288,10 @@ fn https_client(tls: &TlsOptions) -> Result<HttpClient, ConfigError> {
 /// together; and the builder's extra roots and client certificate (`options`).
 #[cfg(feature = "rustls")]
 pub(crate) fn tls_config(options: &TlsOptions) -> Result<rustls::ClientConfig, ConfigError> {
-    use std::sync::Arc;
-
     let tls = |reason: String| ConfigError::Tls {
         reason: format!("token endpoint: {reason}"),
     };
-    let provider = rustls::crypto::CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|error| {
@@ -304,7 +314,7 @@ pub(crate) fn tls_config(options: &TlsOptions) -> Result<rustls::ClientConfig, C
         with_client_auth(
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier)),
+                .with_custom_certificate_verifier(std::sync::Arc::new(verifier)),
             options,
         )
     }
@@ -329,14 +339,8 @@ pub(crate) fn tls_config(options: &TlsOptions) -> Result<rustls::ClientConfig, C
         }
         #[cfg(feature = "webpki-roots")]
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for root in &options.roots {
-            roots
-                .add(root.clone())
-                .map_err(|error| ConfigError::InvalidParameter {
-                    name: "root_certificates".into(),
-                    reason: format!("not a usable root certificate: {error}"),
-                })?;
-        }
+        // Checked when the options were made.
+        let _ = roots.add_parsable_certificates(options.roots.iter().cloned());
         if roots.is_empty() {
             let features = if cfg!(feature = "native-roots") {
                 "no root certificate found on this system (`native-roots`); in an image \
@@ -353,6 +357,15 @@ pub(crate) fn tls_config(options: &TlsOptions) -> Result<rustls::ClientConfig, C
         }
         with_client_auth(builder.with_root_certificates(roots), options)
     }
+}
+
+/// The process's default crypto provider if the application installed one, aws-lc-rs
+/// otherwise.
+#[cfg(feature = "rustls")]
+fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
 }
 
 /// Presents the client certificate, if there is one (`with_client_auth_cert` checks that the

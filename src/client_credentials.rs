@@ -927,6 +927,8 @@ impl ClientCredentialsBuilder {
                 lazy: self.lazy,
                 dpop,
                 #[cfg(feature = "redis")]
+                certificate_thumbprint: tls.client_certificate_thumbprint(),
+                #[cfg(feature = "redis")]
                 shared_cache: self.shared_cache,
             },
             request,
@@ -1506,6 +1508,26 @@ mod tests {
             source_key_material("a").digest(),
             source_key_material("b").digest()
         );
+    }
+
+    /// Tokens bound to a certificate are shared only by replicas presenting the same one.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn the_client_certificate_is_part_of_the_shared_cache_key() {
+        let (chain, key) = client_identity();
+        let (other_chain, other_key) = client_identity();
+        let digest = |identity: Option<(&str, &str)>| {
+            let builder = ClientCredentials::builder("https://auth.example/t", "id", "s");
+            let builder = match identity {
+                Some((chain, key)) => builder.client_certificate(chain, key),
+                None => builder,
+            };
+            builder.shared_cache_key_material().unwrap().digest()
+        };
+        let with = digest(Some((&chain, &key)));
+        assert_eq!(with, digest(Some((&chain, &key))));
+        assert_ne!(with, digest(Some((&other_chain, &other_key))));
+        assert_ne!(with, digest(None));
     }
 
     /// An assertion from outside goes only as `private_key_jwt` in a form body.

@@ -247,10 +247,26 @@ impl TlsOptions {
         self.identity.is_some()
     }
 
+    /// The SHA-256 thumbprint of the client certificate (base64url, RFC 8705 §3.1), if one
+    /// was set.
+    #[cfg(all(feature = "rustls", feature = "redis"))]
+    pub(crate) fn client_certificate_thumbprint(&self) -> Option<String> {
+        use base64::Engine;
+        let leaf = self.identity.as_ref()?.chain.first()?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf);
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref()))
+    }
+
     /// Whether a client certificate was set: never without a TLS transport.
     #[cfg(not(feature = "rustls"))]
     pub(crate) fn has_client_certificate(&self) -> bool {
         false
+    }
+
+    /// No client certificate without a TLS transport.
+    #[cfg(all(not(feature = "rustls"), feature = "redis"))]
+    pub(crate) fn client_certificate_thumbprint(&self) -> Option<String> {
+        None
     }
 }
 

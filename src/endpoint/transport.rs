@@ -121,8 +121,10 @@ impl Service<Request<Full<Bytes>>> for ReqwestTransport {
 /// configuration is built.
 #[derive(Clone, Default)]
 pub(crate) struct TlsOptions {
+    /// The client certificate chain and its key, loaded by the crypto provider once: no copy
+    /// of the key's DER is kept.
     #[cfg(feature = "rustls")]
-    identity: Option<ClientIdentity>,
+    identity: Option<std::sync::Arc<rustls::sign::CertifiedKey>>,
     #[cfg(feature = "rustls")]
     roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
@@ -136,23 +138,6 @@ impl fmt::Debug for TlsOptions {
             .field("client_certificate", &self.identity.is_some())
             .field("extra_roots", &self.roots.len());
         debug.finish()
-    }
-}
-
-/// A client certificate chain and its private key.
-#[cfg(feature = "rustls")]
-struct ClientIdentity {
-    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key: rustls::pki_types::PrivateKeyDer<'static>,
-}
-
-#[cfg(feature = "rustls")]
-impl Clone for ClientIdentity {
-    fn clone(&self) -> Self {
-        Self {
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-        }
     }
 }
 
@@ -195,7 +180,17 @@ impl TlsOptions {
                              `EC PRIVATE KEY` section",
                         )
                     })?;
-                    Some(ClientIdentity { chain, key })
+                    // The key must suit the provider and match the certificate.
+                    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider())
+                        .map_err(|error| {
+                        invalid(
+                            "client_certificate",
+                            // rustls's errors name the problem (an unsupported or
+                            // mismatched key), not the key.
+                            &format!("the certificate and key are not usable: {error}"),
+                        )
+                    })?;
+                    Some(std::sync::Arc::new(certified))
                 }
             };
             let mut all_roots = Vec::new();
@@ -210,22 +205,6 @@ impl TlsOptions {
                     })?;
                     all_roots.push(root);
                 }
-            }
-            // The key must suit the provider and match the certificate: checked now.
-            if let Some(identity) = &identity {
-                rustls::sign::CertifiedKey::from_der(
-                    identity.chain.clone(),
-                    identity.key.clone_key(),
-                    &provider(),
-                )
-                .map_err(|error| {
-                    invalid(
-                        "client_certificate",
-                        // rustls's errors name the problem (an unsupported or mismatched
-                        // key), not the key.
-                        &format!("the certificate and key are not usable: {error}"),
-                    )
-                })?;
             }
             Ok(Self {
                 identity,
@@ -252,7 +231,7 @@ impl TlsOptions {
     #[cfg(all(feature = "rustls", feature = "redis"))]
     pub(crate) fn client_certificate_thumbprint(&self) -> Option<String> {
         use base64::Engine;
-        let leaf = self.identity.as_ref()?.chain.first()?;
+        let leaf = self.identity.as_ref()?.end_entity_cert().ok()?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf);
         Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref()))
     }
@@ -327,12 +306,12 @@ pub(crate) fn tls_config(options: &TlsOptions) -> Result<rustls::ClientConfig, C
             )
         }
         .map_err(|error| tls(format!("the platform verifier failed to start: {error}")))?;
-        with_client_auth(
+        Ok(with_client_auth(
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(std::sync::Arc::new(verifier)),
             options,
-        )
+        ))
     }
 
     #[cfg(not(feature = "platform-verifier"))]
@@ -371,7 +350,10 @@ pub(crate) fn tls_config(options: &TlsOptions) -> Result<rustls::ClientConfig, C
             }
             return Err(tls(reason));
         }
-        with_client_auth(builder.with_root_certificates(roots), options)
+        Ok(with_client_auth(
+            builder.with_root_certificates(roots),
+            options,
+        ))
     }
 }
 
@@ -384,23 +366,17 @@ fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
         .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
 }
 
-/// Presents the client certificate, if there is one (`with_client_auth_cert` checks that the
-/// key suits the provider and matches the certificate).
+/// Presents the client certificate, if there is one.
 #[cfg(feature = "rustls")]
 fn with_client_auth(
     builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
     options: &TlsOptions,
-) -> Result<rustls::ClientConfig, ConfigError> {
+) -> rustls::ClientConfig {
     match &options.identity {
-        None => Ok(builder.with_no_client_auth()),
-        Some(identity) => builder
-            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
-            .map_err(|error| ConfigError::InvalidParameter {
-                name: "client_certificate".into(),
-                // rustls's errors name the problem (an unsupported or mismatched key), not
-                // the key.
-                reason: format!("the certificate and key are not usable: {error}"),
-            }),
+        None => builder.with_no_client_auth(),
+        Some(identity) => builder.with_client_cert_resolver(std::sync::Arc::new(
+            rustls::sign::SingleCertAndKey::from(std::sync::Arc::clone(identity)),
+        )),
     }
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use http_body_util::Full;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tower_service::Service;
 
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
     endpoint::{
         self, AssertionAudience, AssertionOptions, AuthMethod, ClientAssertion, ClientKey,
         Credential, DiscoveryError, HttpClient, Parameters, PreparedRequest, Proxies,
-        RequestFormat,
+        RequestFormat, TlsOptions,
     },
     error::{BoxError, ConfigError, TokenError},
     refresh::{RefreshPolicy, Refresher, Shared, TokenHandle},
@@ -272,6 +272,85 @@ impl ClientCredentials {
         )
     }
 
+    /// Starts configuring a client that authenticates with its TLS client certificate
+    /// (mutual TLS, RFC 8705): [`AuthMethod::TlsClientAuth`] unless
+    /// [`auth_method`](ClientCredentialsBuilder::auth_method) says
+    /// [`AuthMethod::SelfSignedTlsClientAuth`]. Token requests carry `client_id` and no
+    /// secret; the certificate proves the client's identity in the TLS handshake.
+    ///
+    /// Give the built-in transport the certificate with
+    /// [`client_certificate`](ClientCredentialsBuilder::client_certificate) (the token
+    /// endpoint must then be `https`), or pass your own
+    /// [`http_client`](ClientCredentialsBuilder::http_client) that presents it.
+    ///
+    /// The server may bind the tokens to the certificate (RFC 8705 §3, `cnf.x5t#S256`): an API
+    /// that checks the binding accepts them only over a connection that presents the same
+    /// certificate, so the client under the layer needs it too. With hyper-util and rustls:
+    ///
+    /// ```no_run
+    /// use tower_client_credentials::{BearerAuthLayer, ClientCredentials};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let chain = std::fs::read_to_string("client.crt")?;
+    /// let key = std::fs::read_to_string("client.key")?;
+    /// let tokens = ClientCredentials::builder_with_tls_auth(
+    ///     "https://mtls.auth.example.com/oauth/token",
+    ///     "my-client-id",
+    /// )
+    /// .client_certificate(chain.clone(), key.clone())
+    /// .build()?
+    /// .start()
+    /// .await?;
+    ///
+    /// // The API client presents the same certificate.
+    /// use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    /// let certs = CertificateDer::pem_slice_iter(chain.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    /// let key = PrivateKeyDer::from_pem_slice(key.as_bytes())?;
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// roots.add_parsable_certificates(CertificateDer::pem_file_iter("api-ca.pem")?.flatten());
+    /// let tls = rustls::ClientConfig::builder()
+    ///     .with_root_certificates(roots)
+    ///     .with_client_auth_cert(certs, key)?;
+    /// let https = hyper_rustls::HttpsConnectorBuilder::new()
+    ///     .with_tls_config(tls)
+    ///     .https_only()
+    ///     .enable_http1()
+    ///     .build();
+    /// let client = hyper_util::client::legacy::Client::builder(
+    ///     hyper_util::rt::TokioExecutor::new(),
+    /// )
+    /// .build::<_, http_body_util::Full<bytes::Bytes>>(https);
+    /// let api = tower::ServiceBuilder::new()
+    ///     .layer(BearerAuthLayer::new(tokens))
+    ///     .service(client);
+    /// # let _ = api; Ok(()) }
+    /// ```
+    ///
+    /// With reqwest, the same PEM goes to `reqwest::Identity::from_pem` (the certificate and
+    /// the key concatenated) and `ClientBuilder::identity`.
+    pub fn builder_with_tls_auth(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+    ) -> ClientCredentialsBuilder {
+        ClientCredentialsBuilder::new(token_url.into(), client_id.into(), Credential::Tls, None)
+    }
+
+    /// Like [`from_issuer`](Self::from_issuer), for a client that authenticates with its TLS
+    /// client certificate ([`builder_with_tls_auth`](Self::builder_with_tls_auth)). When the
+    /// metadata has `mtls_endpoint_aliases`, token requests go to its `token_endpoint` (RFC
+    /// 8705 §5).
+    pub fn from_issuer_with_tls_auth(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+    ) -> ClientCredentialsBuilder {
+        ClientCredentialsBuilder::new(
+            String::new(),
+            client_id.into(),
+            Credential::Tls,
+            Some(issuer.into()),
+        )
+    }
+
     /// Starts configuring a handle whose tokens come from `source` instead of the built-in
     /// client-credentials request: the same refresh schedule, single flight, backoff and 401
     /// handling, for tokens obtained any other way. A closure makes a source with
@@ -386,6 +465,9 @@ pub struct ClientCredentialsBuilder {
     client: Option<HttpClient>,
     proxy_from_env: bool,
     proxies: Option<Proxies>,
+    /// PEM: the chain and the key.
+    client_certificate: Option<(String, SecretString)>,
+    root_certificates: Vec<String>,
     allow_insecure_http: bool,
     timeout: Duration,
     max_response_size: usize,
@@ -411,6 +493,7 @@ impl fmt::Debug for ClientCredentialsBuilder {
             .field("format", &self.format)
             .field("proxies", &self.proxies)
             .field("dpop", &self.dpop)
+            .field("client_certificate", &self.client_certificate.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -435,6 +518,8 @@ impl ClientCredentialsBuilder {
             client: None,
             proxy_from_env: true,
             proxies: None,
+            client_certificate: None,
+            root_certificates: Vec::new(),
             allow_insecure_http: false,
             timeout: DEFAULT_TIMEOUT,
             max_response_size: 64 * 1024,
@@ -516,7 +601,11 @@ impl ClientCredentialsBuilder {
     /// Sends token requests through `client` instead of the built-in hyper-util client: your
     /// own client with a proxy, mTLS or custom roots, or a test double. The proxy options
     /// ([`proxy_from_env`](Self::proxy_from_env), [`proxies`](Self::proxies)) then do not
-    /// apply: the client's own settings do.
+    /// apply: the client's own settings do. With mutual TLS ([`AuthMethod::TlsClientAuth`]),
+    /// your client presents the certificate, and
+    /// [`client_certificate`](Self::client_certificate) and
+    /// [`add_root_certificates`](Self::add_root_certificates) are refused by
+    /// [`build`](Self::build).
     pub fn http_client<S, B>(mut self, client: S) -> Self
     where
         S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -568,6 +657,40 @@ impl ClientCredentialsBuilder {
             None if self.proxy_from_env => Proxies::from_env(),
             None => Proxies::new(),
         }
+    }
+
+    /// The client certificate the built-in transport presents to the token endpoint (mutual
+    /// TLS, RFC 8705): `cert_chain_pem` holds the certificate, then any intermediates, as PEM
+    /// `CERTIFICATE` sections; `private_key_pem` its key (PKCS#8, PKCS#1 or SEC1 PEM). Checked
+    /// by [`build`](Self::build): a section that is not PEM, a key that does not match the
+    /// certificate or that the crypto provider cannot use is a [`ConfigError`] that never
+    /// quotes the key. Default: none.
+    ///
+    /// Needed by [`AuthMethod::TlsClientAuth`] and [`AuthMethod::SelfSignedTlsClientAuth`]
+    /// on the built-in transport; with another method it lets the server bind the tokens to
+    /// the certificate. The token endpoint must be `https`. Not with
+    /// [`http_client`](Self::http_client), which would ignore it: give your client the
+    /// certificate instead.
+    pub fn client_certificate(
+        mut self,
+        cert_chain_pem: impl Into<String>,
+        private_key_pem: impl Into<String>,
+    ) -> Self {
+        self.client_certificate = Some((
+            cert_chain_pem.into(),
+            SecretString::from(private_key_pem.into()),
+        ));
+        self
+    }
+
+    /// Adds the CA certificates in `pem` (PEM `CERTIFICATE` sections) to the roots the
+    /// built-in transport trusts, besides those of the `native-roots`, `webpki-roots` or
+    /// `platform-verifier` feature: for a token endpoint with a certificate from a private CA,
+    /// as mutual-TLS endpoints often have. May be called more than once. Checked by
+    /// [`build`](Self::build); not with [`http_client`](Self::http_client). Default: none.
+    pub fn add_root_certificates(mut self, pem: impl Into<String>) -> Self {
+        self.root_certificates.push(pem.into());
+        self
     }
 
     /// Allows a plain `http` token endpoint on a non-loopback host. Default: `false`: the
@@ -641,8 +764,12 @@ impl ClientCredentialsBuilder {
         check_timing(&self).map_err(DiscoveryError::Config)?;
         let client = match &self.client {
             Some(client) => client.clone(),
-            None => endpoint::default_client(&issuer_uri, &self.effective_proxies())
-                .map_err(DiscoveryError::Config)?,
+            None => endpoint::default_client(
+                &issuer_uri,
+                &self.effective_proxies(),
+                &self.tls_options().map_err(DiscoveryError::Config)?,
+            )
+            .map_err(DiscoveryError::Config)?,
         };
         let metadata =
             endpoint::discover(&client, &issuer, self.timeout, self.max_response_size).await?;
@@ -652,20 +779,35 @@ impl ClientCredentialsBuilder {
                 reason: format!("unusable `token_endpoint`: {error}"),
             }
         })?;
-        if self.auth.is_none() {
-            self.auth = Some(endpoint::choose_auth_method(
+        let auth = match self.auth {
+            Some(auth) => auth,
+            None => endpoint::choose_auth_method(
                 metadata.auth_methods.as_deref(),
                 &self.credential,
                 self.format,
-            )?);
+            )?,
+        };
+        self.auth = Some(auth);
+        // RFC 8705 §5: a client that uses mutual TLS sends its token requests to the alias.
+        let mut token_endpoint = metadata.token_endpoint;
+        if (auth.is_mutual_tls() || self.client_certificate.is_some())
+            && let Some(alias) = metadata.mtls_token_endpoint
+        {
+            check_url(&alias, self.allow_insecure_http).map_err(|error| {
+                DiscoveryError::InvalidDocument {
+                    url: metadata.url.clone(),
+                    reason: format!("unusable `mtls_endpoint_aliases.token_endpoint`: {error}"),
+                }
+            })?;
+            token_endpoint = alias;
         }
         tracing::debug!(
             issuer = %issuer,
-            token_endpoint = %metadata.token_endpoint,
-            auth_method = self.auth.map(|m| m.as_str()),
+            token_endpoint = %token_endpoint,
+            auth_method = auth.as_str(),
             "discovered the token endpoint"
         );
-        self.token_url = metadata.token_endpoint;
+        self.token_url = token_endpoint;
         Ok(self)
     }
 
@@ -767,9 +909,42 @@ impl ClientCredentialsBuilder {
             &self.params,
             &assertion,
         )?;
+        let tls = self.tls_options()?;
+        let refused = |name: &str, reason: &str| ConfigError::InvalidParameter {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.client.is_some() && self.client_certificate.is_some() {
+            return Err(refused(
+                "client_certificate",
+                "your `http_client` would not present it: give that client the certificate",
+            ));
+        }
+        if self.client.is_some() && !self.root_certificates.is_empty() {
+            return Err(refused(
+                "root_certificates",
+                "your `http_client` would not use them: give that client the roots",
+            ));
+        }
+        if tls.has_client_certificate() && uri.scheme() != Some(&http::uri::Scheme::HTTPS) {
+            return Err(refused(
+                "client_certificate",
+                "a client certificate is presented over TLS: the token endpoint must be `https`",
+            ));
+        }
+        if auth.is_mutual_tls() && self.client.is_none() && !tls.has_client_certificate() {
+            return Err(refused(
+                "client_certificate",
+                &format!(
+                    "`{}` needs a client certificate: set `client_certificate`, or pass an \
+                     `http_client` that presents one",
+                    auth.as_str()
+                ),
+            ));
+        }
         let client = match self.client {
             Some(client) => client,
-            None => endpoint::default_client(&uri, &self.effective_proxies())?,
+            None => endpoint::default_client(&uri, &self.effective_proxies(), &tls)?,
         };
         let dpop = match self.dpop {
             Some(key) => {
@@ -801,10 +976,22 @@ impl ClientCredentialsBuilder {
                 lazy: self.lazy,
                 dpop,
                 #[cfg(feature = "redis")]
+                certificate_thumbprint: tls.client_certificate_thumbprint(),
+                #[cfg(feature = "redis")]
                 shared_cache: self.shared_cache,
             },
             request,
         ))
+    }
+
+    /// The client certificate and extra roots, parsed and checked.
+    fn tls_options(&self) -> Result<TlsOptions, ConfigError> {
+        TlsOptions::new(
+            self.client_certificate
+                .as_ref()
+                .map(|(chain, key)| (chain.as_str(), key.expose_secret())),
+            &self.root_certificates,
+        )
     }
 
     /// The shared-cache key material of this configuration, for tests.
@@ -1393,6 +1580,26 @@ mod tests {
         ));
     }
 
+    /// Tokens bound to a certificate are shared only by replicas presenting the same one.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn the_client_certificate_is_part_of_the_shared_cache_key() {
+        let (chain, key) = client_identity();
+        let (other_chain, other_key) = client_identity();
+        let digest = |identity: Option<(&str, &str)>| {
+            let builder = ClientCredentials::builder("https://auth.example/t", "id", "s");
+            let builder = match identity {
+                Some((chain, key)) => builder.client_certificate(chain, key),
+                None => builder,
+            };
+            builder.shared_cache_key_material().unwrap().digest()
+        };
+        let with = digest(Some((&chain, &key)));
+        assert_eq!(with, digest(Some((&chain, &key))));
+        assert_ne!(with, digest(Some((&other_chain, &other_key))));
+        assert_ne!(with, digest(None));
+    }
+
     /// An assertion from outside goes only as `private_key_jwt` in a form body.
     #[test]
     fn external_assertions_are_checked_at_build() {
@@ -1426,6 +1633,139 @@ mod tests {
             }
         }
         assert!(!format!("{:?}", builder()).contains("s3cr3t"));
+    }
+
+    /// A self-signed certificate and its key made now, in PEM.
+    fn client_identity() -> (String, String) {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["client.example".into()]).unwrap();
+        (cert.pem(), signing_key.serialize_pem())
+    }
+
+    /// The name of the option `result` refuses, with its reason.
+    fn refusal<T>(result: Result<T, ConfigError>) -> Option<(String, String)> {
+        match result {
+            Ok(_) => None,
+            Err(ConfigError::InvalidParameter { name, reason }) => Some((name, reason)),
+            Err(other) => panic!("not a parameter error: {other}"),
+        }
+    }
+
+    fn any_client(builder: ClientCredentialsBuilder) -> ClientCredentialsBuilder {
+        builder.http_client(tower::service_fn(|_: Request<Full<Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+        }))
+    }
+
+    /// Mutual TLS: the certificate is needed on the built-in transport and refused with a
+    /// client of one's own (which would not present it); the token endpoint must be `https`;
+    /// only the mutual-TLS methods go with `builder_with_tls_auth`.
+    #[test]
+    fn mutual_tls_options_are_checked_at_build() {
+        let (chain, key) = client_identity();
+        let tls = |url: &str| ClientCredentials::builder_with_tls_auth(url, "id");
+        let https = "https://mtls.auth.example/t";
+
+        assert!(tls(https).client_certificate(&chain, &key).build().is_ok());
+        assert!(
+            tls(https)
+                .auth_method(AuthMethod::SelfSignedTlsClientAuth)
+                .client_certificate(&chain, &key)
+                .build()
+                .is_ok()
+        );
+        // The user's client presents the certificate.
+        assert!(any_client(tls(https)).build().is_ok());
+        for (builder, option) in [
+            (tls(https), "client_certificate"),
+            (
+                tls(https).auth_method(AuthMethod::SelfSignedTlsClientAuth),
+                "client_certificate",
+            ),
+            (
+                any_client(tls(https).client_certificate(&chain, &key)),
+                "client_certificate",
+            ),
+            (
+                any_client(tls(https).add_root_certificates(&chain)),
+                "root_certificates",
+            ),
+            (
+                tls("http://127.0.0.1:8080/t").client_certificate(&chain, &key),
+                "client_certificate",
+            ),
+            (
+                tls(https)
+                    .client_certificate(&chain, &key)
+                    .auth_method(AuthMethod::ClientSecretBasic),
+                "auth_method",
+            ),
+            (
+                ClientCredentials::builder(https, "id", "secret")
+                    .auth_method(AuthMethod::TlsClientAuth)
+                    .client_certificate(&chain, &key),
+                "auth_method",
+            ),
+        ] {
+            let debug = format!("{builder:?}");
+            match refusal(builder.build()) {
+                Some((name, _)) => assert_eq!(name, option, "{debug}"),
+                None => panic!("{debug} built"),
+            }
+        }
+        // A certificate also goes with other methods (the server may bind the tokens to it),
+        // and extra roots are accepted.
+        assert!(
+            ClientCredentials::builder(https, "id", "secret")
+                .client_certificate(&chain, &key)
+                .add_root_certificates(&chain)
+                .build()
+                .is_ok()
+        );
+    }
+
+    /// Bad PEM, a key of another certificate, a key that is not a key: refused by name, and
+    /// neither the error nor the builder's `Debug` shows the key.
+    #[test]
+    fn bad_client_certificates_are_refused_without_showing_the_key() {
+        let (chain, key) = client_identity();
+        let (_, other_key) = client_identity();
+        let secret_body = "c2VjcmV0LWtleS1ieXRlcw";
+        let not_a_key =
+            format!("-----BEGIN PRIVATE KEY-----\n{secret_body}==\n-----END PRIVATE KEY-----\n");
+        let broken =
+            format!("-----BEGIN PRIVATE KEY-----\n{secret_body}!!\n-----END PRIVATE KEY-----\n");
+        let builder = |chain: &str, key: &str| {
+            ClientCredentials::builder_with_tls_auth("https://mtls.auth.example/t", "id")
+                .client_certificate(chain, key)
+        };
+        let key_body = key.lines().nth(1).unwrap().to_owned();
+        assert!(!format!("{:?}", builder(&chain, &key)).contains(&key_body));
+        for (chain, key) in [
+            ("", key.as_str()),
+            ("not PEM at all", key.as_str()),
+            (chain.as_str(), ""),
+            (chain.as_str(), chain.as_str()),
+            (chain.as_str(), other_key.as_str()),
+            (chain.as_str(), not_a_key.as_str()),
+            (chain.as_str(), broken.as_str()),
+        ] {
+            let Some((name, reason)) = refusal(builder(chain, key).build()) else {
+                panic!("built with {chain:?}");
+            };
+            assert_eq!(name, "client_certificate");
+            for secret in [secret_body, &key_body] {
+                assert!(!reason.contains(secret), "{reason}");
+            }
+        }
+        let Some((name, _)) = refusal(
+            ClientCredentials::builder("https://auth.example/t", "id", "s")
+                .add_root_certificates("not PEM")
+                .build(),
+        ) else {
+            panic!("built");
+        };
+        assert_eq!(name, "root_certificates");
     }
 
     #[test]

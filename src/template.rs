@@ -41,6 +41,10 @@ pub(crate) struct EndpointTemplate {
     /// Whether the set's `start` leaves the routed keys' first fetches to their first requests.
     pub(crate) lazy: bool,
     pub(crate) dpop: Option<(Arc<Prover>, Arc<str>)>,
+    /// The SHA-256 thumbprint of the client certificate the built-in transport presents
+    /// (base64url), if it has one: the server may bind the tokens to it.
+    #[cfg(feature = "redis")]
+    pub(crate) certificate_thumbprint: Option<String>,
     #[cfg(feature = "redis")]
     pub(crate) shared_cache: Option<crate::RedisCache>,
 }
@@ -51,9 +55,14 @@ impl EndpointTemplate {
     pub(crate) fn key_material(&self, params: &Parameters) -> crate::shared_cache::KeyMaterial {
         let material =
             crate::shared_cache::KeyMaterial::new(&self.uri, &self.client_id, self.auth, params);
-        // DPoP-bound tokens are only of use to replicas holding the same key.
-        match &self.dpop {
+        // DPoP-bound tokens are only of use to replicas holding the same key, and tokens
+        // bound to a certificate (RFC 8705 §3) to those presenting the same certificate.
+        let material = match &self.dpop {
             Some((prover, _)) => material.bind("dpop_jkt", prover.key().thumbprint()),
+            None => material,
+        };
+        match &self.certificate_thumbprint {
+            Some(thumbprint) => material.bind("x5t#S256", thumbprint.as_str()),
             None => material,
         }
     }

@@ -217,6 +217,9 @@ pub(crate) struct Metadata {
     pub(crate) token_endpoint: String,
     /// `token_endpoint_auth_methods_supported`, if the document has it.
     pub(crate) auth_methods: Option<Vec<String>>,
+    /// `mtls_endpoint_aliases.token_endpoint` (RFC 8705 §5), if the document has it: where
+    /// token requests go when the client uses mutual TLS.
+    pub(crate) mtls_token_endpoint: Option<String>,
 }
 
 /// Checks an issuer identifier (RFC 8414 §2): absolute, `https` unless loopback or allowed,
@@ -416,10 +419,24 @@ pub(crate) fn parse(issuer: &str, url: &str, body: &[u8]) -> Result<Metadata, Di
             ));
         }
     };
+    let mtls_token_endpoint = match object.get("mtls_endpoint_aliases") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(aliases)) => match aliases.get("token_endpoint") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(endpoint)) if !endpoint.is_empty() => Some(endpoint.clone()),
+            Some(_) => {
+                return Err(invalid(
+                    "`mtls_endpoint_aliases.token_endpoint` is not a non-empty string".into(),
+                ));
+            }
+        },
+        Some(_) => return Err(invalid("`mtls_endpoint_aliases` is not an object".into())),
+    };
     Ok(Metadata {
         url: url.to_owned(),
         token_endpoint,
         auth_methods,
+        mtls_token_endpoint,
     })
 }
 
@@ -428,7 +445,8 @@ pub(crate) fn parse(issuer: &str, url: &str, body: &[u8]) -> Result<Metadata, Di
 ///
 /// A secret prefers `client_secret_basic`, then `client_secret_post`, then `client_secret_jwt`
 /// (with a JSON body: `client_secret_post`, then `client_secret_basic`); a private key uses
-/// `private_key_jwt`.
+/// `private_key_jwt`; a TLS client certificate `tls_client_auth`, then
+/// `self_signed_tls_client_auth`.
 pub(crate) fn choose_auth_method(
     supported: Option<&[String]>,
     credential: &Credential,
@@ -438,6 +456,10 @@ pub(crate) fn choose_auth_method(
     let supported = supported.unwrap_or(&default);
     let preferred: &[AuthMethod] = match (credential, format) {
         (Credential::Key(_) | Credential::Assertion(_), _) => &[AuthMethod::PrivateKeyJwt],
+        (Credential::Tls, _) => &[
+            AuthMethod::TlsClientAuth,
+            AuthMethod::SelfSignedTlsClientAuth,
+        ],
         (Credential::Secret(_), RequestFormat::Json) => {
             &[AuthMethod::ClientSecretPost, AuthMethod::ClientSecretBasic]
         }
@@ -574,6 +596,67 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(choose(Some(&[]), Form).is_err());
+
+        // A TLS client certificate: `tls_client_auth` first, never a secret method.
+        let tls = |list: &[&str]| choose_auth_method(Some(&names(list)), &Credential::Tls, Form);
+        assert_eq!(
+            tls(&[
+                "client_secret_basic",
+                "self_signed_tls_client_auth",
+                "tls_client_auth"
+            ])
+            .unwrap(),
+            TlsClientAuth
+        );
+        assert_eq!(
+            tls(&["client_secret_basic", "self_signed_tls_client_auth"]).unwrap(),
+            SelfSignedTlsClientAuth
+        );
+        assert!(matches!(
+            tls(&["client_secret_basic", "private_key_jwt"]),
+            Err(DiscoveryError::NoUsableAuthMethod { .. })
+        ));
+        assert!(matches!(
+            choose_auth_method(None, &Credential::Tls, Form),
+            Err(DiscoveryError::NoUsableAuthMethod { .. })
+        ));
+    }
+
+    #[test]
+    fn mtls_endpoint_aliases_are_read() {
+        let issuer = "https://auth.example";
+        let url = "https://auth.example/.well-known/oauth-authorization-server";
+        let parse = |body: &str| parse(issuer, url, body.as_bytes());
+        let with_alias = parse(
+            r#"{"issuer":"https://auth.example","token_endpoint":"https://auth.example/t",
+                "mtls_endpoint_aliases":{"token_endpoint":"https://mtls.auth.example/t",
+                "revocation_endpoint":"https://mtls.auth.example/r"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            with_alias.mtls_token_endpoint.as_deref(),
+            Some("https://mtls.auth.example/t")
+        );
+        let without = parse(
+            r#"{"issuer":"https://auth.example","token_endpoint":"https://auth.example/t",
+                "mtls_endpoint_aliases":{"revocation_endpoint":"https://mtls.auth.example/r"}}"#,
+        )
+        .unwrap();
+        assert_eq!(without.mtls_token_endpoint, None);
+        for bad in [
+            r#""https://mtls.auth.example/t""#,
+            r#"{"token_endpoint":7}"#,
+            r#"{"token_endpoint":""}"#,
+        ] {
+            let body = format!(
+                r#"{{"issuer":"https://auth.example","token_endpoint":"https://auth.example/t",
+                    "mtls_endpoint_aliases":{bad}}}"#
+            );
+            assert!(
+                matches!(parse(&body), Err(DiscoveryError::InvalidDocument { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub(crate) use self::{
     assertion::DEFAULT_ASSERTION_LIFETIME,
     discovery::{check_issuer, choose_auth_method, discover},
     request::{AssertionOptions, Credential},
+    transport::TlsOptions,
 };
 pub use self::{
     assertion::{AssertionAudience, ClientKey, SigningAlgorithm},

@@ -1,6 +1,8 @@
 //! Building the token request: body encoding (RFC 6749 §4.4.2 form, or JSON) and client
-//! authentication (`client_secret_basic`, `client_secret_post`, and the signed assertions of
-//! `client_secret_jwt` and `private_key_jwt`).
+//! authentication (`client_secret_basic`, `client_secret_post`, the signed assertions of
+//! `client_secret_jwt` and `private_key_jwt`, and the TLS client certificates of
+//! `tls_client_auth` and `self_signed_tls_client_auth`, where the form carries only
+//! `client_id`).
 //!
 //! With a shared secret the request is the same every time, so it is built once, when the
 //! configuration is built, and each fetch clones it (reference-count increments only). With a
@@ -43,6 +45,16 @@ pub enum AuthMethod {
     /// A JWT signed with the client's private key ([`ClientKey`]), sent as `client_assertion`.
     /// Form bodies only.
     PrivateKeyJwt,
+    /// Mutual TLS with a certificate issued by a CA the server trusts (RFC 8705 §2.1): the
+    /// client proves its identity in the TLS handshake, and the request carries `client_id`
+    /// and no secret. The server matches the certificate's subject (or a subject alternative
+    /// name) with the client's registration. See
+    /// [`builder_with_tls_auth`](crate::ClientCredentials::builder_with_tls_auth).
+    TlsClientAuth,
+    /// Mutual TLS with a self-signed certificate registered with the server (RFC 8705 §2.2,
+    /// in the client's `jwks` or `jwks_uri`): as [`TlsClientAuth`](Self::TlsClientAuth) on
+    /// the wire.
+    SelfSignedTlsClientAuth,
 }
 
 impl AuthMethod {
@@ -53,7 +65,16 @@ impl AuthMethod {
             Self::ClientSecretPost => "client_secret_post",
             Self::ClientSecretJwt => "client_secret_jwt",
             Self::PrivateKeyJwt => "private_key_jwt",
+            Self::TlsClientAuth => "tls_client_auth",
+            Self::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
+    }
+
+    /// Whether the client authenticates with its TLS client certificate (RFC 8705):
+    /// [`TlsClientAuth`](Self::TlsClientAuth) or
+    /// [`SelfSignedTlsClientAuth`](Self::SelfSignedTlsClientAuth).
+    pub fn is_mutual_tls(&self) -> bool {
+        matches!(self, Self::TlsClientAuth | Self::SelfSignedTlsClientAuth)
     }
 }
 
@@ -100,12 +121,13 @@ const NON_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// What the client authenticates with: a shared secret, a private key, or an assertion made
-/// by someone else.
+/// What the client authenticates with: a shared secret, a private key, an assertion made
+/// by someone else, or the TLS client certificate (which the transport presents).
 pub(crate) enum Credential {
     Secret(SecretString),
     Key(ClientKey),
     Assertion(ClientAssertion),
+    Tls,
 }
 
 impl fmt::Debug for Credential {
@@ -114,6 +136,7 @@ impl fmt::Debug for Credential {
             Self::Secret(_) => f.write_str("Secret(\"[redacted]\")"),
             Self::Key(key) => f.debug_tuple("Key").field(key).finish(),
             Self::Assertion(assertion) => f.debug_tuple("Assertion").field(assertion).finish(),
+            Self::Tls => f.write_str("Tls"),
         }
     }
 }
@@ -123,6 +146,7 @@ impl Credential {
     pub(crate) fn default_method(&self, format: RequestFormat) -> AuthMethod {
         match (self, format) {
             (Self::Key(_) | Self::Assertion(_), _) => AuthMethod::PrivateKeyJwt,
+            (Self::Tls, _) => AuthMethod::TlsClientAuth,
             (Self::Secret(_), RequestFormat::Json) => AuthMethod::ClientSecretPost,
             (Self::Secret(_), RequestFormat::Form) => AuthMethod::ClientSecretBasic,
         }
@@ -172,6 +196,27 @@ impl PreparedRequest {
             reason,
         };
         let secret = match (credential, auth) {
+            (Credential::Tls, method) if method.is_mutual_tls() => None,
+            (Credential::Tls, other) => {
+                return Err(invalid(
+                    "auth_method",
+                    format!(
+                        "a client that authenticates with its TLS certificate uses \
+                         `tls_client_auth` or `self_signed_tls_client_auth`, not `{}`",
+                        other.as_str()
+                    ),
+                ));
+            }
+            (_, method) if method.is_mutual_tls() => {
+                return Err(invalid(
+                    "auth_method",
+                    format!(
+                        "`{}` authenticates with the TLS client certificate: use \
+                         `ClientCredentials::builder_with_tls_auth`",
+                        method.as_str()
+                    ),
+                ));
+            }
             (Credential::Secret(secret), _) if auth != AuthMethod::PrivateKeyJwt => Some(secret),
             (Credential::Key(_) | Credential::Assertion(_), AuthMethod::PrivateKeyJwt) => None,
             (Credential::Assertion(_), other) => {
@@ -263,8 +308,14 @@ impl PreparedRequest {
                 fields.push(("client_secret", Value::One(secret.expose_secret())));
             }
             // Optional with an assertion (RFC 7521 §4.2), but some servers look the client up
-            // by it.
-            (AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt, _) => {
+            // by it. Required with mutual TLS (RFC 8705 §2).
+            (
+                AuthMethod::ClientSecretJwt
+                | AuthMethod::PrivateKeyJwt
+                | AuthMethod::TlsClientAuth
+                | AuthMethod::SelfSignedTlsClientAuth,
+                _,
+            ) => {
                 fields.push(("client_id", Value::One(client_id)));
             }
             _ => {}
@@ -622,6 +673,66 @@ mod tests {
         assert_ne!(seen[0], seen[1]);
     }
 
+    /// Mutual TLS (RFC 8705 §2): `client_id` in the body, no secret, no assertion and no
+    /// `Authorization` header, in a form or a JSON body.
+    #[tokio::test]
+    async fn mutual_tls_sends_the_client_id_and_nothing_else_of_the_client() {
+        assert_eq!(AuthMethod::TlsClientAuth.as_str(), "tls_client_auth");
+        assert_eq!(
+            AuthMethod::SelfSignedTlsClientAuth.as_str(),
+            "self_signed_tls_client_auth"
+        );
+        assert!(AuthMethod::TlsClientAuth.is_mutual_tls());
+        assert!(!AuthMethod::ClientSecretBasic.is_mutual_tls());
+        assert_eq!(
+            Credential::Tls.default_method(RequestFormat::Form),
+            AuthMethod::TlsClientAuth
+        );
+        let build = |auth, format| {
+            PreparedRequest::new(
+                Uri::from_static("https://mtls.auth.example/token"),
+                "client id",
+                &Credential::Tls,
+                auth,
+                format,
+                &Parameters {
+                    scopes: vec!["orders:read".into()],
+                    ..Parameters::default()
+                },
+                &options(),
+            )
+            .unwrap()
+        };
+        for method in [
+            AuthMethod::TlsClientAuth,
+            AuthMethod::SelfSignedTlsClientAuth,
+        ] {
+            let request = build(method, RequestFormat::Form)
+                .to_request()
+                .await
+                .unwrap();
+            assert!(request.headers().get(header::AUTHORIZATION).is_none());
+            assert_eq!(
+                body(request).await,
+                "grant_type=client_credentials&client_id=client+id&scope=orders%3Aread"
+            );
+            let request = build(method, RequestFormat::Json)
+                .to_request()
+                .await
+                .unwrap();
+            assert!(request.headers().get(header::AUTHORIZATION).is_none());
+            let json: serde_json::Value = serde_json::from_str(&body(request).await).unwrap();
+            assert_eq!(
+                json,
+                serde_json::json!({
+                    "grant_type": "client_credentials",
+                    "client_id": "client id",
+                    "scope": "orders:read",
+                })
+            );
+        }
+    }
+
     #[test]
     fn credentials_and_methods_must_match() {
         let key = ClientKey::from_pem(
@@ -666,6 +777,25 @@ mod tests {
             build(&secret, AuthMethod::ClientSecretJwt, RequestFormat::Json),
             "request_format",
         );
+        // A certificate goes with the mutual-TLS methods only, and they with it only.
+        for method in [
+            AuthMethod::ClientSecretBasic,
+            AuthMethod::ClientSecretPost,
+            AuthMethod::ClientSecretJwt,
+            AuthMethod::PrivateKeyJwt,
+        ] {
+            refused(
+                build(&Credential::Tls, method, RequestFormat::Form),
+                "auth_method",
+            );
+        }
+        for method in [
+            AuthMethod::TlsClientAuth,
+            AuthMethod::SelfSignedTlsClientAuth,
+        ] {
+            refused(build(&secret, method, RequestFormat::Form), "auth_method");
+            refused(build(&key, method, RequestFormat::Form), "auth_method");
+        }
         assert!(build(&key, AuthMethod::PrivateKeyJwt, RequestFormat::Form).is_ok());
         assert!(build(&secret, AuthMethod::ClientSecretJwt, RequestFormat::Form).is_ok());
         let debug = format!(

@@ -1,6 +1,8 @@
 //! The HTTP client that carries token requests: the user's own tower service, or hyper-util's
 //! client (over rustls with the `rustls` feature).
 
+use std::fmt;
+
 use bytes::Bytes;
 use http::{Request, Response, Uri, header::PROXY_AUTHORIZATION};
 use http_body::Body;
@@ -118,16 +120,153 @@ impl Service<Request<Full<Bytes>>> for ReqwestTransport {
     }
 }
 
+/// What the builder adds to the built-in transport's TLS: a client certificate (mutual TLS,
+/// RFC 8705) and roots trusted besides those of the features. Parsed and checked when the
+/// configuration is built.
+#[derive(Clone, Default)]
+pub(crate) struct TlsOptions {
+    /// The client certificate chain and its key, loaded by the crypto provider once: no copy
+    /// of the key's DER is kept.
+    #[cfg(feature = "rustls")]
+    identity: Option<std::sync::Arc<rustls::sign::CertifiedKey>>,
+    #[cfg(feature = "rustls")]
+    roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        #[allow(unused_mut)]
+        let mut debug = f.debug_struct("TlsOptions");
+        #[cfg(feature = "rustls")]
+        debug
+            .field("client_certificate", &self.identity.is_some())
+            .field("extra_roots", &self.roots.len());
+        debug.finish()
+    }
+}
+
+impl TlsOptions {
+    /// Parses the PEM of a client certificate chain and its private key, and of extra roots.
+    /// The errors name what is wrong, never the key's bytes.
+    pub(crate) fn new(
+        client_certificate: Option<(&str, &str)>,
+        roots: &[String],
+    ) -> Result<Self, ConfigError> {
+        #[cfg(feature = "rustls")]
+        {
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+            let invalid = |name: &str, reason: &str| ConfigError::InvalidParameter {
+                name: name.to_owned(),
+                reason: reason.to_owned(),
+            };
+            let certificates = |name: &str, pem: &str| {
+                let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| invalid(name, "a `CERTIFICATE` section is not valid PEM"))?;
+                if chain.is_empty() {
+                    return Err(invalid(
+                        name,
+                        "no `-----BEGIN CERTIFICATE-----` section found",
+                    ));
+                }
+                Ok(chain)
+            };
+            let identity = match client_certificate {
+                None => None,
+                Some((chain, key)) => {
+                    let chain = certificates("client_certificate", chain)?;
+                    // The PEM error may quote the key's text: not passed on.
+                    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| {
+                        invalid(
+                            "client_certificate",
+                            "the private key is not a PEM `PRIVATE KEY`, `RSA PRIVATE KEY` or \
+                             `EC PRIVATE KEY` section",
+                        )
+                    })?;
+                    // The key must suit the provider and match the certificate.
+                    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider())
+                        .map_err(|error| {
+                        invalid(
+                            "client_certificate",
+                            // rustls's errors name the problem (an unsupported or
+                            // mismatched key), not the key.
+                            &format!("the certificate and key are not usable: {error}"),
+                        )
+                    })?;
+                    Some(std::sync::Arc::new(certified))
+                }
+            };
+            let mut all_roots = Vec::new();
+            let mut store = rustls::RootCertStore::empty();
+            for pem in roots {
+                for root in certificates("root_certificates", pem)? {
+                    store.add(root.clone()).map_err(|error| {
+                        invalid(
+                            "root_certificates",
+                            &format!("not a usable CA certificate: {error}"),
+                        )
+                    })?;
+                    all_roots.push(root);
+                }
+            }
+            Ok(Self {
+                identity,
+                roots: all_roots,
+            })
+        }
+        #[cfg(not(feature = "rustls"))]
+        {
+            if client_certificate.is_some() || !roots.is_empty() {
+                return Err(ConfigError::NoTlsTransport);
+            }
+            Ok(Self {})
+        }
+    }
+
+    /// Whether a client certificate was set.
+    #[cfg(feature = "rustls")]
+    pub(crate) fn has_client_certificate(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// The SHA-256 thumbprint of the client certificate (base64url, RFC 8705 §3.1), if one
+    /// was set.
+    #[cfg(all(feature = "rustls", feature = "redis"))]
+    pub(crate) fn client_certificate_thumbprint(&self) -> Option<String> {
+        use base64::Engine;
+        let leaf = self.identity.as_ref()?.end_entity_cert().ok()?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf);
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref()))
+    }
+
+    /// Whether a client certificate was set: never without a TLS transport.
+    #[cfg(not(feature = "rustls"))]
+    pub(crate) fn has_client_certificate(&self) -> bool {
+        false
+    }
+
+    /// No client certificate without a TLS transport.
+    #[cfg(all(not(feature = "rustls"), feature = "redis"))]
+    pub(crate) fn client_certificate_thumbprint(&self) -> Option<String> {
+        None
+    }
+}
+
 /// hyper-util's client for the given endpoint: plain HTTP for `http` URLs, rustls for `https`;
 /// through the proxy that `proxies` gives the endpoint, if any: a CONNECT tunnel to an `https`
 /// endpoint, absolute-form requests to an `http` one.
-pub(crate) fn default_client(uri: &Uri, proxies: &Proxies) -> Result<HttpClient, ConfigError> {
+pub(crate) fn default_client(
+    uri: &Uri,
+    proxies: &Proxies,
+    tls: &TlsOptions,
+) -> Result<HttpClient, ConfigError> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
     let Some((proxy, authorization)) = proxy::intercept(&proxies.matcher()?, uri) else {
         return if https {
-            https_client(connector)
+            https_client(connector, tls)
         } else {
             Ok(boxed(client_builder().build::<_, Full<Bytes>>(connector)))
         };
@@ -139,7 +278,7 @@ pub(crate) fn default_client(uri: &Uri, proxies: &Proxies) -> Result<HttpClient,
         if let Some(authorization) = authorization {
             tunnel = tunnel.with_auth(authorization);
         }
-        return https_client(tunnel);
+        return https_client(tunnel, tls);
     }
     let client = client_builder().build::<_, Full<Bytes>>(proxy::AbsoluteForm {
         inner: connector,
@@ -164,7 +303,7 @@ fn client_builder() -> hyper_util::client::legacy::Builder {
 }
 
 #[cfg(feature = "rustls")]
-fn https_client<C>(connector: C) -> Result<HttpClient, ConfigError>
+fn https_client<C>(connector: C, tls: &TlsOptions) -> Result<HttpClient, ConfigError>
 where
     C: Service<Uri> + Clone + Send + Sync + 'static,
     C::Response: hyper_util::client::legacy::connect::Connection
@@ -177,7 +316,7 @@ where
     C::Error: Into<BoxError>,
 {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config()?)
+        .with_tls_config(tls_config(tls)?)
         .https_or_http()
         .enable_http1()
         .enable_http2()
@@ -188,17 +327,13 @@ where
 /// The rustls configuration of the built-in transport: the process's default crypto provider
 /// if the application installed one (ring, a FIPS build), aws-lc-rs otherwise; the platform
 /// verifier with `platform-verifier`, else the roots of `native-roots` and `webpki-roots`
-/// together.
+/// together; and the builder's extra roots and client certificate (`options`).
 #[cfg(feature = "rustls")]
-pub(crate) fn tls_config() -> Result<rustls::ClientConfig, ConfigError> {
-    use std::sync::Arc;
-
+pub(crate) fn tls_config(options: &TlsOptions) -> Result<rustls::ClientConfig, ConfigError> {
     let tls = |reason: String| ConfigError::Tls {
         reason: format!("token endpoint: {reason}"),
     };
-    let provider = rustls::crypto::CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|error| {
@@ -209,12 +344,21 @@ pub(crate) fn tls_config() -> Result<rustls::ClientConfig, ConfigError> {
 
     #[cfg(feature = "platform-verifier")]
     {
-        let verifier = rustls_platform_verifier::Verifier::new(provider)
-            .map_err(|error| tls(format!("the platform verifier failed to start: {error}")))?;
-        Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth())
+        let verifier = if options.roots.is_empty() {
+            rustls_platform_verifier::Verifier::new(provider)
+        } else {
+            rustls_platform_verifier::Verifier::new_with_extra_roots(
+                options.roots.iter().cloned(),
+                provider,
+            )
+        }
+        .map_err(|error| tls(format!("the platform verifier failed to start: {error}")))?;
+        Ok(with_client_auth(
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(verifier)),
+            options,
+        ))
     }
 
     #[cfg(not(feature = "platform-verifier"))]
@@ -237,6 +381,8 @@ pub(crate) fn tls_config() -> Result<rustls::ClientConfig, ConfigError> {
         }
         #[cfg(feature = "webpki-roots")]
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // Checked when the options were made.
+        let _ = roots.add_parsable_certificates(options.roots.iter().cloned());
         if roots.is_empty() {
             let features = if cfg!(feature = "native-roots") {
                 "no root certificate found on this system (`native-roots`); in an image \
@@ -251,12 +397,38 @@ pub(crate) fn tls_config() -> Result<rustls::ClientConfig, ConfigError> {
             }
             return Err(tls(reason));
         }
-        Ok(builder.with_root_certificates(roots).with_no_client_auth())
+        Ok(with_client_auth(
+            builder.with_root_certificates(roots),
+            options,
+        ))
+    }
+}
+
+/// The process's default crypto provider if the application installed one, aws-lc-rs
+/// otherwise.
+#[cfg(feature = "rustls")]
+fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}
+
+/// Presents the client certificate, if there is one.
+#[cfg(feature = "rustls")]
+fn with_client_auth(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    options: &TlsOptions,
+) -> rustls::ClientConfig {
+    match &options.identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => builder.with_client_cert_resolver(std::sync::Arc::new(
+            rustls::sign::SingleCertAndKey::from(std::sync::Arc::clone(identity)),
+        )),
     }
 }
 
 #[cfg(not(feature = "rustls"))]
-fn https_client<C>(_: C) -> Result<HttpClient, ConfigError> {
+fn https_client<C>(_: C, _: &TlsOptions) -> Result<HttpClient, ConfigError> {
     Err(ConfigError::NoTlsTransport)
 }
 
@@ -268,12 +440,16 @@ mod tests {
     /// root would fail every `https` token request.
     #[test]
     fn the_built_in_tls_configuration_builds() {
-        let config = tls_config().expect("a TLS configuration");
+        let config = tls_config(&TlsOptions::default()).expect("a TLS configuration");
         assert!(
             config.alpn_protocols.is_empty(),
             "hyper-rustls sets ALPN itself"
         );
-        default_client(&"https://127.0.0.1/token".parse().unwrap(), &Proxies::new())
-            .expect("an https client");
+        default_client(
+            &"https://127.0.0.1/token".parse().unwrap(),
+            &Proxies::new(),
+            &TlsOptions::default(),
+        )
+        .expect("an https client");
     }
 }

@@ -51,6 +51,7 @@ const BOTH_SCOPES: [&str; 2] = ["api:read", "api:write"];
 
 mod assertion;
 mod dpop;
+mod mtls;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 

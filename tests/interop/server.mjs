@@ -20,9 +20,17 @@
 //                        Default 0: oidc-provider accepts either for both methods.
 //   LOG_REQUESTS         1: one stderr line per request, plus error details (off by default, so
 //                        that a parent that never drains a piped stderr cannot make the server block)
+//   MTLS_CERT, MTLS_KEY  paths of the PEM certificate and key of an HTTPS listener on 127.0.0.1
+//                        (another free port) for mutual TLS (RFC 8705); unset: no mTLS at all.
+//                        The listener asks for a client certificate and accepts any (the provider
+//                        decides); the metadata names its token endpoint in mtls_endpoint_aliases.
+//   MTLS_CA              path of the PEM CA that issues tls_client_auth certificates
+//   MTLS_SUBJECT_DN      mtls-client's tls_client_auth_subject_dn (one RDN, e.g. CN=tcc-mtls-client)
+//   MTLS_SELF_SIGNED_CERT  path of mtls-self-signed-client's registered certificate (PEM, P-256)
 
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
+import * as https from 'node:https';
 
 // oidc-provider prints its notices with console.info, i.e. to stdout. stdout is
 // reserved for the READY line, so route every console method to stderr.
@@ -63,6 +71,27 @@ if (!['0', '1', 'optional'].includes(DPOP_NONCE)) fail(`DPOP_NONCE must be 0, 1 
 const EXIT_ON_STDIN_CLOSE = (process.env.EXIT_ON_STDIN_CLOSE ?? '1') !== '0';
 const STRICT_CLIENT_AUTH = process.env.STRICT_CLIENT_AUTH === '1';
 const LOG_REQUESTS = process.env.LOG_REQUESTS === '1';
+const MTLS = (() => {
+  if (!process.env.MTLS_CERT) return undefined;
+  const read = (name) => {
+    const path = process.env[name];
+    if (!path) fail(`MTLS_CERT is set, so ${name} must be too`);
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (err) {
+      return fail(`${name}: ${err.message}`);
+    }
+  };
+  const subjectDn = process.env.MTLS_SUBJECT_DN;
+  if (!subjectDn || subjectDn.includes(',')) fail('MTLS_SUBJECT_DN must be one RDN such as CN=tcc-mtls-client');
+  return {
+    cert: read('MTLS_CERT'),
+    key: read('MTLS_KEY'),
+    ca: read('MTLS_CA'),
+    subjectDn,
+    selfSigned: new crypto.X509Certificate(read('MTLS_SELF_SIGNED_CERT')),
+  };
+})();
 
 // ---------------------------------------------------------------------------
 // Keys
@@ -179,19 +208,51 @@ const clients = [
     token_endpoint_auth_method: 'client_secret_basic',
     dpop_bound_access_tokens: true,
   },
+  ...(MTLS ? [
+    {
+      ...common,
+      client_id: 'mtls-client',
+      token_endpoint_auth_method: 'tls_client_auth',
+      tls_client_auth_subject_dn: MTLS.subjectDn,
+      tls_client_certificate_bound_access_tokens: true,
+    },
+    {
+      ...common,
+      client_id: 'mtls-self-signed-client',
+      token_endpoint_auth_method: 'self_signed_tls_client_auth',
+      tls_client_certificate_bound_access_tokens: true,
+      jwks: {
+        keys: [{
+          ...MTLS.selfSigned.publicKey.export({ format: 'jwk' }),
+          x5c: [MTLS.selfSigned.raw.toString('base64')],
+        }],
+      },
+    },
+  ] : []),
 ];
+
+// The peer certificate of an HTTPS request (PEM), or undefined.
+function peerCertificate(ctx) {
+  const peer = ctx.socket?.getPeerCertificate?.();
+  if (!peer?.raw) return undefined;
+  return new crypto.X509Certificate(peer.raw).toString();
+}
 
 // ---------------------------------------------------------------------------
 // Provider configuration
 
 const ttlFor = (_ctx, token) => token.resourceServer?.accessTokenTTL ?? TOKEN_TTL;
 
-function configuration() {
+function configuration(mtlsOrigin) {
   return {
     clients,
     jwks: { keys: [signingJwk] },
     scopes: ['api:read', 'api:write'],
-    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt'],
+    clientAuthMethods: [
+      'client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt',
+      ...(MTLS ? ['tls_client_auth', 'self_signed_tls_client_auth'] : []),
+    ],
+    ...(MTLS ? { discovery: { mtls_endpoint_aliases: { token_endpoint: `${mtlsOrigin}/token` } } } : {}),
     clientDefaults: {
       grant_types: ['client_credentials'],
       response_types: [],
@@ -234,6 +295,20 @@ function configuration() {
         enabled: true,
         ...(DPOP_NONCE !== '0' ? { nonceSecret: crypto.randomBytes(32) } : {}),
         requireNonce: () => DPOP_NONCE === '1',
+      },
+      mTLS: {
+        enabled: MTLS !== undefined,
+        certificateBoundAccessTokens: true,
+        tlsClientAuth: true,
+        selfSignedTlsClientAuth: true,
+        getCertificate: peerCertificate,
+        // Verified against MTLS_CA by the TLS listener (which lets unverified ones through).
+        certificateAuthorized: (ctx) => ctx.socket?.authorized === true,
+        certificateSubjectMatches: (ctx, property, expected) => {
+          if (property !== 'tls_client_auth_subject_dn') return false;
+          const pem = peerCertificate(ctx);
+          return pem !== undefined && new crypto.X509Certificate(pem).subject === expected;
+        },
       },
     },
   };
@@ -323,6 +398,13 @@ let handler = (_req, res) => {
   res.end();
 };
 const server = http.createServer((req, res) => handler(req, res));
+const mtlsServer = MTLS && https.createServer({
+  cert: MTLS.cert,
+  key: MTLS.key,
+  ca: MTLS.ca,
+  requestCert: true,
+  rejectUnauthorized: false,
+}, (req, res) => handler(req, res));
 
 let shuttingDown = false;
 function shutdown(reason) {
@@ -331,6 +413,8 @@ function shutdown(reason) {
   process.stderr.write(`interop-as: shutting down (${reason})\n`);
   server.close(() => process.exit(0));
   server.closeAllConnections();
+  mtlsServer?.close();
+  mtlsServer?.closeAllConnections();
   setTimeout(() => process.exit(0), 1000).unref();
 }
 
@@ -344,12 +428,20 @@ if (EXIT_ON_STDIN_CLOSE) {
 }
 
 server.on('error', (err) => fail(`cannot listen on 127.0.0.1:${PORT}: ${err.message}`));
+mtlsServer?.on('error', (err) => fail(`cannot listen for mTLS on 127.0.0.1: ${err.message}`));
 
-server.listen(PORT, '127.0.0.1', () => {
+// The mTLS listener first (on any free port), for the metadata to name it.
+const mtlsListening = new Promise((resolve) => {
+  if (!mtlsServer) return resolve(undefined);
+  return mtlsServer.listen(0, '127.0.0.1', () => resolve(`https://127.0.0.1:${mtlsServer.address().port}`));
+});
+
+server.listen(PORT, '127.0.0.1', async () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
+  const mtlsOrigin = await mtlsListening;
 
-  const provider = new Provider(issuer, configuration());
+  const provider = new Provider(issuer, configuration(mtlsOrigin));
 
   provider.on('server_error', (ctx, err) => {
     process.stderr.write(`interop-as: server_error ${ctx.method} ${ctx.path}: ${err?.stack ?? err}\n`);
@@ -373,7 +465,8 @@ server.listen(PORT, '127.0.0.1', () => {
   if (shuttingDown) return;
   process.stderr.write(
     `interop-as: oidc-provider listening; TOKEN_TTL=${TOKEN_TTL} OPAQUE_TOKEN_TTL=${OPAQUE_TOKEN_TTL} `
-    + `SIGNING_ALG=${SIGNING_ALG} DPOP_NONCE=${DPOP_NONCE} STRICT_CLIENT_AUTH=${STRICT_CLIENT_AUTH ? 1 : 0}\n`,
+    + `SIGNING_ALG=${SIGNING_ALG} DPOP_NONCE=${DPOP_NONCE} STRICT_CLIENT_AUTH=${STRICT_CLIENT_AUTH ? 1 : 0}`
+    + `${mtlsOrigin ? ` MTLS=${mtlsOrigin}` : ''}\n`,
   );
   process.stdout.write(`READY ${issuer}\n`);
 });

@@ -264,6 +264,9 @@ pub(crate) fn default_client(
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    // Under rustls (`wrap_connector` does not do it, as `build` does): the TCP connector
+    // sees `https` URIs, which it refuses by default.
+    connector.enforce_http(!https);
     let Some((proxy, authorization)) = proxy::intercept(&proxies.matcher()?, uri) else {
         return if https {
             https_client(connector, tls)

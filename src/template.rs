@@ -42,7 +42,7 @@ pub(crate) struct EndpointTemplate {
     pub(crate) lazy: bool,
     pub(crate) dpop: Option<(Arc<Prover>, Arc<str>)>,
     #[cfg(feature = "redis")]
-    pub(crate) shared_cache: Option<crate::RedisCache>,
+    pub(crate) shared_cache: Option<crate::shared_cache::AnyCache>,
 }
 
 impl EndpointTemplate {

@@ -24,9 +24,11 @@ use std::{
 use std::future::IntoFuture;
 
 use http::StatusCode;
+use std::future::Future;
 use tokio::{task::JoinSet, time::Instant};
 use tower_client_credentials::{
     BearerAuth, ClientCredentials, ClientCredentialsBuilder, RedisCache, TokenHandle,
+    shared_cache::{Entry, Listener, MemoryStore, SharedCache, StoreError, TokenStore},
 };
 use tower_client_credentials_testkit::{
     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockApi, MockApiService, MockAuthServer,
@@ -1820,4 +1822,286 @@ async fn waiters_without_publications_fall_back_to_polling() {
     ];
     assert_eq!(auth.token_requests(), 1, "only the lease holder fetched");
     shared_token(&handles);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store contract (`TokenStore`), for every store: Redis here, the in-memory store on
+// tokio's paused clock below.
+
+/// Checks what `TokenStore` promises: values and leases with expiry, leases taken by one
+/// holder only and touched only by it, compare-and-delete, publications on store and on a
+/// release that wakes. `sleep` lets the store's expiry pass (paused or real time).
+async fn contract<S: TokenStore>(store: &S, prefix: &str) {
+    let key = format!("{prefix}{{contract}}");
+    let lease = format!("{key}:lease");
+    let channel = format!("{key}:published");
+    let minute = Duration::from_secs(60);
+
+    assert_eq!(store.read(&key).await.unwrap(), None);
+    // Values are opaque bytes, any of them.
+    let value: Vec<u8> = (0..=255).collect();
+    store.store(&key, &value, minute, &channel).await.unwrap();
+    let entry = store.read(&key).await.unwrap().expect("read your writes");
+    assert_eq!(entry.value, value);
+    let ttl = entry.time_to_live.expect("a time to live");
+    assert!(!ttl.is_zero() && ttl <= minute, "{ttl:?}");
+
+    // The lease: one holder; only it renews and releases.
+    assert!(store.take_lease(&lease, "a", minute).await.unwrap());
+    assert!(!store.take_lease(&lease, "b", minute).await.unwrap());
+    assert!(!store.renew_lease(&lease, "b", minute).await.unwrap());
+    assert!(store.renew_lease(&lease, "a", minute).await.unwrap());
+    assert!(!store.release_lease(&lease, "b", None).await.unwrap());
+    assert!(store.release_lease(&lease, "a", None).await.unwrap());
+    assert!(!store.release_lease(&lease, "a", None).await.unwrap());
+    assert!(store.take_lease(&lease, "b", minute).await.unwrap());
+
+    // Compare-and-delete deletes only the very value.
+    assert!(!store.compare_and_delete(&key, b"another").await.unwrap());
+    assert_eq!(store.read(&key).await.unwrap().unwrap().value, value);
+    assert!(store.compare_and_delete(&key, &value).await.unwrap());
+    assert_eq!(store.read(&key).await.unwrap(), None);
+    assert!(!store.compare_and_delete(&key, &value).await.unwrap());
+
+    // Publications: a store wakes the listeners; so does a release that asks to, and only
+    // when it released.
+    let mut listener = store.listen(&channel).await.unwrap();
+    let mut second = store.listening(&channel).expect("listening after listen");
+    store.store(&key, b"v2", minute, &channel).await.unwrap();
+    assert_eq!(published(&mut listener).await, Some(true));
+    assert_eq!(published(&mut second).await, Some(true));
+    assert!(
+        !store
+            .release_lease(&lease, "a", Some(&channel))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .release_lease(&lease, "b", Some(&channel))
+            .await
+            .unwrap()
+    );
+    assert_eq!(published(&mut listener).await, Some(true));
+    // Nothing more was published.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), listener.published()).await;
+    assert!(quiet.is_err(), "no publication");
+
+    // Expiry: values and leases are gone once their time to live has passed.
+    let short = Duration::from_millis(50);
+    store.store(&key, b"v3", short, &channel).await.unwrap();
+    assert!(store.take_lease(&lease, "c", short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.read(&key).await.unwrap(), None);
+    assert!(!store.renew_lease(&lease, "c", minute).await.unwrap());
+    assert!(store.take_lease(&lease, "d", minute).await.unwrap());
+    assert!(store.release_lease(&lease, "d", None).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keeps_the_store_contract() {
+    let redis = redis!("redis_keeps_the_store_contract");
+    let cache = RedisCache::new(&redis.url).unwrap();
+    contract(cache.store(), &prefix("contract")).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_memory_store_keeps_the_store_contract() {
+    contract(&MemoryStore::new(), "memory:").await;
+}
+
+/// A replica of a closure source whose token requests take `latency` and are counted, sharing
+/// through `cache` under one name.
+fn counted_replica<S: TokenStore + Clone>(
+    cache: &SharedCache<S>,
+    fetches: &Arc<AtomicU64>,
+    latency: Duration,
+    lifetime: Duration,
+) -> ClientCredentials {
+    let fetches = Arc::clone(fetches);
+    ClientCredentials::from_source(tower_client_credentials::source_fn(move || {
+        let n = fetches.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(latency).await;
+            Ok(tower_client_credentials::IssuedToken::bearer(
+                format!("token-{n}"),
+                lifetime,
+            ))
+        }
+    }))
+    .shared_cache(cache.clone(), "orders-api")
+    .build()
+    .unwrap()
+}
+
+/// The in-memory store is a store like Redis: twenty replicas of a slow token endpoint
+/// starting at once make one token request, then about one per lifetime, all on the paused
+/// clock.
+#[tokio::test(start_paused = true)]
+async fn replicas_share_through_the_memory_store() {
+    let store = MemoryStore::new();
+    let cache = SharedCache::with_store(store.clone())
+        .lease_timeout(Duration::from_secs(5))
+        .poll_interval(Duration::from_secs(1));
+    let fetches = Arc::new(AtomicU64::new(0));
+    let lifetime = Duration::from_secs(60);
+    let mut starting = JoinSet::new();
+    for _ in 0..20 {
+        let replica = counted_replica(&cache, &fetches, Duration::from_secs(2), lifetime);
+        starting.spawn(replica.start());
+    }
+    let mut handles = Vec::new();
+    while let Some(started) = starting.join_next().await {
+        handles.push(started.unwrap().expect("every replica gets a token"));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(shared_token(&handles), "token-0");
+    // One key, and no lease left behind.
+    assert_eq!(store.names().len(), 1, "{:?}", store.names());
+
+    // Ten lifetimes: a refresh every 70 to 80 % of a lifetime (the default margin and
+    // jitter), one token request each; twenty replicas on their own would make 250 or more.
+    tokio::time::sleep(lifetime * 10).await;
+    let fetched = fetches.load(Ordering::SeqCst);
+    assert!((13..=15).contains(&fetched), "{fetched} token requests");
+    let token = shared_token(&handles);
+    assert_ne!(token, "token-0");
+}
+
+/// A store that fails every operation: each replica falls back to a token request of its own,
+/// and no refresh fails.
+#[derive(Clone)]
+struct FailingStore;
+
+impl TokenStore for FailingStore {
+    async fn read(&self, _: &str) -> Result<Option<Entry>, StoreError> {
+        Err(StoreError::new("down"))
+    }
+    async fn take_lease(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
+        Err(StoreError::new("down"))
+    }
+    async fn renew_lease(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
+        Err(StoreError::new("down"))
+    }
+    async fn release_lease(&self, _: &str, _: &str, _: Option<&str>) -> Result<bool, StoreError> {
+        Err(StoreError::new("down"))
+    }
+    async fn store(&self, _: &str, _: &[u8], _: Duration, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::new("down"))
+    }
+    async fn compare_and_delete(&self, _: &str, _: &[u8]) -> Result<bool, StoreError> {
+        Err(StoreError::new("down"))
+    }
+    async fn listen(&self, _: &str) -> Result<Listener, StoreError> {
+        Err(StoreError::new("down"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_store_means_each_replica_fetches_its_own() {
+    let cache = SharedCache::with_store(FailingStore);
+    let fetches = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..5 {
+        let replica = counted_replica(&cache, &fetches, Duration::ZERO, Duration::from_secs(60));
+        handles.push(replica.start().await.expect("a token without the store"));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 5);
+    for handle in &handles {
+        assert!(access_token(handle).is_some());
+    }
+}
+
+/// A store whose publications never arrive: its listeners never wake. Waiters still adopt the
+/// lease holder's token, by the fallback poll, without a token request of their own.
+#[derive(Clone)]
+struct Deaf {
+    inner: MemoryStore,
+    /// Kept, never sent on: the listeners stay open and silent.
+    silence: Arc<tokio::sync::watch::Sender<()>>,
+}
+
+impl TokenStore for Deaf {
+    fn read(&self, key: &str) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send {
+        self.inner.read(key)
+    }
+    fn take_lease(
+        &self,
+        lease: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.inner.take_lease(lease, holder, ttl)
+    }
+    fn renew_lease(
+        &self,
+        lease: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.inner.renew_lease(lease, holder, ttl)
+    }
+    fn release_lease(
+        &self,
+        lease: &str,
+        holder: &str,
+        wake: Option<&str>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.inner.release_lease(lease, holder, wake)
+    }
+    fn store(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        channel: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner.store(key, value, ttl, channel)
+    }
+    fn compare_and_delete(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.inner.compare_and_delete(key, value)
+    }
+    async fn listen(&self, _: &str) -> Result<Listener, StoreError> {
+        Ok(Listener::new(self.silence.subscribe()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_publications_are_covered_by_the_fallback_poll() {
+    let cache = SharedCache::with_store(Deaf {
+        inner: MemoryStore::new(),
+        silence: Arc::new(tokio::sync::watch::channel(()).0),
+    })
+    .lease_timeout(Duration::from_secs(10))
+    .poll_interval(Duration::from_secs(1));
+    let fetches = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut starting = JoinSet::new();
+    for _ in 0..5 {
+        let replica = counted_replica(&cache, &fetches, Duration::from_secs(3), LIFETIME * 30);
+        starting.spawn(replica.start());
+    }
+    let mut handles = Vec::new();
+    while let Some(started) = starting.join_next().await {
+        handles.push(started.unwrap().expect("every replica gets a token"));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    shared_token(&handles);
+    // The waiters found the token by polling, within one poll of its publication.
+    assert!(
+        started.elapsed() <= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Whether `listener` was woken within 5 s (`None`: not), and by a publication.
+async fn published(listener: &mut Listener) -> Option<bool> {
+    tokio::time::timeout(Duration::from_secs(5), listener.published())
+        .await
+        .ok()
 }

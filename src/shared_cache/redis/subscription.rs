@@ -5,12 +5,11 @@
 //!
 //! A message can be lost (the pub/sub connection drops, or is not yet subscribed when the
 //! holder publishes): waiters also look at the key every
-//! [`poll_interval`](super::RedisCache::poll_interval), a slow fallback.
+//! [`poll_interval`](crate::shared_cache::SharedCache::poll_interval), a slow fallback.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
 };
 
 use futures_util::StreamExt as _;
@@ -18,6 +17,7 @@ use redis::aio::PubSubSink;
 use tokio::{sync::watch, task::AbortHandle};
 
 use super::failure::Failure;
+use crate::shared_cache::Listener;
 
 /// The channels this process is subscribed to, each with the senders that wake its waiters.
 type Channels = Arc<Mutex<HashMap<String, watch::Sender<()>>>>;
@@ -25,7 +25,6 @@ type Channels = Arc<Mutex<HashMap<String, watch::Sender<()>>>>;
 /// The pub/sub connection of one cache, shared by every waiter of the process.
 pub(crate) struct Subscriptions {
     client: redis::Client,
-    timeout: Duration,
     /// Only the subscribed channels are here; emptied when the connection ends, which wakes
     /// every waiter (their senders are dropped).
     channels: Channels,
@@ -49,22 +48,10 @@ impl Drop for Live {
     }
 }
 
-/// A wake-up for one waiter: resolves when the holder published, or when the pub/sub
-/// connection ended (the waiter then reads the key, as it would after a message).
-pub(crate) struct Wakeup(watch::Receiver<()>);
-
-impl Wakeup {
-    /// Waits for the next publication on the channel since this wake-up was made.
-    pub(crate) async fn published(&mut self) {
-        let _ = self.0.changed().await;
-    }
-}
-
 impl Subscriptions {
-    pub(crate) fn new(client: redis::Client, timeout: Duration) -> Self {
+    pub(crate) fn new(client: redis::Client) -> Self {
         Self {
             client,
-            timeout,
             channels: Arc::default(),
             live: tokio::sync::Mutex::new(None),
         }
@@ -76,22 +63,22 @@ impl Subscriptions {
 
     /// A wake-up for `channel` if this process already listens to it: made before the key is
     /// read, so that no publication after the read is missed.
-    pub(crate) fn listening(&self, channel: &str) -> Option<Wakeup> {
+    pub(crate) fn listening(&self, channel: &str) -> Option<Listener> {
         self.channels()
             .get(channel)
-            .map(|sender| Wakeup(sender.subscribe()))
+            .map(|sender| Listener::new(sender.subscribe()))
     }
 
     /// Subscribes to `channel` (connecting first if needed) and a wake-up for it. A
-    /// publication before this returned was missed: the caller reads the key once more.
-    pub(crate) async fn subscribe(&self, channel: &str) -> Result<Wakeup, Failure> {
+    /// publication before this returned was missed: the caller reads the key once more. If
+    /// the caller gives up (its timeout) while this connects, the next call starts afresh:
+    /// the connection being made is dropped with the future.
+    pub(crate) async fn subscribe(&self, channel: &str) -> Result<Listener, Failure> {
         let mut live = self.live.lock().await;
-        if let Some(wakeup) = self.listening(channel) {
-            return Ok(wakeup);
+        if let Some(listener) = self.listening(channel) {
+            return Ok(listener);
         }
-        let result = tokio::time::timeout(self.timeout, self.subscribe_on(&mut live, channel))
-            .await
-            .unwrap_or(Err(Failure::Timeout(self.timeout)));
+        let result = self.subscribe_on(&mut live, channel).await;
         if result.is_err() {
             // Start afresh next time.
             *live = None;
@@ -103,7 +90,7 @@ impl Subscriptions {
         &self,
         live: &mut Option<Live>,
         channel: &str,
-    ) -> Result<Wakeup, Failure> {
+    ) -> Result<Listener, Failure> {
         let mut connection = match live.take() {
             Some(connection) if !connection.reader.is_finished() => connection,
             _ => self.connect().await?,
@@ -113,7 +100,7 @@ impl Subscriptions {
         let (sender, receiver) = watch::channel(());
         self.channels().insert(channel.to_owned(), sender);
         tracing::debug!("shared token cache: listening for publications");
-        Ok(Wakeup(receiver))
+        Ok(Listener::new(receiver))
     }
 
     /// A new pub/sub connection, with the task that wakes the waiters of each message.

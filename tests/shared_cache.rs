@@ -1251,6 +1251,65 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     let total = |counts: &[Arc<AtomicU64>]| -> Vec<u64> {
         counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
     };
+    // When each replica's token changes, sampled every 2 ms by a thread of its own (a pointer
+    // comparison per replica), and when the lease holders publish, heard by a plain pub/sub
+    // connection of the test's: the time from a publication to the last replica holding the
+    // new token.
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let changes = {
+        let (watching, handles) = (Arc::clone(&watching), handles.clone());
+        std::thread::spawn(move || {
+            let mut held: Vec<Option<Arc<tower_client_credentials::Token>>> =
+                handles.iter().map(TokenHandle::current).collect();
+            let mut changes = vec![Vec::<std::time::Instant>::new(); handles.len()];
+            while watching.load(Ordering::Relaxed) {
+                let now = std::time::Instant::now();
+                for (i, handle) in handles.iter().enumerate() {
+                    let current = handle.current();
+                    let same = match (&current, &held[i]) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if !same {
+                        changes[i].push(now);
+                        held[i] = current;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            changes
+        })
+    };
+    let publications = {
+        let (watching, url, pattern) = (
+            Arc::clone(&watching),
+            redis.url(),
+            format!("{prefix}*:published"),
+        );
+        let (ready, subscribed) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut heard = Vec::<std::time::Instant>::new();
+            let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut pubsub = connection.as_pubsub();
+            pubsub.psubscribe(&pattern).unwrap();
+            pubsub
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let _ = ready.send(());
+            while watching.load(Ordering::Relaxed) {
+                match pubsub.get_message() {
+                    Ok(_) => heard.push(std::time::Instant::now()),
+                    Err(error) if error.is_timeout() => {}
+                    // Redis stopped: nothing more to hear.
+                    Err(_) => break,
+                }
+            }
+            heard
+        });
+        subscribed.recv().unwrap();
+        thread
+    };
 
     // Two lifetimes with Redis (the cold start included). The second holds one refresh of
     // the fleet (at about 1.56 lifetimes: every replica refreshes at 78-80 % of the shared
@@ -1260,7 +1319,9 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     tokio::time::sleep(lifetime).await;
     let before_round = auth.token_requests();
     reset_stats(&mut stats).await;
+    let round_started = std::time::Instant::now();
     tokio::time::sleep(lifetime).await;
+    let round_ended = std::time::Instant::now();
     let calls = command_calls(&mut stats).await;
     let round = auth.token_requests() - before_round;
     let commands: u64 = REFRESH_COMMANDS
@@ -1282,7 +1343,33 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     while tasks.join_next().await.is_some() {}
     sampling.store(false, Ordering::Relaxed);
     sampler.join().unwrap();
+    watching.store(false, Ordering::Relaxed);
+    let changes = changes.join().unwrap();
+    let publications = publications.join().unwrap();
     let failed = failed.load(Ordering::Relaxed);
+
+    // The counted lifetime's publication, and when each replica first held a new token after
+    // it (the lease holder may install its token a moment before the test hears the message:
+    // that counts as no delay).
+    let published = publications
+        .iter()
+        .copied()
+        .find(|at| (round_started..round_ended).contains(at))
+        .expect("a publication in the counted lifetime");
+    let mut delays: Vec<Duration> = changes
+        .iter()
+        .filter_map(|changed| {
+            changed
+                .iter()
+                .find(|at| **at + Duration::from_millis(100) >= published)
+                .filter(|at| **at < published + lifetime / 2)
+                .map(|at| at.saturating_duration_since(published))
+        })
+        .collect();
+    delays.sort_unstable();
+    let reached = delays.len();
+    let delay_p50 = delays.get(reached / 2).copied().unwrap_or_default();
+    let delay_max = delays.last().copied().unwrap_or_default();
 
     let during: Vec<u64> = at_end.iter().zip(&at_stop).map(|(e, s)| e - s).collect();
     let during_total: u64 = during.iter().sum();
@@ -1304,11 +1391,14 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     announce(&format!(
         "fleet, {replicas} replicas, 5-second tokens, a request every {} ms each: {with_redis} \
          token requests in 2 lifetimes with Redis (cold start included), {round} in the \
-         counted one, {per_refresh:.2} Redis commands per replica per refresh; Redis stopped at a \
+         counted one, {per_refresh:.2} Redis commands per replica per refresh, publication to \
+         replicas holding the new token: p50 {} ms, max {} ms ({reached} replicas); Redis stopped at a \
          refresh: {during_total} token requests in {lifetimes} lifetimes without it = \
          {per_replica:.2} per replica per lifetime (at most {most} by one replica); peak {} per second, {} per 100 ms; {served} requests served, \
          {failed} failed, {} refused by the API and retried",
         every.as_millis(),
+        delay_p50.as_millis(),
+        delay_max.as_millis(),
         peak(10),
         peak(1),
         api.rejected_total(),
@@ -1317,6 +1407,8 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     assert_eq!(failed, 0, "no request fails");
     // With Redis: one token request for the fleet's refresh, and a few commands per replica.
     assert_eq!(round, 1, "token requests in the counted lifetime");
+    // Every replica took up the published token (within half a lifetime of it).
+    assert_eq!(reached, replicas, "replicas that held the new token");
     assert!(
         per_refresh <= 5.0,
         "{per_refresh:.2} commands per replica per refresh"

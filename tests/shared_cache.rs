@@ -2051,7 +2051,7 @@ async fn replicas_share_through_the_memory_store() {
     // One key, and no lease left behind.
     assert_eq!(store.names().len(), 1, "{:?}", store.names());
 
-    // Ten lifetimes: a refresh every 70 to 80 % of a lifetime (the default margin and
+    // Ten lifetimes: a refresh at 78 to 80 % of each token's lifetime (the default margin and
     // jitter), one token request each; twenty replicas on their own would make 250 or more.
     tokio::time::sleep(lifetime * 10).await;
     let fetched = fetches.load(Ordering::SeqCst);

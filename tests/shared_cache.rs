@@ -1549,7 +1549,8 @@ fn make_certificates(dir: &std::path::Path) -> std::io::Result<()> {
     openssl(&args)?;
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        // clientAuth too: the nodes of a TLS cluster present it to each other on the bus.
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
     )?;
     openssl(&[
         "x509",
@@ -1649,17 +1650,48 @@ struct RedisCluster {
     dir: std::path::PathBuf,
     ports: Vec<u16>,
     nodes: Vec<Option<Child>>,
+    /// Whether the nodes speak only TLS (clients and cluster bus), with the certificates of
+    /// `make_certificates` in `dir`.
+    tls: bool,
 }
 
 impl RedisCluster {
     fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, false)
+    }
+
+    /// A cluster whose nodes speak only TLS, to clients and to each other.
+    fn start_tls(test: &str) -> Option<Self> {
+        Self::start_with(test, true)
+    }
+
+    fn start_with(test: &str, tls: bool) -> Option<Self> {
         let dir = std::env::temp_dir().join(format!("tcc-cluster-{:016x}", fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        if tls && let Err(error) = make_certificates(&dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+            skip(
+                test,
+                &format!("cannot make certificates with `openssl`: {error}"),
+            );
+            return None;
+        }
+        // A node's cluster bus listens on its port + 10000, which must be a port too.
+        let ports: Vec<u16> = (0..3)
+            .map(|_| {
+                loop {
+                    let port = free_port();
+                    if port < 55_000 {
+                        break port;
+                    }
+                }
+            })
+            .collect();
         let mut cluster = Self {
             dir,
             ports: ports.clone(),
             nodes: vec![None, None, None],
+            tls,
         };
         for node in 0..3 {
             if cluster.start_node(node).is_err() {
@@ -1668,6 +1700,7 @@ impl RedisCluster {
             }
         }
         let mut create = Command::new("redis-cli");
+        create.args(cluster.cli_tls());
         create.arg("--cluster").arg("create");
         for port in &ports {
             create.arg(format!("127.0.0.1:{port}"));
@@ -1676,8 +1709,25 @@ impl RedisCluster {
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status();
-        if !created.is_ok_and(|status| status.success()) {
+            .spawn();
+        // `redis-cli` waits for ever for nodes that cannot meet: at most 30 s.
+        let created = created.is_ok_and(|mut child| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break status.success(),
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break false;
+                    }
+                }
+            }
+        });
+        if !created {
             skip(test, "`redis-cli --cluster create` failed");
             return None;
         }
@@ -1688,11 +1738,46 @@ impl RedisCluster {
         Some(cluster)
     }
 
+    /// `redis-cli`'s TLS arguments, if the cluster speaks TLS.
+    fn cli_tls(&self) -> Vec<String> {
+        if !self.tls {
+            return Vec::new();
+        }
+        let ca = self.dir.join("ca.crt").to_string_lossy().into_owned();
+        vec!["--tls".into(), "--cacert".into(), ca]
+    }
+
     fn start_node(&mut self, node: usize) -> std::io::Result<()> {
         let port = self.ports[node].to_string();
+        let path = |name: &str| self.dir.join(name).to_string_lossy().into_owned();
+        let listen: Vec<String> = if self.tls {
+            [
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cluster",
+                "yes",
+                "--tls-auth-clients",
+                "no",
+                "--tls-cert-file",
+                &path("server.crt"),
+                "--tls-key-file",
+                &path("server.key"),
+                "--tls-ca-cert-file",
+                &path("ca.crt"),
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            vec!["--port".into(), port.clone()]
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1"])
+            .args(&listen)
+            .args(["--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+            // The nodes that remain serve their slots while another is away.
+            .args(["--cluster-require-full-coverage", "no"])
             .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
             .arg("--dir")
             .arg(&self.dir)
@@ -1702,7 +1787,15 @@ impl RedisCluster {
             .spawn()?;
         self.nodes[node] = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !ping(self.ports[node]) {
+        let port = self.ports[node];
+        let up = || {
+            if self.tls {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            } else {
+                ping(port)
+            }
+        };
+        while !up() {
             if std::time::Instant::now() > deadline {
                 return Err(std::io::Error::other("no PONG"));
             }
@@ -1724,6 +1817,7 @@ impl RedisCluster {
         while std::time::Instant::now() < deadline {
             let ok = self.ports.iter().all(|port| {
                 Command::new("redis-cli")
+                    .args(self.cli_tls())
                     .args(["-p", &port.to_string(), "cluster", "info"])
                     .output()
                     .is_ok_and(|out| {
@@ -1741,8 +1835,15 @@ impl RedisCluster {
     fn urls(&self) -> Vec<String> {
         self.ports
             .iter()
-            .map(|port| format!("redis://127.0.0.1:{port}/"))
+            .map(|port| {
+                let scheme = if self.tls { "rediss" } else { "redis" };
+                format!("{scheme}://127.0.0.1:{port}/")
+            })
             .collect()
+    }
+
+    fn pem(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join(name)).unwrap()
     }
 }
 
@@ -2196,4 +2297,161 @@ async fn published(listener: &mut Listener) -> Option<bool> {
     tokio::time::timeout(Duration::from_secs(5), listener.published())
         .await
         .ok()
+}
+
+/// The clients subscribed to a channel on the Redis at `url` (`sub=1` in `CLIENT LIST`).
+async fn subscribers(url: &str) -> usize {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut inspect(url).await)
+        .await
+        .unwrap();
+    clients
+        .lines()
+        .filter(|line| line.contains(" sub=1"))
+        .count()
+}
+
+/// In a cluster, waiters listen on the first node given; when it goes away, they listen on
+/// another (a `PUBLISH` reaches every node) and are still woken by the holder's publication,
+/// with the fallback poll far out of reach (60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_waiters_listen_on_another_node_when_theirs_goes_away() {
+    const TEST: &str = "cluster_waiters_listen_on_another_node_when_theirs_goes_away";
+    let Some(mut cluster) = RedisCluster::start(TEST) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    let delay = Duration::from_millis(1500);
+    auth.set_fault_plan(move |_| Some(Fault::delay(delay)));
+
+    // Which node holds the token's slot (the hash tag, whatever the prefix): the node the
+    // waiters listen on first must be another, so that the token stays readable without it.
+    let probe = prefix("cluster-probe");
+    let cache = |first: usize, prefix: &str| {
+        let ordered: Vec<&str> = (0..urls.len())
+            .map(|i| urls[(first + i) % urls.len()].as_str())
+            .collect();
+        RedisCache::cluster(ordered)
+            .unwrap()
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .lease_timeout(Duration::from_secs(60))
+            .poll_interval(Duration::from_secs(60))
+    };
+    replica(&auth, cache(0, &probe)).token().await.unwrap();
+    let mut owner = None;
+    for (node, url) in urls.iter().enumerate() {
+        if !token_keys(&mut inspect(url).await, &probe).await.is_empty() {
+            owner = Some(node);
+        }
+    }
+    let owner = owner.expect("a node holds the token key");
+    let first = (owner + 1) % urls.len();
+
+    // One store for the process (clones share its pub/sub connection), a prefix per round.
+    let base = cache(first, &prefix("cluster-pubsub"));
+    let round = |prefix: String| {
+        let cache = base.clone().prefix(prefix);
+        let auth = &auth;
+        async move {
+            let before = auth.token_requests();
+            let holder = replica(auth, cache.clone());
+            let holder = tokio::spawn(async move { holder.token().await.unwrap() });
+            eventually("the lease holder's token request", || {
+                auth.token_requests() == before + 1
+            })
+            .await;
+            let waiter = replica(auth, cache).token().await.unwrap();
+            let holder = holder.await.unwrap();
+            let (waiter, holder) = (waiter.access_token(), holder.access_token());
+            assert_eq!(auth.token_requests(), before + 1, "only the holder fetched");
+            assert_eq!(waiter, holder, "the waiter adopted the holder's token");
+        }
+    };
+
+    round(prefix("cluster-round-1")).await;
+    assert_eq!(
+        subscribers(&urls[first]).await,
+        1,
+        "listening on the first node"
+    );
+    cluster.stop_node(first);
+    // The pub/sub connection sees its node close.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    round(prefix("cluster-round-2")).await;
+    let elsewhere: usize = {
+        let mut count = 0;
+        for (node, url) in urls.iter().enumerate() {
+            if node != first {
+                count += subscribers(url).await;
+            }
+        }
+        count
+    };
+    assert_eq!(elsewhere, 1, "listening on another node");
+}
+
+/// A Redis Cluster that speaks only TLS (`rediss://` node URLs, the cluster bus over TLS too):
+/// replicas that trust its CA share one token through it, and listen for publications over
+/// TLS; replicas that trust another CA fall back to a token request each, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_cluster_shares_the_token() {
+    const TEST: &str = "a_rediss_cluster_shares_the_token";
+    let Some(cluster) = RedisCluster::start_tls(TEST) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    let delay = Duration::from_millis(1000);
+    auth.set_fault_plan(move |_| Some(Fault::delay(delay)));
+    let cache = |ca: &str, prefix: &str| {
+        RedisCache::cluster(urls.iter().map(String::as_str))
+            .unwrap()
+            .tls_root_certificates(cluster.pem(ca))
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .lease_timeout(Duration::from_secs(60))
+            // Out of reach: the waiters get the token by its publication.
+            .poll_interval(Duration::from_secs(60))
+    };
+
+    let trusted = cache("ca.crt", &prefix("rediss-cluster"));
+    let holder = replica(&auth, trusted.clone());
+    let holder = tokio::spawn(async move { holder.token().await.unwrap() });
+    eventually("the lease holder's token request", || {
+        auth.token_requests() == 1
+    })
+    .await;
+    let mut waiting = JoinSet::new();
+    for _ in 0..3 {
+        let waiter = replica(&auth, trusted.clone());
+        waiting.spawn(async move { waiter.token().await.unwrap() });
+    }
+    let holder = holder.await.unwrap();
+    while let Some(waiter) = waiting.join_next().await {
+        assert_eq!(waiter.unwrap().access_token(), holder.access_token());
+    }
+    assert_eq!(
+        auth.token_requests(),
+        1,
+        "one token for the fleet, over TLS"
+    );
+
+    // A CA that signed nothing here: the certificate does not verify, each fetches its own.
+    let untrusted = cache("other-ca.crt", &prefix("rediss-cluster-untrusted"));
+    for i in 0..2 {
+        let handle = replica(&auth, untrusted.clone());
+        handle.token().await.expect("a token without the cache");
+        assert_eq!(auth.token_requests(), 2 + i, "fetched alone");
+    }
 }

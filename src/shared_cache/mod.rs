@@ -69,9 +69,10 @@
 //!
 //! # TLS
 //!
-//! A `rediss://` URL connects with rustls and verifies the server's certificate (system roots,
-//! or [`tls_root_certificates`](RedisCache::tls_root_certificates)) and name. A certificate
-//! that does not verify is a failure like the above: a `warn` that names it, and the token is
+//! A `rediss://` URL (one server, or every node of a cluster) connects with rustls and
+//! verifies the server's certificate (system roots, or
+//! [`tls_root_certificates`](RedisCache::tls_root_certificates)) and name. A certificate that
+//! does not verify is a failure like the above: a `warn` that names it, and the token is
 //! fetched without Redis.
 //!
 //! # A token refused with 401

@@ -57,18 +57,30 @@ pub(crate) fn ensure_tls_provider() {
 #[derive(Clone)]
 pub(crate) enum Target {
     /// One server.
-    Single(redis::Client),
-    /// A Redis Cluster, and a plain client of its first node for pub/sub: a `PUBLISH` on any
-    /// node reaches the subscribers of every node.
-    Cluster(Box<redis::cluster::ClusterClient>, redis::Client),
+    Single(Box<redis::Client>),
+    /// A Redis Cluster, and a plain client of each node given, for pub/sub: a `PUBLISH` on any
+    /// node reaches the subscribers of every node, so one subscription on any node that
+    /// answers is enough.
+    Cluster(Box<redis::cluster::ClusterClient>, Vec<redis::Client>),
 }
 
 impl Target {
-    /// The client of the server (or first node) that pub/sub uses.
-    pub(crate) fn pubsub_client(&self) -> &redis::Client {
+    /// The clients pub/sub may use, in the order to try them: the server, or every node.
+    pub(crate) fn pubsub_clients(&self) -> Vec<redis::Client> {
         match self {
-            Self::Single(client) | Self::Cluster(_, client) => client,
+            Self::Single(client) => vec![(**client).clone()],
+            Self::Cluster(_, nodes) => nodes.clone(),
         }
+    }
+
+    /// Whether the connections use TLS (`rediss://`).
+    pub(crate) fn tls(&self) -> bool {
+        self.pubsub_clients().iter().any(|client| {
+            matches!(
+                client.get_connection_info().addr(),
+                redis::ConnectionAddr::TcpTls { .. }
+            )
+        })
     }
 }
 
@@ -127,7 +139,7 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 impl Connection {
     pub(crate) fn new(target: Target) -> Self {
         Self {
-            subscriptions: Subscriptions::new(target.pubsub_client().clone()),
+            subscriptions: Subscriptions::new(target.pubsub_clients()),
             target,
             link: tokio::sync::OnceCell::new(),
             release: Script::new(RELEASE),
@@ -153,7 +165,7 @@ impl Connection {
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500));
                 Link::Single(ConnectionManager::new_lazy_with_config(
-                    client.clone(),
+                    (**client).clone(),
                     config,
                 )?)
             }

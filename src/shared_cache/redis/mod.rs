@@ -31,10 +31,7 @@ pub struct RedisStore {
 
 impl RedisStore {
     fn new(target: Target) -> Self {
-        if matches!(
-            target.pubsub_client().get_connection_info().addr(),
-            redis::ConnectionAddr::TcpTls { .. }
-        ) {
+        if target.tls() {
             connection::ensure_tls_provider();
         }
         Self {
@@ -78,7 +75,7 @@ impl RedisCache {
         let client = redis::Client::open(url)
             .map_err(|error| refused(format!("not a usable Redis URL ({:?})", error.kind())))?;
         Ok(SharedCache::with_store(RedisStore::new(Target::Single(
-            client,
+            Box::new(client),
         ))))
     }
 
@@ -88,33 +85,34 @@ impl RedisCache {
     ///
     /// A token key and its lease share a hash tag (`<prefix>{<sha256 hex>}` and
     /// `…}:lease`), so they live in one slot, and every script touches that one slot. The
-    /// waiting replicas of a process listen for publications on one connection to the first
-    /// node (a `PUBLISH` reaches every node); while that node is away they fall back to the
-    /// [`poll_interval`](Self::poll_interval).
+    /// waiting replicas of a process listen for publications on one pub/sub connection to
+    /// one of these nodes: a `PUBLISH` in a Redis Cluster reaches the subscribers of every
+    /// node, so any node that answers will do. It is the first at first; when the node of
+    /// the connection goes away, the waiters listen again on the next node given (and fall
+    /// back to the [`poll_interval`](Self::poll_interval) meanwhile). With `rediss://`, every
+    /// node is reached over TLS, verified as for [`new`](Self::new).
     ///
     /// # Errors
     ///
     /// [`ConfigError::InvalidParameter`] (named `redis_url`) when there is no node, or a URL
     /// cannot be parsed. The message never repeats a URL.
     pub fn cluster<'a>(nodes: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigError> {
-        let nodes: Vec<&str> = nodes.into_iter().collect();
-        let first = nodes
-            .first()
-            .ok_or_else(|| refused("a Redis Cluster needs at least one node".into()))?;
         let unusable = |error: redis::RedisError| {
             refused(format!(
                 "not a usable Redis Cluster URL ({:?})",
                 error.kind()
             ))
         };
-        let pubsub = redis::Client::open(*first).map_err(unusable)?;
-        let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
-            .build()
+        let nodes = nodes
+            .into_iter()
+            .map(redis::Client::open)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(unusable)?;
-        Ok(SharedCache::with_store(RedisStore::new(Target::Cluster(
-            Box::new(client),
-            pubsub,
-        ))))
+        if nodes.is_empty() {
+            return Err(refused("a Redis Cluster needs at least one node".into()));
+        }
+        let target = cluster_target(&nodes, None).map_err(unusable)?;
+        Ok(SharedCache::with_store(RedisStore::new(target)))
     }
 
     /// Trusts these CA certificates (PEM, one or more) for `rediss://` instead of the system's
@@ -139,13 +137,20 @@ impl RedisCache {
             client_tls: None,
             root_cert: Some(pem),
         };
-        let Target::Single(client) = &self.store.target else {
-            self.store_error = tls_error("not supported for a Redis Cluster yet");
-            return self;
+        let target = match &self.store.target {
+            Target::Single(client) => {
+                redis::Client::build_with_tls(client.get_connection_info().clone(), certificates)
+                    .map(|client| Target::Single(Box::new(client)))
+            }
+            Target::Cluster(..) if !self.store.target.tls() => {
+                self.store_error = tls_error("the node URLs are not `rediss://`");
+                return self;
+            }
+            Target::Cluster(_, nodes) => cluster_target(nodes, Some(certificates)),
         };
-        match redis::Client::build_with_tls(client.get_connection_info().clone(), certificates) {
-            Ok(client) => {
-                self.store = RedisStore::new(Target::Single(client));
+        match target {
+            Ok(target) => {
+                self.store = RedisStore::new(target);
                 self.store_error = None;
             }
             Err(error) => {
@@ -155,6 +160,30 @@ impl RedisCache {
         }
         self
     }
+}
+
+/// A cluster of these nodes, trusting `certificates` (for `rediss://`) if given: the cluster
+/// client, and a client of each node for pub/sub.
+fn cluster_target(
+    nodes: &[redis::Client],
+    certificates: Option<redis::TlsCertificates>,
+) -> redis::RedisResult<Target> {
+    let infos: Vec<redis::ConnectionInfo> = nodes
+        .iter()
+        .map(|node| node.get_connection_info().clone())
+        .collect();
+    let mut builder = redis::cluster::ClusterClient::builder(infos.clone());
+    let pubsub = match certificates {
+        Some(certificates) => {
+            builder = builder.certs(certificates.clone());
+            infos
+                .into_iter()
+                .map(|info| redis::Client::build_with_tls(info, certificates.clone()))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        None => nodes.to_vec(),
+    };
+    Ok(Target::Cluster(Box::new(builder.build()?), pubsub))
 }
 
 impl TokenStore for RedisStore {

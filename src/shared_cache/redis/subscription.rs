@@ -3,13 +3,20 @@
 //! `PUBLISH`es on the token key's channel when it stores the token (or gives up its lease);
 //! the message wakes every waiter of that key, which then reads the key once.
 //!
+//! In a Redis Cluster a `PUBLISH` reaches the subscribers of every node, so the connection
+//! goes to any node that answers: the first given, and when its connection ends (the node went
+//! away), the next one, in turn.
+//!
 //! A message can be lost (the pub/sub connection drops, or is not yet subscribed when the
 //! holder publishes): waiters also look at the key every
 //! [`poll_interval`](crate::shared_cache::SharedCache::poll_interval), a slow fallback.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use futures_util::StreamExt as _;
@@ -24,7 +31,10 @@ type Channels = Arc<Mutex<HashMap<String, watch::Sender<()>>>>;
 
 /// The pub/sub connection of one cache, shared by every waiter of the process.
 pub(crate) struct Subscriptions {
-    client: redis::Client,
+    /// The server, or every node of a cluster given.
+    clients: Vec<redis::Client>,
+    /// The node to try first: the one after the last whose connection ended or failed.
+    next: Arc<AtomicUsize>,
     /// Only the subscribed channels are here; emptied when the connection ends, which wakes
     /// every waiter (their senders are dropped).
     channels: Channels,
@@ -49,9 +59,10 @@ impl Drop for Live {
 }
 
 impl Subscriptions {
-    pub(crate) fn new(client: redis::Client) -> Self {
+    pub(crate) fn new(clients: Vec<redis::Client>) -> Self {
         Self {
-            client,
+            clients,
+            next: Arc::default(),
             channels: Arc::default(),
             live: tokio::sync::Mutex::new(None),
         }
@@ -103,10 +114,38 @@ impl Subscriptions {
         Ok(Listener::new(receiver))
     }
 
-    /// A new pub/sub connection, with the task that wakes the waiters of each message.
+    /// A new pub/sub connection to the first node that answers, from the one after the last
+    /// that failed, with the task that wakes the waiters of each message. The next node is
+    /// marked before each attempt, so that an attempt abandoned at the caller's timeout (a
+    /// node that does not answer) moves on too.
     async fn connect(&self) -> Result<Live, Failure> {
-        let (sink, mut stream) = self.client.get_async_pubsub().await?.split();
+        let count = self.clients.len().max(1);
+        let first = self.next.load(Ordering::Relaxed);
+        let mut failure = None;
+        let mut connected = None;
+        for attempt in 0..count {
+            let node = (first + attempt) % count;
+            let Some(client) = self.clients.get(node) else {
+                break;
+            };
+            self.next.store((node + 1) % count, Ordering::Relaxed);
+            match client.get_async_pubsub().await {
+                Ok(pubsub) => {
+                    self.next.store(node, Ordering::Relaxed);
+                    connected = Some((node, pubsub));
+                    break;
+                }
+                Err(error) => failure = Some(Failure::from(error)),
+            }
+        }
+        let Some((node, pubsub)) = connected else {
+            return Err(failure.unwrap_or_else(|| Failure::Redis {
+                kind: "no node to listen on".into(),
+            }));
+        };
+        let (sink, mut stream) = pubsub.split();
         let channels = Arc::clone(&self.channels);
+        let next = Arc::clone(&self.next);
         let reader = tokio::spawn(async move {
             while let Some(message) = stream.next().await {
                 if let Some(sender) = lock(&channels).get(message.get_channel_name()) {
@@ -114,6 +153,8 @@ impl Subscriptions {
                 }
             }
             tracing::debug!("shared token cache: the pub/sub connection ended");
+            // Listen on the next node the next time.
+            next.store((node + 1) % count, Ordering::Relaxed);
             // Dropping the senders wakes every waiter.
             lock(&channels).clear();
         });

@@ -478,7 +478,7 @@ pub struct ClientCredentialsBuilder {
     policy: RefreshPolicy,
     dpop: Option<DpopKey>,
     #[cfg(feature = "redis")]
-    shared_cache: Option<crate::RedisCache>,
+    shared_cache: Option<crate::shared_cache::AnyCache>,
 }
 
 impl fmt::Debug for ClientCredentialsBuilder {
@@ -730,13 +730,17 @@ impl ClientCredentialsBuilder {
 
     refresh_options!();
 
-    /// Shares the token with the other replicas of the service through Redis: a refresh adopts
-    /// the token another replica fetched, or fetches it for all of them. Requests still read
-    /// the token locally. Default: none, each handle fetches its own. See
-    /// [`shared_cache`](crate::shared_cache).
+    /// Shares the token with the other replicas of the service through a store (Redis, a
+    /// [`RedisCache`](crate::RedisCache), or any other
+    /// [`TokenStore`](crate::shared_cache::TokenStore)): a refresh adopts the token another
+    /// replica fetched, or fetches it for all of them. Requests still read the token locally.
+    /// Default: none, each handle fetches its own. See [`shared_cache`](crate::shared_cache).
     #[cfg(feature = "redis")]
-    pub fn shared_cache(mut self, cache: crate::RedisCache) -> Self {
-        self.shared_cache = Some(cache);
+    pub fn shared_cache<S: crate::shared_cache::TokenStore>(
+        mut self,
+        cache: crate::shared_cache::SharedCache<S>,
+    ) -> Self {
+        self.shared_cache = Some(cache.into_any());
         self
     }
 
@@ -873,7 +877,7 @@ impl ClientCredentialsBuilder {
         // Here and not only when a source is made: a token set makes one per key, later.
         #[cfg(feature = "redis")]
         if let Some(cache) = &self.shared_cache {
-            cache.prepare()?;
+            cache.check()?;
         }
         let auth = self
             .auth
@@ -1024,7 +1028,7 @@ pub struct TokenSourceBuilder {
     lazy: bool,
     /// The shared cache and the name of this source's tokens in it.
     #[cfg(feature = "redis")]
-    shared_cache: Option<(crate::RedisCache, String)>,
+    shared_cache: Option<(crate::shared_cache::AnyCache, String)>,
 }
 
 /// The source of a [`TokenSourceBuilder`], made once the fetch timeout is known.
@@ -1069,14 +1073,18 @@ impl TokenSourceBuilder {
 
     refresh_options!();
 
-    /// Shares the token with the other replicas through Redis, as
+    /// Shares the token with the other replicas through a store, as
     /// [`ClientCredentialsBuilder::shared_cache`] does. `name` tells this source's tokens apart
     /// from every other's: replicas whose sources give interchangeable tokens use the same
     /// name (say, the API and the identity they stand for). It is hashed into the Redis key;
     /// it must not be empty and should not be a secret. Default: none.
     #[cfg(feature = "redis")]
-    pub fn shared_cache(mut self, cache: crate::RedisCache, name: impl Into<String>) -> Self {
-        self.shared_cache = Some((cache, name.into()));
+    pub fn shared_cache<S: crate::shared_cache::TokenStore>(
+        mut self,
+        cache: crate::shared_cache::SharedCache<S>,
+        name: impl Into<String>,
+    ) -> Self {
+        self.shared_cache = Some((cache.into_any(), name.into()));
         self
     }
 

@@ -46,7 +46,7 @@ pub(crate) struct EndpointTemplate {
     #[cfg(feature = "redis")]
     pub(crate) certificate_thumbprint: Option<String>,
     #[cfg(feature = "redis")]
-    pub(crate) shared_cache: Option<crate::RedisCache>,
+    pub(crate) shared_cache: Option<crate::shared_cache::AnyCache>,
 }
 
 impl EndpointTemplate {

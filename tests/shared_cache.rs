@@ -24,9 +24,11 @@ use std::{
 use std::future::IntoFuture;
 
 use http::StatusCode;
+use std::future::Future;
 use tokio::{task::JoinSet, time::Instant};
 use tower_client_credentials::{
     BearerAuth, ClientCredentials, ClientCredentialsBuilder, RedisCache, TokenHandle,
+    shared_cache::{Entry, Listener, MemoryStore, SharedCache, StoreError, TokenStore},
 };
 use tower_client_credentials_testkit::{
     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockApi, MockApiService, MockAuthServer,
@@ -1310,6 +1312,65 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     let total = |counts: &[Arc<AtomicU64>]| -> Vec<u64> {
         counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
     };
+    // When each replica's token changes, sampled every 2 ms by a thread of its own (a pointer
+    // comparison per replica), and when the lease holders publish, heard by a plain pub/sub
+    // connection of the test's: the time from a publication to the last replica holding the
+    // new token.
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let changes = {
+        let (watching, handles) = (Arc::clone(&watching), handles.clone());
+        std::thread::spawn(move || {
+            let mut held: Vec<Option<Arc<tower_client_credentials::Token>>> =
+                handles.iter().map(TokenHandle::current).collect();
+            let mut changes = vec![Vec::<std::time::Instant>::new(); handles.len()];
+            while watching.load(Ordering::Relaxed) {
+                let now = std::time::Instant::now();
+                for (i, handle) in handles.iter().enumerate() {
+                    let current = handle.current();
+                    let same = match (&current, &held[i]) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if !same {
+                        changes[i].push(now);
+                        held[i] = current;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            changes
+        })
+    };
+    let publications = {
+        let (watching, url, pattern) = (
+            Arc::clone(&watching),
+            redis.url(),
+            format!("{prefix}*:published"),
+        );
+        let (ready, subscribed) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut heard = Vec::<std::time::Instant>::new();
+            let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut pubsub = connection.as_pubsub();
+            pubsub.psubscribe(&pattern).unwrap();
+            pubsub
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let _ = ready.send(());
+            while watching.load(Ordering::Relaxed) {
+                match pubsub.get_message() {
+                    Ok(_) => heard.push(std::time::Instant::now()),
+                    Err(error) if error.is_timeout() => {}
+                    // Redis stopped: nothing more to hear.
+                    Err(_) => break,
+                }
+            }
+            heard
+        });
+        subscribed.recv().unwrap();
+        thread
+    };
 
     // Two lifetimes with Redis (the cold start included). The second holds one refresh of
     // the fleet (at about 1.56 lifetimes: every replica refreshes at 78-80 % of the shared
@@ -1319,7 +1380,9 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     tokio::time::sleep(lifetime).await;
     let before_round = auth.token_requests();
     reset_stats(&mut stats).await;
+    let round_started = std::time::Instant::now();
     tokio::time::sleep(lifetime).await;
+    let round_ended = std::time::Instant::now();
     let calls = command_calls(&mut stats).await;
     let round = auth.token_requests() - before_round;
     let commands: u64 = REFRESH_COMMANDS
@@ -1341,7 +1404,33 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     while tasks.join_next().await.is_some() {}
     sampling.store(false, Ordering::Relaxed);
     sampler.join().unwrap();
+    watching.store(false, Ordering::Relaxed);
+    let changes = changes.join().unwrap();
+    let publications = publications.join().unwrap();
     let failed = failed.load(Ordering::Relaxed);
+
+    // The counted lifetime's publication, and when each replica first held a new token after
+    // it (the lease holder may install its token a moment before the test hears the message:
+    // that counts as no delay).
+    let published = publications
+        .iter()
+        .copied()
+        .find(|at| (round_started..round_ended).contains(at))
+        .expect("a publication in the counted lifetime");
+    let mut delays: Vec<Duration> = changes
+        .iter()
+        .filter_map(|changed| {
+            changed
+                .iter()
+                .find(|at| **at + Duration::from_millis(100) >= published)
+                .filter(|at| **at < published + lifetime / 2)
+                .map(|at| at.saturating_duration_since(published))
+        })
+        .collect();
+    delays.sort_unstable();
+    let reached = delays.len();
+    let delay_p50 = delays.get(reached / 2).copied().unwrap_or_default();
+    let delay_max = delays.last().copied().unwrap_or_default();
 
     let during: Vec<u64> = at_end.iter().zip(&at_stop).map(|(e, s)| e - s).collect();
     let during_total: u64 = during.iter().sum();
@@ -1363,11 +1452,14 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     announce(&format!(
         "fleet, {replicas} replicas, 5-second tokens, a request every {} ms each: {with_redis} \
          token requests in 2 lifetimes with Redis (cold start included), {round} in the \
-         counted one, {per_refresh:.2} Redis commands per replica per refresh; Redis stopped at a \
+         counted one, {per_refresh:.2} Redis commands per replica per refresh, publication to \
+         replicas holding the new token: p50 {} ms, max {} ms ({reached} replicas); Redis stopped at a \
          refresh: {during_total} token requests in {lifetimes} lifetimes without it = \
          {per_replica:.2} per replica per lifetime (at most {most} by one replica); peak {} per second, {} per 100 ms; {served} requests served, \
          {failed} failed, {} refused by the API and retried",
         every.as_millis(),
+        delay_p50.as_millis(),
+        delay_max.as_millis(),
         peak(10),
         peak(1),
         api.rejected_total(),
@@ -1376,6 +1468,8 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     assert_eq!(failed, 0, "no request fails");
     // With Redis: one token request for the fleet's refresh, and a few commands per replica.
     assert_eq!(round, 1, "token requests in the counted lifetime");
+    // Every replica took up the published token (within half a lifetime of it).
+    assert_eq!(reached, replicas, "replicas that held the new token");
     assert!(
         per_refresh <= 5.0,
         "{per_refresh:.2} commands per replica per refresh"
@@ -1516,7 +1610,8 @@ fn make_certificates(dir: &std::path::Path) -> std::io::Result<()> {
     openssl(&args)?;
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        // clientAuth too: the nodes of a TLS cluster present it to each other on the bus.
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
     )?;
     openssl(&[
         "x509",
@@ -1616,17 +1711,48 @@ struct RedisCluster {
     dir: std::path::PathBuf,
     ports: Vec<u16>,
     nodes: Vec<Option<Child>>,
+    /// Whether the nodes speak only TLS (clients and cluster bus), with the certificates of
+    /// `make_certificates` in `dir`.
+    tls: bool,
 }
 
 impl RedisCluster {
     fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, false)
+    }
+
+    /// A cluster whose nodes speak only TLS, to clients and to each other.
+    fn start_tls(test: &str) -> Option<Self> {
+        Self::start_with(test, true)
+    }
+
+    fn start_with(test: &str, tls: bool) -> Option<Self> {
         let dir = std::env::temp_dir().join(format!("tcc-cluster-{:016x}", fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        if tls && let Err(error) = make_certificates(&dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+            skip(
+                test,
+                &format!("cannot make certificates with `openssl`: {error}"),
+            );
+            return None;
+        }
+        // A node's cluster bus listens on its port + 10000, which must be a port too.
+        let ports: Vec<u16> = (0..3)
+            .map(|_| {
+                loop {
+                    let port = free_port();
+                    if port < 55_000 {
+                        break port;
+                    }
+                }
+            })
+            .collect();
         let mut cluster = Self {
             dir,
             ports: ports.clone(),
             nodes: vec![None, None, None],
+            tls,
         };
         for node in 0..3 {
             if cluster.start_node(node).is_err() {
@@ -1635,6 +1761,7 @@ impl RedisCluster {
             }
         }
         let mut create = Command::new("redis-cli");
+        create.args(cluster.cli_tls());
         create.arg("--cluster").arg("create");
         for port in &ports {
             create.arg(format!("127.0.0.1:{port}"));
@@ -1643,8 +1770,25 @@ impl RedisCluster {
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status();
-        if !created.is_ok_and(|status| status.success()) {
+            .spawn();
+        // `redis-cli` waits for ever for nodes that cannot meet: at most 30 s.
+        let created = created.is_ok_and(|mut child| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break status.success(),
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break false;
+                    }
+                }
+            }
+        });
+        if !created {
             skip(test, "`redis-cli --cluster create` failed");
             return None;
         }
@@ -1655,11 +1799,46 @@ impl RedisCluster {
         Some(cluster)
     }
 
+    /// `redis-cli`'s TLS arguments, if the cluster speaks TLS.
+    fn cli_tls(&self) -> Vec<String> {
+        if !self.tls {
+            return Vec::new();
+        }
+        let ca = self.dir.join("ca.crt").to_string_lossy().into_owned();
+        vec!["--tls".into(), "--cacert".into(), ca]
+    }
+
     fn start_node(&mut self, node: usize) -> std::io::Result<()> {
         let port = self.ports[node].to_string();
+        let path = |name: &str| self.dir.join(name).to_string_lossy().into_owned();
+        let listen: Vec<String> = if self.tls {
+            [
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cluster",
+                "yes",
+                "--tls-auth-clients",
+                "no",
+                "--tls-cert-file",
+                &path("server.crt"),
+                "--tls-key-file",
+                &path("server.key"),
+                "--tls-ca-cert-file",
+                &path("ca.crt"),
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            vec!["--port".into(), port.clone()]
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1"])
+            .args(&listen)
+            .args(["--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+            // The nodes that remain serve their slots while another is away.
+            .args(["--cluster-require-full-coverage", "no"])
             .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
             .arg("--dir")
             .arg(&self.dir)
@@ -1669,7 +1848,15 @@ impl RedisCluster {
             .spawn()?;
         self.nodes[node] = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !ping(self.ports[node]) {
+        let port = self.ports[node];
+        let up = || {
+            if self.tls {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            } else {
+                ping(port)
+            }
+        };
+        while !up() {
             if std::time::Instant::now() > deadline {
                 return Err(std::io::Error::other("no PONG"));
             }
@@ -1691,6 +1878,7 @@ impl RedisCluster {
         while std::time::Instant::now() < deadline {
             let ok = self.ports.iter().all(|port| {
                 Command::new("redis-cli")
+                    .args(self.cli_tls())
                     .args(["-p", &port.to_string(), "cluster", "info"])
                     .output()
                     .is_ok_and(|out| {
@@ -1708,8 +1896,15 @@ impl RedisCluster {
     fn urls(&self) -> Vec<String> {
         self.ports
             .iter()
-            .map(|port| format!("redis://127.0.0.1:{port}/"))
+            .map(|port| {
+                let scheme = if self.tls { "rediss" } else { "redis" };
+                format!("{scheme}://127.0.0.1:{port}/")
+            })
             .collect()
+    }
+
+    fn pem(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join(name)).unwrap()
     }
 }
 
@@ -1881,4 +2076,443 @@ async fn waiters_without_publications_fall_back_to_polling() {
     ];
     assert_eq!(auth.token_requests(), 1, "only the lease holder fetched");
     shared_token(&handles);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store contract (`TokenStore`), for every store: Redis here, the in-memory store on
+// tokio's paused clock below.
+
+/// Checks what `TokenStore` promises: values and leases with expiry, leases taken by one
+/// holder only and touched only by it, compare-and-delete, publications on store and on a
+/// release that wakes. `sleep` lets the store's expiry pass (paused or real time).
+async fn contract<S: TokenStore>(store: &S, prefix: &str) {
+    let key = format!("{prefix}{{contract}}");
+    let lease = format!("{key}:lease");
+    let channel = format!("{key}:published");
+    let minute = Duration::from_secs(60);
+
+    assert_eq!(store.read(&key).await.unwrap(), None);
+    // Values are opaque bytes, any of them.
+    let value: Vec<u8> = (0..=255).collect();
+    store.store(&key, &value, minute, &channel).await.unwrap();
+    let entry = store.read(&key).await.unwrap().expect("read your writes");
+    assert_eq!(entry.value, value);
+    let ttl = entry.time_to_live.expect("a time to live");
+    assert!(!ttl.is_zero() && ttl <= minute, "{ttl:?}");
+
+    // The lease: one holder; only it renews and releases.
+    assert!(store.take_lease(&lease, "a", minute).await.unwrap());
+    assert!(!store.take_lease(&lease, "b", minute).await.unwrap());
+    assert!(!store.renew_lease(&lease, "b", minute).await.unwrap());
+    assert!(store.renew_lease(&lease, "a", minute).await.unwrap());
+    assert!(!store.release_lease(&lease, "b", None).await.unwrap());
+    assert!(store.release_lease(&lease, "a", None).await.unwrap());
+    assert!(!store.release_lease(&lease, "a", None).await.unwrap());
+    assert!(store.take_lease(&lease, "b", minute).await.unwrap());
+
+    // Compare-and-delete deletes only the very value.
+    assert!(!store.compare_and_delete(&key, b"another").await.unwrap());
+    assert_eq!(store.read(&key).await.unwrap().unwrap().value, value);
+    assert!(store.compare_and_delete(&key, &value).await.unwrap());
+    assert_eq!(store.read(&key).await.unwrap(), None);
+    assert!(!store.compare_and_delete(&key, &value).await.unwrap());
+
+    // Publications: a store wakes the listeners; so does a release that asks to, and only
+    // when it released.
+    let mut listener = store.listen(&channel).await.unwrap();
+    let mut second = store.listening(&channel).expect("listening after listen");
+    store.store(&key, b"v2", minute, &channel).await.unwrap();
+    assert_eq!(published(&mut listener).await, Some(true));
+    assert_eq!(published(&mut second).await, Some(true));
+    assert!(
+        !store
+            .release_lease(&lease, "a", Some(&channel))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .release_lease(&lease, "b", Some(&channel))
+            .await
+            .unwrap()
+    );
+    assert_eq!(published(&mut listener).await, Some(true));
+    // Nothing more was published.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), listener.published()).await;
+    assert!(quiet.is_err(), "no publication");
+
+    // Expiry: values and leases are gone once their time to live has passed.
+    let short = Duration::from_millis(50);
+    store.store(&key, b"v3", short, &channel).await.unwrap();
+    assert!(store.take_lease(&lease, "c", short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.read(&key).await.unwrap(), None);
+    assert!(!store.renew_lease(&lease, "c", minute).await.unwrap());
+    assert!(store.take_lease(&lease, "d", minute).await.unwrap());
+    assert!(store.release_lease(&lease, "d", None).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keeps_the_store_contract() {
+    let redis = redis!("redis_keeps_the_store_contract");
+    let cache = RedisCache::new(&redis.url).unwrap();
+    contract(cache.store(), &prefix("contract")).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_memory_store_keeps_the_store_contract() {
+    contract(&MemoryStore::new(), "memory:").await;
+}
+
+/// A replica of a closure source whose token requests take `latency` and are counted, sharing
+/// through `cache` under one name.
+fn counted_replica<S: TokenStore + Clone>(
+    cache: &SharedCache<S>,
+    fetches: &Arc<AtomicU64>,
+    latency: Duration,
+    lifetime: Duration,
+) -> ClientCredentials {
+    let fetches = Arc::clone(fetches);
+    ClientCredentials::from_source(tower_client_credentials::source_fn(move || {
+        let n = fetches.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(latency).await;
+            Ok(tower_client_credentials::IssuedToken::bearer(
+                format!("token-{n}"),
+                lifetime,
+            ))
+        }
+    }))
+    .shared_cache(cache.clone(), "orders-api")
+    .build()
+    .unwrap()
+}
+
+/// The in-memory store is a store like Redis: twenty replicas of a slow token endpoint
+/// starting at once make one token request, then about one per lifetime, all on the paused
+/// clock.
+#[tokio::test(start_paused = true)]
+async fn replicas_share_through_the_memory_store() {
+    let store = MemoryStore::new();
+    let cache = SharedCache::with_store(store.clone())
+        .lease_timeout(Duration::from_secs(5))
+        .poll_interval(Duration::from_secs(1));
+    let fetches = Arc::new(AtomicU64::new(0));
+    let lifetime = Duration::from_secs(60);
+    let mut starting = JoinSet::new();
+    for _ in 0..20 {
+        let replica = counted_replica(&cache, &fetches, Duration::from_secs(2), lifetime);
+        starting.spawn(replica.start());
+    }
+    let mut handles = Vec::new();
+    while let Some(started) = starting.join_next().await {
+        handles.push(started.unwrap().expect("every replica gets a token"));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(shared_token(&handles), "token-0");
+    // One key, and no lease left behind.
+    assert_eq!(store.names().len(), 1, "{:?}", store.names());
+
+    // Ten lifetimes: a refresh at 78 to 80 % of each token's lifetime (the default margin and
+    // jitter), one token request each; twenty replicas on their own would make 250 or more.
+    tokio::time::sleep(lifetime * 10).await;
+    let fetched = fetches.load(Ordering::SeqCst);
+    assert!((13..=15).contains(&fetched), "{fetched} token requests");
+    let token = shared_token(&handles);
+    assert_ne!(token, "token-0");
+}
+
+/// A store that fails every operation: each replica falls back to a token request of its own,
+/// and no refresh fails.
+#[derive(Clone)]
+struct FailingStore;
+
+impl TokenStore for FailingStore {
+    async fn read(&self, _: &str) -> Result<Option<Entry>, StoreError> {
+        Err(StoreError::new("down"))
+    }
+    async fn take_lease(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
+        Err(StoreError::new("down"))
+    }
+    async fn renew_lease(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
+        Err(StoreError::new("down"))
+    }
+    async fn release_lease(&self, _: &str, _: &str, _: Option<&str>) -> Result<bool, StoreError> {
+        Err(StoreError::new("down"))
+    }
+    async fn store(&self, _: &str, _: &[u8], _: Duration, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::new("down"))
+    }
+    async fn compare_and_delete(&self, _: &str, _: &[u8]) -> Result<bool, StoreError> {
+        Err(StoreError::new("down"))
+    }
+    async fn listen(&self, _: &str) -> Result<Listener, StoreError> {
+        Err(StoreError::new("down"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_store_means_each_replica_fetches_its_own() {
+    let cache = SharedCache::with_store(FailingStore);
+    let fetches = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..5 {
+        let replica = counted_replica(&cache, &fetches, Duration::ZERO, Duration::from_secs(60));
+        handles.push(replica.start().await.expect("a token without the store"));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 5);
+    for handle in &handles {
+        assert!(access_token(handle).is_some());
+    }
+}
+
+/// A store whose publications never arrive: its listeners never wake. Waiters still adopt the
+/// lease holder's token, by the fallback poll, without a token request of their own.
+#[derive(Clone)]
+struct Deaf {
+    inner: MemoryStore,
+    /// Kept, never sent on: the listeners stay open and silent.
+    silence: Arc<tokio::sync::watch::Sender<()>>,
+}
+
+impl TokenStore for Deaf {
+    fn read(&self, key: &str) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send {
+        self.inner.read(key)
+    }
+    fn take_lease(
+        &self,
+        lease: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.inner.take_lease(lease, holder, ttl)
+    }
+    fn renew_lease(
+        &self,
+        lease: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.inner.renew_lease(lease, holder, ttl)
+    }
+    fn release_lease(
+        &self,
+        lease: &str,
+        holder: &str,
+        wake: Option<&str>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.inner.release_lease(lease, holder, wake)
+    }
+    fn store(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        channel: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner.store(key, value, ttl, channel)
+    }
+    fn compare_and_delete(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.inner.compare_and_delete(key, value)
+    }
+    async fn listen(&self, _: &str) -> Result<Listener, StoreError> {
+        Ok(Listener::new(self.silence.subscribe()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_publications_are_covered_by_the_fallback_poll() {
+    let cache = SharedCache::with_store(Deaf {
+        inner: MemoryStore::new(),
+        silence: Arc::new(tokio::sync::watch::channel(()).0),
+    })
+    .lease_timeout(Duration::from_secs(10))
+    .poll_interval(Duration::from_secs(1));
+    let fetches = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut starting = JoinSet::new();
+    for _ in 0..5 {
+        let replica = counted_replica(&cache, &fetches, Duration::from_secs(3), LIFETIME * 30);
+        starting.spawn(replica.start());
+    }
+    let mut handles = Vec::new();
+    while let Some(started) = starting.join_next().await {
+        handles.push(started.unwrap().expect("every replica gets a token"));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    shared_token(&handles);
+    // The waiters found the token by polling, within one poll of its publication.
+    assert!(
+        started.elapsed() <= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Whether `listener` was woken within 5 s (`None`: not), and by a publication.
+async fn published(listener: &mut Listener) -> Option<bool> {
+    tokio::time::timeout(Duration::from_secs(5), listener.published())
+        .await
+        .ok()
+}
+
+/// The clients subscribed to a channel on the Redis at `url` (`sub=1` in `CLIENT LIST`).
+async fn subscribers(url: &str) -> usize {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut inspect(url).await)
+        .await
+        .unwrap();
+    clients
+        .lines()
+        .filter(|line| line.contains(" sub=1"))
+        .count()
+}
+
+/// In a cluster, waiters listen on the first node given; when it goes away, they listen on
+/// another (a `PUBLISH` reaches every node) and are still woken by the holder's publication,
+/// with the fallback poll far out of reach (60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_waiters_listen_on_another_node_when_theirs_goes_away() {
+    const TEST: &str = "cluster_waiters_listen_on_another_node_when_theirs_goes_away";
+    let Some(mut cluster) = RedisCluster::start(TEST) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    let delay = Duration::from_millis(1500);
+    auth.set_fault_plan(move |_| Some(Fault::delay(delay)));
+
+    // Which node holds the token's slot (the hash tag, whatever the prefix): the node the
+    // waiters listen on first must be another, so that the token stays readable without it.
+    let probe = prefix("cluster-probe");
+    let cache = |first: usize, prefix: &str| {
+        let ordered: Vec<&str> = (0..urls.len())
+            .map(|i| urls[(first + i) % urls.len()].as_str())
+            .collect();
+        RedisCache::cluster(ordered)
+            .unwrap()
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .lease_timeout(Duration::from_secs(60))
+            .poll_interval(Duration::from_secs(60))
+    };
+    replica(&auth, cache(0, &probe)).token().await.unwrap();
+    let mut owner = None;
+    for (node, url) in urls.iter().enumerate() {
+        if !token_keys(&mut inspect(url).await, &probe).await.is_empty() {
+            owner = Some(node);
+        }
+    }
+    let owner = owner.expect("a node holds the token key");
+    let first = (owner + 1) % urls.len();
+
+    // One store for the process (clones share its pub/sub connection), a prefix per round.
+    let base = cache(first, &prefix("cluster-pubsub"));
+    let round = |prefix: String| {
+        let cache = base.clone().prefix(prefix);
+        let auth = &auth;
+        async move {
+            let before = auth.token_requests();
+            let holder = replica(auth, cache.clone());
+            let holder = tokio::spawn(async move { holder.token().await.unwrap() });
+            eventually("the lease holder's token request", || {
+                auth.token_requests() == before + 1
+            })
+            .await;
+            let waiter = replica(auth, cache).token().await.unwrap();
+            let holder = holder.await.unwrap();
+            let (waiter, holder) = (waiter.access_token(), holder.access_token());
+            assert_eq!(auth.token_requests(), before + 1, "only the holder fetched");
+            assert_eq!(waiter, holder, "the waiter adopted the holder's token");
+        }
+    };
+
+    round(prefix("cluster-round-1")).await;
+    assert_eq!(
+        subscribers(&urls[first]).await,
+        1,
+        "listening on the first node"
+    );
+    cluster.stop_node(first);
+    // The pub/sub connection sees its node close.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    round(prefix("cluster-round-2")).await;
+    let elsewhere: usize = {
+        let mut count = 0;
+        for (node, url) in urls.iter().enumerate() {
+            if node != first {
+                count += subscribers(url).await;
+            }
+        }
+        count
+    };
+    assert_eq!(elsewhere, 1, "listening on another node");
+}
+
+/// A Redis Cluster that speaks only TLS (`rediss://` node URLs, the cluster bus over TLS too):
+/// replicas that trust its CA share one token through it, and listen for publications over
+/// TLS; replicas that trust another CA fall back to a token request each, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_cluster_shares_the_token() {
+    const TEST: &str = "a_rediss_cluster_shares_the_token";
+    let Some(cluster) = RedisCluster::start_tls(TEST) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let auth = MockAuthServer::builder()
+        .lifetime(Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    let delay = Duration::from_millis(1000);
+    auth.set_fault_plan(move |_| Some(Fault::delay(delay)));
+    let cache = |ca: &str, prefix: &str| {
+        RedisCache::cluster(urls.iter().map(String::as_str))
+            .unwrap()
+            .tls_root_certificates(cluster.pem(ca))
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .lease_timeout(Duration::from_secs(60))
+            // Out of reach: the waiters get the token by its publication.
+            .poll_interval(Duration::from_secs(60))
+    };
+
+    let trusted = cache("ca.crt", &prefix("rediss-cluster"));
+    let holder = replica(&auth, trusted.clone());
+    let holder = tokio::spawn(async move { holder.token().await.unwrap() });
+    eventually("the lease holder's token request", || {
+        auth.token_requests() == 1
+    })
+    .await;
+    let mut waiting = JoinSet::new();
+    for _ in 0..3 {
+        let waiter = replica(&auth, trusted.clone());
+        waiting.spawn(async move { waiter.token().await.unwrap() });
+    }
+    let holder = holder.await.unwrap();
+    while let Some(waiter) = waiting.join_next().await {
+        assert_eq!(waiter.unwrap().access_token(), holder.access_token());
+    }
+    assert_eq!(
+        auth.token_requests(),
+        1,
+        "one token for the fleet, over TLS"
+    );
+
+    // A CA that signed nothing here: the certificate does not verify, each fetches its own.
+    let untrusted = cache("other-ca.crt", &prefix("rediss-cluster-untrusted"));
+    for i in 0..2 {
+        let handle = replica(&auth, untrusted.clone());
+        handle.token().await.expect("a token without the cache");
+        assert_eq!(auth.token_requests(), 2 + i, "fetched alone");
+    }
 }

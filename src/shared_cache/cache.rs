@@ -3,7 +3,8 @@ use std::{fmt, ops::RangeInclusive, sync::Arc, time::Duration};
 use zeroize::Zeroizing;
 
 use super::{
-    connection::{Connection, SharedConnection, Target},
+    guard::{Guarded, Outage},
+    store::{AnyStore, TokenStore},
     value::{Codec, Sealing},
 };
 use crate::error::ConfigError;
@@ -14,12 +15,13 @@ const DEFAULT_PREFIX: &str = "tower-client-credentials:";
 /// The longest lease timeout and outage backoff accepted.
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// A token cache in Redis, shared by every replica configured with the same Redis and prefix.
-/// Give it to [`ClientCredentialsBuilder::shared_cache`](crate::ClientCredentialsBuilder::shared_cache).
+/// A token cache shared by every replica configured with the same store and prefix: the
+/// store (`S`, a [`TokenStore`]) and the options of the cache itself. Give it to
+/// [`ClientCredentialsBuilder::shared_cache`](crate::ClientCredentialsBuilder::shared_cache).
 ///
-/// Cloning is cheap: clones share one connection (a `redis` connection manager, which
-/// reconnects by itself), made on first use. See the [module documentation](super) for what
-/// happens on a refresh, and the security note.
+/// [`RedisCache`](super::RedisCache) is this cache over Redis; [`SharedCache::with_store`] takes any
+/// other store. Cloning is cheap: clones share the store and its connection. See the
+/// [module documentation](super) for what happens on a refresh, and the security note.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -39,8 +41,8 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct RedisCache {
-    target: Target,
+pub struct SharedCache<S> {
+    pub(super) store: S,
     pub(super) prefix: String,
     pub(super) lease_timeout: Duration,
     /// `None`: the default, 1 s or the lease timeout if that is shorter.
@@ -48,134 +50,56 @@ pub struct RedisCache {
     timeout: Duration,
     outage_backoff: Duration,
     pub(super) codec: Codec,
-    /// Why the TLS options cannot be used, reported by `build()`.
-    tls_error: Option<String>,
-    /// Not connected until first used. Replaced by the options it depends on.
-    connection: SharedConnection,
+    /// Why the store's options cannot be used, reported by `build()`.
+    pub(super) store_error: Option<ConfigError>,
+    /// Until when the store is bypassed after a failure, shared by the clones.
+    outage: Outage,
 }
 
-impl RedisCache {
-    /// A cache in the Redis server at `url` (`redis://[:password@]host[:port][/db]`,
-    /// `rediss://…` for TLS, or `redis+unix:///path`). Nothing is connected until the first
-    /// refresh.
-    ///
-    /// `rediss://` verifies the server's certificate with rustls against the system's roots
-    /// (or [`tls_root_certificates`](Self::tls_root_certificates)) and its name against the
-    /// URL's host. A certificate that does not verify is a Redis failure like any other: the
-    /// refresh logs a `warn` that names it (`TLS: invalid peer certificate: …`) and fetches
-    /// the token without Redis. If the application installed no rustls `CryptoProvider`, the
-    /// crate installs its own (aws-lc-rs) as the process default when the cache is built.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::InvalidParameter`] (named `redis_url`) when the URL cannot be parsed.
-    /// The message never repeats the URL, which may hold a password.
-    pub fn new(url: &str) -> Result<Self, ConfigError> {
-        let client = redis::Client::open(url).map_err(|error| ConfigError::InvalidParameter {
-            name: "redis_url".into(),
-            reason: format!("not a usable Redis URL ({:?})", error.kind()),
-        })?;
-        Ok(Self::with_target(Target::Single(client)))
-    }
+/// A cache whose store is boxed: what the builders keep.
+pub(crate) type AnyCache = SharedCache<AnyStore>;
 
-    /// A cache in the Redis Cluster that these nodes belong to (`redis://` or `rediss://`
-    /// URLs; one is enough, the others are found from it). Nothing is connected until the
-    /// first refresh.
-    ///
-    /// A token key and its lease share a hash tag (`<prefix>{<sha256 hex>}` and
-    /// `…}:lease`), so they live in one slot, and every script touches that one slot. The
-    /// waiting replicas of a process listen for publications on one connection to the first
-    /// node (a `PUBLISH` reaches every node); while that node is away they fall back to the
-    /// [`poll_interval`](Self::poll_interval).
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::InvalidParameter`] (named `redis_url`) when there is no node, or a URL
-    /// cannot be parsed. The message never repeats a URL.
-    pub fn cluster<'a>(nodes: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigError> {
-        let refused = |reason: String| ConfigError::InvalidParameter {
-            name: "redis_url".into(),
-            reason,
-        };
-        let nodes: Vec<&str> = nodes.into_iter().collect();
-        let first = nodes
-            .first()
-            .ok_or_else(|| refused("a Redis Cluster needs at least one node".into()))?;
-        let unusable = |error: redis::RedisError| {
-            refused(format!(
-                "not a usable Redis Cluster URL ({:?})",
-                error.kind()
-            ))
-        };
-        let pubsub = redis::Client::open(*first).map_err(unusable)?;
-        let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
-            .build()
-            .map_err(unusable)?;
-        Ok(Self::with_target(Target::Cluster(Box::new(client), pubsub)))
-    }
-
-    fn with_target(target: Target) -> Self {
-        let timeout = Duration::from_millis(500);
-        let outage_backoff = Duration::from_secs(5);
+impl<S: TokenStore> SharedCache<S> {
+    /// A cache in `store`, with the default options.
+    pub fn with_store(store: S) -> Self {
         Self {
-            connection: Arc::new(Connection::new(target.clone(), timeout, outage_backoff)),
-            target,
+            store,
             prefix: DEFAULT_PREFIX.to_owned(),
             lease_timeout: Duration::from_secs(10),
             poll_interval: None,
-            timeout,
-            outage_backoff,
+            timeout: Duration::from_millis(500),
+            outage_backoff: Duration::from_secs(5),
             codec: Codec { sealing: None },
-            tls_error: None,
+            store_error: None,
+            outage: Outage::default(),
         }
     }
 
-    fn reconnect(mut self) -> Self {
-        self.connection = Arc::new(Connection::new(
-            self.target.clone(),
-            self.timeout,
-            self.outage_backoff,
-        ));
-        self
+    /// The cache with its store boxed.
+    pub(crate) fn into_any(self) -> AnyCache {
+        SharedCache {
+            store: Arc::new(self.store),
+            prefix: self.prefix,
+            lease_timeout: self.lease_timeout,
+            poll_interval: self.poll_interval,
+            timeout: self.timeout,
+            outage_backoff: self.outage_backoff,
+            codec: self.codec,
+            store_error: self.store_error,
+            outage: self.outage,
+        }
+    }
+}
+
+impl<S> SharedCache<S> {
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
-    /// Trusts these CA certificates (PEM, one or more) for `rediss://` instead of the system's
-    /// roots: for a Redis whose certificate your own CA signed. Default: the system's roots.
-    /// `build()` fails with [`ConfigError::Tls`] (naming `shared_cache.tls_root_certificates`)
-    /// when the PEM holds no usable certificate or the URL is not `rediss://`.
-    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
-
-        let pem = pem.into();
-        // The `redis` crate accepts a PEM without any certificate (then nothing verifies).
-        if !CertificateDer::pem_slice_iter(&pem).any(|certificate| certificate.is_ok()) {
-            self.tls_error = Some("no certificate in the PEM".into());
-            return self;
-        }
-        let certificates = redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem),
-        };
-        let Target::Single(client) = &self.target else {
-            self.tls_error = Some("not supported for a Redis Cluster yet".into());
-            return self;
-        };
-        match redis::Client::build_with_tls(client.get_connection_info().clone(), certificates) {
-            Ok(client) => {
-                self.target = Target::Single(client);
-                self.tls_error = None;
-            }
-            Err(error) => {
-                // About the PEM or the URL's scheme; never quotes the URL.
-                self.tls_error = Some(format!("unusable: {error}"));
-            }
-        }
-        self.reconnect()
-    }
-
-    /// Prepended to every key this cache writes: the token keys (`<prefix>{<sha256 hex>}`) and
-    /// their leases (`…}:lease`). Give each service, or each environment sharing a Redis, its
-    /// own. Default: `tower-client-credentials:`.
+    /// Prepended to every name this cache writes: the token keys (`<prefix>{<sha256 hex>}`),
+    /// their leases (`…}:lease`) and channels (`…}:published`). Give each service, or each
+    /// environment sharing a store, its own. Default: `tower-client-credentials:`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -207,9 +131,9 @@ impl RedisCache {
     }
 
     /// The fallback poll of a replica that did not get the lease. It is woken by the lease
-    /// holder's publication (Redis pub/sub) and then reads the token once; it also looks for
-    /// the token this often, in case a publication was lost (and to take over the lease of a
-    /// holder that crashed). It waits at most twice the lease timeout plus the token request
+    /// holder's publication and then reads the token once; it also looks for the token this
+    /// often, in case a publication was lost (and to take over the lease of a holder that
+    /// crashed). It waits at most twice the lease timeout plus the token request
     /// [`timeout`](crate::ClientCredentialsBuilder::timeout), then fetches on its own.
     /// Default: 1 s, or the lease timeout if that is shorter; must not be zero, at most the
     /// lease timeout.
@@ -224,23 +148,23 @@ impl RedisCache {
             .unwrap_or(Duration::from_secs(1).min(self.lease_timeout))
     }
 
-    /// The longest one Redis command (or connecting) may take. After that the replica fetches
-    /// its token on its own. Default: 500 ms; must not be zero, at most 1 minute.
+    /// The longest one store operation (connecting included) may take. After that the
+    /// replica fetches its token on its own. Default: 500 ms; must not be zero, at most 1
+    /// minute.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
-        self.reconnect()
+        self
     }
 
-    /// After Redis failed or timed out, refreshes skip it for this long, then try again.
+    /// After the store failed or timed out, refreshes skip it for this long, then try again.
     /// Default: 5 s; at most 1 day.
     pub fn outage_backoff(mut self, backoff: Duration) -> Self {
         self.outage_backoff = backoff;
-        self.reconnect()
+        self
     }
 
-    /// Checks the options against their documented ranges; the connection of this cache,
-    /// shared by its clones.
-    pub(crate) fn prepare(&self) -> Result<SharedConnection, ConfigError> {
+    /// Checks the options against their documented ranges.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
         let check = |name, value: Duration, allowed: RangeInclusive<Duration>, range: &str| {
             if allowed.contains(&value) {
                 Ok(())
@@ -251,16 +175,8 @@ impl RedisCache {
                 })
             }
         };
-        if let Some(reason) = &self.tls_error {
-            return Err(ConfigError::Tls {
-                reason: format!("shared_cache.tls_root_certificates: {reason}"),
-            });
-        }
-        if matches!(
-            self.target.pubsub_client().get_connection_info().addr(),
-            redis::ConnectionAddr::TcpTls { .. }
-        ) {
-            super::connection::ensure_tls_provider();
+        if let Some(error) = &self.store_error {
+            return Err(error.clone());
         }
         let nonzero = Duration::from_nanos(1);
         check(
@@ -286,15 +202,27 @@ impl RedisCache {
             self.outage_backoff,
             Duration::ZERO..=DAY,
             "at most 1 day",
-        )?;
-        Ok(Arc::clone(&self.connection))
+        )
     }
 }
 
-impl fmt::Debug for RedisCache {
+impl AnyCache {
+    /// Checks the options; the store as a refresher uses it, shared with the clones.
+    pub(crate) fn prepare(&self) -> Result<Arc<Guarded>, ConfigError> {
+        self.check()?;
+        Ok(Arc::new(Guarded::new(
+            Arc::clone(&self.store),
+            self.timeout,
+            self.outage_backoff,
+            Arc::clone(&self.outage),
+        )))
+    }
+}
+
+impl<S> fmt::Debug for SharedCache<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Not the URL: it may hold a password.
-        f.debug_struct("RedisCache")
+        // Not the store: a URL may hold a password.
+        f.debug_struct("SharedCache")
             .field("prefix", &self.prefix)
             .field("encrypted", &self.codec.sealing.is_some())
             .field(
@@ -313,14 +241,16 @@ impl fmt::Debug for RedisCache {
 mod tests {
     use super::*;
 
+    use crate::shared_cache::MemoryStore;
+
     /// The option `cache` is refused for, or `None` when it is accepted.
-    fn refused(cache: RedisCache) -> Option<&'static str> {
-        crate::error::refused_option(cache.prepare())
+    fn refused(cache: SharedCache<MemoryStore>) -> Option<&'static str> {
+        crate::error::refused_option(cache.check())
     }
 
     #[test]
     fn options_are_accepted_at_their_limits_and_refused_past_them() {
-        let cache = || RedisCache::new("redis://127.0.0.1:1/").unwrap();
+        let cache = || SharedCache::with_store(MemoryStore::new());
         let nanos = Duration::from_nanos;
         let minute = Duration::from_secs(60);
         assert_eq!(refused(cache()), None);
@@ -354,30 +284,6 @@ mod tests {
         for value in [Duration::ZERO, minute + nanos(1), Duration::MAX] {
             assert_eq!(refused(cache().timeout(value)), Some(timeout), "{value:?}");
         }
-
-        for pem in [
-            &b""[..],
-            b"not a certificate",
-            b"-----BEGIN CERTIFICATE-----\nAAAA\n",
-        ] {
-            let rediss = RedisCache::new("rediss://127.0.0.1:1/").unwrap();
-            match rediss.tls_root_certificates(pem).prepare() {
-                Err(ConfigError::Tls { reason }) => {
-                    assert!(reason.starts_with("shared_cache.tls_root_certificates: "));
-                }
-                other => panic!("{pem:?}: {:?}", other.map(|_| ())),
-            }
-        }
-
-        // A cluster needs a node; it takes no root certificates yet.
-        assert!(RedisCache::cluster([]).is_err());
-        let cluster = RedisCache::cluster(["redis://127.0.0.1:1/", "redis://127.0.0.1:2/"]);
-        assert!(cluster.as_ref().is_ok_and(|c| c.prepare().is_ok()));
-        let pem = "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n";
-        assert!(matches!(
-            cluster.unwrap().tls_root_certificates(pem).prepare(),
-            Err(ConfigError::Tls { .. })
-        ));
 
         let backoff = "shared_cache.outage_backoff";
         assert_eq!(refused(cache().outage_backoff(Duration::ZERO)), None);

@@ -1,5 +1,5 @@
-//! One token for the whole fleet: a token cache shared through Redis by the replicas of a
-//! service (feature `redis`).
+//! One token for the whole fleet: a token cache shared through Redis (or another
+//! [`TokenStore`]) by the replicas of a service (feature `redis`).
 //!
 //! When a service runs as 50 replicas and each fetches its own token, the authorization server
 //! sees 50 times the token requests, and providers meter them (Auth0 bills and throttles
@@ -69,9 +69,10 @@
 //!
 //! # TLS
 //!
-//! A `rediss://` URL connects with rustls and verifies the server's certificate (system roots,
-//! or [`tls_root_certificates`](RedisCache::tls_root_certificates)) and name. A certificate
-//! that does not verify is a failure like the above: a `warn` that names it, and the token is
+//! A `rediss://` URL (one server, or every node of a cluster) connects with rustls and
+//! verifies the server's certificate (system roots, or
+//! [`tls_root_certificates`](RedisCache::tls_root_certificates)) and name. A certificate that
+//! does not verify is a failure like the above: a `warn` that names it, and the token is
 //! fetched without Redis.
 //!
 //! # A token refused with 401
@@ -109,6 +110,32 @@
 //! key learns nothing. A value sealed with another key, tampered with, or malformed is a miss
 //! with a `warn`, never a panic; the replica then fetches a token and overwrites it.
 //!
+//! # Other stores
+//!
+//! The cache's logic (adopt, lease, wait, fall back with jitter, seal values) is written once,
+//! over the [`TokenStore`] trait: read a value with its remaining lifetime, take, renew and
+//! release a lease, store and publish, compare-and-delete, listen for publications. Redis
+//! ([`RedisStore`], behind [`RedisCache`]) is one implementation; [`MemoryStore`] is another,
+//! for the handles of one process and for tests. A store for PostgreSQL or memcached is one
+//! type that implements the trait, given to [`SharedCache::with_store`]; the trait's
+//! documentation says what each method must guarantee.
+//!
+//! ```
+//! use tower_client_credentials::{
+//!     ClientCredentials,
+//!     shared_cache::{MemoryStore, SharedCache},
+//! };
+//!
+//! # fn run() -> Result<(), tower_client_credentials::ConfigError> {
+//! let cache = SharedCache::with_store(MemoryStore::new());
+//! let tokens = ClientCredentials::builder("https://auth.example.com/oauth/token", "id", "secret")
+//!     .shared_cache(cache)
+//!     .build()?;
+//! # let _ = tokens;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Observability
 //!
 //! `debug` events tell each adoption, lease and wait; a `warn` tells each outage and each
@@ -117,14 +144,21 @@
 //! counters the invalidations and the unusable values (see the README).
 
 mod cache;
-mod connection;
-mod failure;
+mod guard;
 mod key;
+mod memory;
+mod redis;
 mod source;
-mod subscription;
+mod store;
 mod value;
 
-pub use self::cache::RedisCache;
+pub(crate) use self::cache::AnyCache;
 #[cfg(fuzzing)]
 pub(crate) use self::value::{Codec, Sealing, StoredToken};
+pub use self::{
+    cache::SharedCache,
+    memory::MemoryStore,
+    redis::{RedisCache, RedisStore},
+    store::{Entry, Listener, StoreError, TokenStore},
+};
 pub(crate) use self::{key::KeyMaterial, source::SharedSource};

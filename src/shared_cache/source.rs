@@ -1,6 +1,6 @@
 //! One refresh through the shared cache, for one refresher: adopt the shared token, or take the
 //! lease and fetch it for everyone, or wait for the replica that has the lease; fall back to a
-//! token request of our own when Redis is away.
+//! token request of our own when the store is away.
 
 use std::{
     convert::Infallible,
@@ -12,10 +12,10 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::{
-    RedisCache,
-    connection::{SharedConnection, fingerprint},
-    failure::Failure,
+    cache::AnyCache,
+    guard::Guarded,
     key::KeyMaterial,
+    store::StoreError,
     value::{Codec, StoredToken},
 };
 use crate::{
@@ -31,9 +31,9 @@ use crate::{
 /// import the refresher's).
 pub(crate) type LatestMargin = Arc<dyn Fn(Duration) -> Duration + Send + Sync>;
 
-/// The shared cache as one refresher uses it: one Redis key.
+/// The shared cache as one refresher uses it: one token key of one store.
 pub(crate) struct SharedSource {
-    connection: SharedConnection,
+    connection: Arc<Guarded>,
     codec: Codec,
     key: String,
     lease_key: String,
@@ -46,11 +46,11 @@ pub(crate) struct SharedSource {
     /// The token type this replica's token requests get, `Bearer` or `DPoP`: a shared token of
     /// the other type is not adopted.
     scheme: &'static str,
-    /// The fingerprint of the stored value of the token this replica holds, if it came through
-    /// Redis: what a 401 compares before deleting.
-    held: Mutex<Option<String>>,
+    /// The stored value of the token this replica holds, if it came through the store: what a
+    /// 401 compares before deleting.
+    held: Mutex<Option<Zeroizing<Vec<u8>>>>,
     /// When the token this source last handed to the refresher stops being usable: a fetch
-    /// without Redis waits, with jitter, within what is left of it.
+    /// without the store waits, with jitter, within what is left of it.
     usable_until: Mutex<Option<Instant>>,
 }
 
@@ -62,17 +62,17 @@ enum Acquired {
     Lease(String),
 }
 
-/// Why a refresh did not go through Redis.
+/// Why a refresh did not go through the store.
 enum Bypass {
-    /// Redis failed or timed out.
-    Failed(Failure, &'static str),
+    /// The store failed or timed out.
+    Failed(StoreError, &'static str),
     /// The replica with the lease published nothing for too long.
     NothingPublished(Duration),
 }
 
 impl SharedSource {
     pub(crate) fn new(
-        cache: &RedisCache,
+        cache: &AnyCache,
         material: &KeyMaterial,
         latest_margin: LatestMargin,
         dpop: bool,
@@ -95,8 +95,8 @@ impl SharedSource {
     }
 
     /// A token for the refresher: the shared one, or one this replica fetched. `refused`: the
-    /// token this replica holds was refused by an API (a 401), so it is deleted from Redis
-    /// first, if Redis still holds that very token.
+    /// token this replica holds was refused by an API (a 401), so it is deleted from the
+    /// store first, if the store still holds that very token.
     pub(crate) async fn obtain(
         &self,
         endpoint: &Fetcher,
@@ -115,7 +115,7 @@ impl SharedSource {
     }
 
     async fn obtain_once(&self, endpoint: &Fetcher, refused: bool) -> Result<Obtained, TokenError> {
-        // A refused token is replaced at once; any other may be kept while Redis is away.
+        // A refused token is replaced at once; any other may be kept while the store is away.
         if refused {
             *lock(&self.usable_until) = None;
         }
@@ -124,12 +124,8 @@ impl SharedSource {
             tracing::debug!("shared token cache bypassed after a recent failure");
             return self.fetch_alone(endpoint).await;
         }
-        if refused && let Some(fingerprint) = held {
-            match self
-                .connection
-                .compare_and_delete(&self.key, &fingerprint)
-                .await
-            {
+        if refused && let Some(value) = held {
+            match self.connection.compare_and_delete(&self.key, &value).await {
                 Ok(deleted) => {
                     metrics::shared_cache_invalidation(deleted);
                     tracing::debug!(
@@ -156,7 +152,7 @@ impl SharedSource {
         }
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Zeroizing<Vec<u8>>>> {
         lock(&self.held)
     }
 
@@ -173,10 +169,9 @@ impl SharedSource {
                 .saturating_add(request_timeout),
         );
         let mut waited = false;
-        let subscriptions = &self.connection.subscriptions;
         // When this process already listens, the wake-up is made before the first read, so
         // that no publication after that read is missed.
-        let mut wakeup = subscriptions.listening(&self.channel);
+        let mut wakeup = self.connection.listening(&self.channel);
         let mut take_lease = true;
         loop {
             if let Some(obtained) = self.read().await? {
@@ -186,7 +181,7 @@ impl SharedSource {
                 let lease = lease_token();
                 if self
                     .connection
-                    .set_if_absent(&self.lease_key, &lease, self.lease_timeout)
+                    .take_lease(&self.lease_key, &lease, self.lease_timeout)
                     .await
                     .map_err(|failure| Bypass::Failed(failure, "lease"))?
                 {
@@ -210,7 +205,7 @@ impl SharedSource {
             }
             waited = true;
             if wakeup.is_none() {
-                match subscriptions.subscribe(&self.channel).await {
+                match self.connection.listen(&self.channel).await {
                     Ok(subscribed) => {
                         // A publication before the subscription was missed: read once more
                         // (without asking for the lease again) before waiting.
@@ -226,8 +221,13 @@ impl SharedSource {
             }
             match &mut wakeup {
                 // Woken by the holder's publication, or by the fallback poll.
-                Some(wakeup) => {
-                    let _ = tokio::time::timeout(self.poll_interval, wakeup.published()).await;
+                Some(listener) => {
+                    let woken = tokio::time::timeout(self.poll_interval, listener.published());
+                    if let Ok(false) = woken.await {
+                        // The store stopped listening (a lost connection): read, and listen
+                        // again at the next turn rather than wake at once on every turn.
+                        wakeup = None;
+                    }
                 }
                 None => tokio::time::sleep(self.poll_interval).await,
             }
@@ -238,10 +238,10 @@ impl SharedSource {
     async fn read(&self) -> Result<Option<Obtained>, Bypass> {
         let read = self
             .connection
-            .get_with_ttl(&self.key)
+            .read(&self.key)
             .await
             .map_err(|failure| Bypass::Failed(failure, "read"))?;
-        Ok(read.and_then(|(value, ttl)| self.adopt(&value, ttl)))
+        Ok(read.and_then(|entry| self.adopt(&entry.value, entry.time_to_live)))
     }
 
     fn adopted(&self, obtained: Obtained, waited: bool, started: Instant) -> Obtained {
@@ -259,12 +259,12 @@ impl SharedSource {
     }
 
     /// Releases the lease, waking the waiters when `wake` (nothing was stored: one of them
-    /// takes the lease). A failure only marks Redis down (the lease then expires by itself).
+    /// takes the lease). A failure only marks the store down (the lease then expires by itself).
     async fn release(&self, lease: &str, wake: bool) {
         let channel = wake.then_some(self.channel.as_str());
         if let Err(failure) = self
             .connection
-            .release(&self.lease_key, lease, channel)
+            .release_lease(&self.lease_key, lease, channel)
             .await
         {
             self.connection.mark_down(&failure, "release");
@@ -296,8 +296,7 @@ impl SharedSource {
         // The token this replica is replacing is never taken back: a refresh is due only when
         // it has less left than any replica adopts, so finding it again means that a request
         // reported it refused while this refresh was under way.
-        let fingerprint = fingerprint(value);
-        if self.held().as_deref() == Some(fingerprint.as_str()) {
+        if self.held().as_deref().is_some_and(|held| held == value) {
             tracing::debug!("the shared token is the one being replaced; treating it as a miss");
             return None;
         }
@@ -314,7 +313,7 @@ impl SharedSource {
             Some(issued_at) => (lifetime, issued_at),
             None => (remaining, now),
         };
-        *self.held() = Some(fingerprint);
+        *self.held() = Some(Zeroizing::new(value.to_vec()));
         Some(Obtained {
             fetched: Fetched {
                 response: TokenResponse {
@@ -367,7 +366,7 @@ impl SharedSource {
                 {
                     Ok(()) => {
                         published = true;
-                        *self.held() = Some(fingerprint(&value));
+                        *self.held() = Some(value);
                         tracing::debug!(
                             ttl_ms = remaining.as_millis() as u64,
                             "published the access token to the shared cache"
@@ -391,7 +390,7 @@ impl SharedSource {
 
     /// Renews the lease every third of the lease timeout, so that a token request slower than
     /// the lease timeout does not let another replica take the lease and fetch as well. Never
-    /// ends; it stops renewing once the lease is lost or Redis fails, and the lease then
+    /// ends; it stops renewing once the lease is lost or the store fails, and the lease then
     /// expires by itself.
     async fn keep_lease(&self, lease: &str) -> Infallible {
         let every = (self.lease_timeout / 3).max(Duration::from_millis(1));
@@ -399,7 +398,7 @@ impl SharedSource {
             tokio::time::sleep(every).await;
             match self
                 .connection
-                .renew(&self.lease_key, lease, self.lease_timeout)
+                .renew_lease(&self.lease_key, lease, self.lease_timeout)
                 .await
             {
                 Ok(true) => tracing::trace!("renewed the shared token lease"),
@@ -427,9 +426,9 @@ impl SharedSource {
         self.fetch_alone(endpoint).await
     }
 
-    /// A token request of this replica's own, without Redis. While the token it holds is
+    /// A token request of this replica's own, without the store. While the token it holds is
     /// still usable, it first waits a random part (up to three quarters) of what is left of
-    /// it: when Redis goes away at a refresh point, the replicas that all held the same
+    /// it: when the store goes away at a refresh point, the replicas that all held the same
     /// shared token spread their requests over its remaining margin instead of sending them
     /// at once. Requests meanwhile go on with the token held.
     async fn fetch_alone(&self, endpoint: &Fetcher) -> Result<Obtained, TokenError> {
@@ -488,7 +487,9 @@ mod tests {
 
     fn source() -> SharedSource {
         // Nothing is connected: `adopt` only decodes and decides.
-        let cache = RedisCache::new("redis://127.0.0.1:1/").unwrap();
+        let cache = crate::RedisCache::new("redis://127.0.0.1:1/")
+            .unwrap()
+            .into_any();
         let material = KeyMaterial::new(
             &KEY_URL.parse().unwrap(),
             "client",
@@ -542,7 +543,10 @@ mod tests {
             obtained.issued_at,
             Some(Instant::now() - Duration::from_millis(100))
         );
-        assert_eq!(source.held().clone(), Some(fingerprint(&stored)));
+        assert_eq!(
+            source.held().as_deref().map(Vec::as_slice),
+            Some(&stored[..])
+        );
         // The token being replaced is not taken back.
         assert!(source.adopt(&stored, Some(ttl)).is_none());
         // `bearer` in any case.
@@ -586,18 +590,13 @@ mod tests {
         assert!(source.adopt(&dpop, ttl).is_none());
         assert!(source.adopt(b"garbage", ttl).is_none());
         assert!(source.adopt(b"", ttl).is_none());
-        assert_eq!(source.held().clone(), None);
+        assert!(source.held().is_none());
     }
 
     #[test]
-    fn lease_tokens_are_random_and_fingerprints_match_lua() {
+    fn lease_tokens_are_random() {
         let a = lease_token();
         assert_eq!(a.len(), 32);
         assert_ne!(a, lease_token());
-        // `redis.sha1hex("abc")`.
-        assert_eq!(
-            fingerprint(b"abc"),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
-        );
     }
 }

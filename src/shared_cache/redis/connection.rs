@@ -1,21 +1,14 @@
-//! The connection to Redis and the few commands the shared cache sends, each bounded by a
-//! timeout. A failure marks Redis unavailable for a while: refreshes then go straight to the
-//! authorization server, and the next refresh after that time tries Redis again.
+//! The connection to Redis and the few commands the shared cache sends. The cache bounds each
+//! by its timeout and decides what a failure means.
 
-use std::{
-    future::Future,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{future::Future, time::Duration};
 
+use super::{failure::Failure, subscription::Subscriptions};
 use redis::{
     Cmd, Pipeline, RedisFuture, Script, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster_async::ClusterConnection,
 };
-use tokio::time::Instant;
-
-use super::{failure::Failure, subscription::Subscriptions};
 
 /// Deletes the lease only if it still holds the caller's random token, and then, when
 /// `ARGV[2]` names a channel, wakes the replicas waiting on it (the holder gives up without
@@ -64,18 +57,30 @@ pub(crate) fn ensure_tls_provider() {
 #[derive(Clone)]
 pub(crate) enum Target {
     /// One server.
-    Single(redis::Client),
-    /// A Redis Cluster, and a plain client of its first node for pub/sub: a `PUBLISH` on any
-    /// node reaches the subscribers of every node.
-    Cluster(Box<redis::cluster::ClusterClient>, redis::Client),
+    Single(Box<redis::Client>),
+    /// A Redis Cluster, and a plain client of each node given, for pub/sub: a `PUBLISH` on any
+    /// node reaches the subscribers of every node, so one subscription on any node that
+    /// answers is enough.
+    Cluster(Box<redis::cluster::ClusterClient>, Vec<redis::Client>),
 }
 
 impl Target {
-    /// The client of the server (or first node) that pub/sub uses.
-    pub(crate) fn pubsub_client(&self) -> &redis::Client {
+    /// The clients pub/sub may use, in the order to try them: the server, or every node.
+    pub(crate) fn pubsub_clients(&self) -> Vec<redis::Client> {
         match self {
-            Self::Single(client) | Self::Cluster(_, client) => client,
+            Self::Single(client) => vec![(**client).clone()],
+            Self::Cluster(_, nodes) => nodes.clone(),
         }
+    }
+
+    /// Whether the connections use TLS (`rediss://`).
+    pub(crate) fn tls(&self) -> bool {
+        self.pubsub_clients().iter().any(|client| {
+            matches!(
+                client.get_connection_info().addr(),
+                redis::ConnectionAddr::TcpTls { .. }
+            )
+        })
     }
 }
 
@@ -116,15 +121,11 @@ impl ConnectionLike for Link {
     }
 }
 
-/// The connection shared by every handle that uses one [`RedisCache`](super::RedisCache).
+/// The connection shared by the clones of one [`RedisStore`](super::RedisStore).
 pub(crate) struct Connection {
     target: Target,
     /// Made on first use, from within the runtime (it spawns tasks); it reconnects by itself.
     link: tokio::sync::OnceCell<Link>,
-    pub(crate) timeout: Duration,
-    outage_backoff: Duration,
-    /// Until when Redis is bypassed after a failure.
-    down_until: Mutex<Option<Instant>>,
     release: Script,
     renew: Script,
     compare_and_delete: Script,
@@ -132,51 +133,18 @@ pub(crate) struct Connection {
     pub(crate) subscriptions: Subscriptions,
 }
 
+/// How long connecting to a node may take; the cache bounds every command by its own timeout.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Connection {
-    pub(crate) fn new(target: Target, timeout: Duration, outage_backoff: Duration) -> Self {
+    pub(crate) fn new(target: Target) -> Self {
         Self {
-            subscriptions: Subscriptions::new(target.pubsub_client().clone(), timeout),
+            subscriptions: Subscriptions::new(target.pubsub_clients()),
             target,
             link: tokio::sync::OnceCell::new(),
-            timeout,
-            outage_backoff,
-            down_until: Mutex::new(None),
             release: Script::new(RELEASE),
             renew: Script::new(RENEW),
             compare_and_delete: Script::new(COMPARE_AND_DELETE),
-        }
-    }
-
-    /// Whether Redis is worth asking: it did not fail within the outage backoff.
-    pub(crate) fn available(&self) -> bool {
-        self.down_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none_or(|until| Instant::now() >= until)
-    }
-
-    /// Bypasses Redis for the outage backoff. Logs the first failure of an outage at `warn`.
-    pub(crate) fn mark_down(&self, failure: &Failure, during: &'static str) {
-        let mut down = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
-        let first = down.is_none();
-        *down = Some(Instant::now() + self.outage_backoff);
-        drop(down);
-        if first {
-            tracing::warn!(
-                error = %failure,
-                during,
-                retry_in_ms = self.outage_backoff.as_millis() as u64,
-                "shared token cache unavailable; fetching tokens without it"
-            );
-        } else {
-            tracing::debug!(error = %failure, during, "shared token cache still unavailable");
-        }
-    }
-
-    fn mark_up(&self) {
-        let mut down = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
-        if down.take().is_some() {
-            tracing::info!("shared token cache reachable again");
         }
     }
 
@@ -189,15 +157,15 @@ impl Connection {
         let link = match &self.target {
             Target::Single(client) => {
                 let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    // Our own outage backoff decides when to try again; the manager
+                    .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+                    .set_response_timeout(Some(CONNECTION_TIMEOUT))
+                    // The cache's outage backoff decides when to try again; the manager
                     // reconnects on the next command after a failure.
                     .set_number_of_retries(1)
                     .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(self.timeout);
+                    .set_max_delay(Duration::from_millis(500));
                 Link::Single(ConnectionManager::new_lazy_with_config(
-                    client.clone(),
+                    (**client).clone(),
                     config,
                 )?)
             }
@@ -206,25 +174,14 @@ impl Connection {
         Ok(self.link.get_or_init(|| async { link }).await.clone())
     }
 
-    /// Runs `operation` on the connection within the timeout (connecting included), and
-    /// records whether Redis answered.
+    /// Runs `operation` on the connection (connecting first if needed).
     async fn run<T, F, Fut>(&self, operation: F) -> Result<T, Failure>
     where
         F: FnOnce(Link) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let attempt = async {
-            let link = self.link().await?;
-            operation(link).await.map_err(Failure::from)
-        };
-        match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok(value)) => {
-                self.mark_up();
-                Ok(value)
-            }
-            Ok(Err(failure)) => Err(failure),
-            Err(_) => Err(Failure::Timeout(self.timeout)),
-        }
+        let link = self.link().await?;
+        operation(link).await.map_err(Failure::from)
     }
 
     /// The value under `key` and its remaining time to live (`None` without a TTL), in one
@@ -373,5 +330,16 @@ pub(crate) fn fingerprint(value: &[u8]) -> String {
     sha1_smol::Sha1::from(value).digest().to_string()
 }
 
-/// Shared by the handles of one cache.
-pub(crate) type SharedConnection = Arc<Connection>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_match_lua() {
+        // `redis.sha1hex("abc")`.
+        assert_eq!(
+            fingerprint(b"abc"),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+    }
+}

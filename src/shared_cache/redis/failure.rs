@@ -1,13 +1,14 @@
 //! Why a Redis operation failed, in words that never quote a value read from Redis: shared by
-//! the connection and the pub/sub subscriptions.
+//! the connection and the pub/sub subscriptions, and handed to the cache as a
+//! [`StoreError`].
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc};
+
+use crate::shared_cache::StoreError;
 
 /// Why a Redis operation failed. Never holds a value read from Redis.
 #[derive(Debug, Clone)]
 pub(crate) enum Failure {
-    /// No answer within the configured timeout.
-    Timeout(Duration),
     /// The client or the server reported an error.
     Redis {
         /// The error's kind and class, without its details (which may quote values).
@@ -18,9 +19,14 @@ pub(crate) enum Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Timeout(after) => write!(f, "no answer within {} ms", after.as_millis()),
             Self::Redis { kind } => f.write_str(kind),
         }
+    }
+}
+
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> Self {
+        StoreError::new(failure.to_string())
     }
 }
 

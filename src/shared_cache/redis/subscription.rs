@@ -3,14 +3,20 @@
 //! `PUBLISH`es on the token key's channel when it stores the token (or gives up its lease);
 //! the message wakes every waiter of that key, which then reads the key once.
 //!
+//! In a Redis Cluster a `PUBLISH` reaches the subscribers of every node, so the connection
+//! goes to any node that answers: the first given, and when its connection ends (the node went
+//! away), the next one, in turn.
+//!
 //! A message can be lost (the pub/sub connection drops, or is not yet subscribed when the
 //! holder publishes): waiters also look at the key every
-//! [`poll_interval`](super::RedisCache::poll_interval), a slow fallback.
+//! [`poll_interval`](crate::shared_cache::SharedCache::poll_interval), a slow fallback.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use futures_util::StreamExt as _;
@@ -18,14 +24,17 @@ use redis::aio::PubSubSink;
 use tokio::{sync::watch, task::AbortHandle};
 
 use super::failure::Failure;
+use crate::shared_cache::Listener;
 
 /// The channels this process is subscribed to, each with the senders that wake its waiters.
 type Channels = Arc<Mutex<HashMap<String, watch::Sender<()>>>>;
 
 /// The pub/sub connection of one cache, shared by every waiter of the process.
 pub(crate) struct Subscriptions {
-    client: redis::Client,
-    timeout: Duration,
+    /// The server, or every node of a cluster given.
+    clients: Vec<redis::Client>,
+    /// The node to try first: the one after the last whose connection ended or failed.
+    next: Arc<AtomicUsize>,
     /// Only the subscribed channels are here; emptied when the connection ends, which wakes
     /// every waiter (their senders are dropped).
     channels: Channels,
@@ -49,22 +58,11 @@ impl Drop for Live {
     }
 }
 
-/// A wake-up for one waiter: resolves when the holder published, or when the pub/sub
-/// connection ended (the waiter then reads the key, as it would after a message).
-pub(crate) struct Wakeup(watch::Receiver<()>);
-
-impl Wakeup {
-    /// Waits for the next publication on the channel since this wake-up was made.
-    pub(crate) async fn published(&mut self) {
-        let _ = self.0.changed().await;
-    }
-}
-
 impl Subscriptions {
-    pub(crate) fn new(client: redis::Client, timeout: Duration) -> Self {
+    pub(crate) fn new(clients: Vec<redis::Client>) -> Self {
         Self {
-            client,
-            timeout,
+            clients,
+            next: Arc::default(),
             channels: Arc::default(),
             live: tokio::sync::Mutex::new(None),
         }
@@ -76,22 +74,22 @@ impl Subscriptions {
 
     /// A wake-up for `channel` if this process already listens to it: made before the key is
     /// read, so that no publication after the read is missed.
-    pub(crate) fn listening(&self, channel: &str) -> Option<Wakeup> {
+    pub(crate) fn listening(&self, channel: &str) -> Option<Listener> {
         self.channels()
             .get(channel)
-            .map(|sender| Wakeup(sender.subscribe()))
+            .map(|sender| Listener::new(sender.subscribe()))
     }
 
     /// Subscribes to `channel` (connecting first if needed) and a wake-up for it. A
-    /// publication before this returned was missed: the caller reads the key once more.
-    pub(crate) async fn subscribe(&self, channel: &str) -> Result<Wakeup, Failure> {
+    /// publication before this returned was missed: the caller reads the key once more. If
+    /// the caller gives up (its timeout) while this connects, the next call starts afresh:
+    /// the connection being made is dropped with the future.
+    pub(crate) async fn subscribe(&self, channel: &str) -> Result<Listener, Failure> {
         let mut live = self.live.lock().await;
-        if let Some(wakeup) = self.listening(channel) {
-            return Ok(wakeup);
+        if let Some(listener) = self.listening(channel) {
+            return Ok(listener);
         }
-        let result = tokio::time::timeout(self.timeout, self.subscribe_on(&mut live, channel))
-            .await
-            .unwrap_or(Err(Failure::Timeout(self.timeout)));
+        let result = self.subscribe_on(&mut live, channel).await;
         if result.is_err() {
             // Start afresh next time.
             *live = None;
@@ -103,7 +101,7 @@ impl Subscriptions {
         &self,
         live: &mut Option<Live>,
         channel: &str,
-    ) -> Result<Wakeup, Failure> {
+    ) -> Result<Listener, Failure> {
         let mut connection = match live.take() {
             Some(connection) if !connection.reader.is_finished() => connection,
             _ => self.connect().await?,
@@ -113,13 +111,41 @@ impl Subscriptions {
         let (sender, receiver) = watch::channel(());
         self.channels().insert(channel.to_owned(), sender);
         tracing::debug!("shared token cache: listening for publications");
-        Ok(Wakeup(receiver))
+        Ok(Listener::new(receiver))
     }
 
-    /// A new pub/sub connection, with the task that wakes the waiters of each message.
+    /// A new pub/sub connection to the first node that answers, from the one after the last
+    /// that failed, with the task that wakes the waiters of each message. The next node is
+    /// marked before each attempt, so that an attempt abandoned at the caller's timeout (a
+    /// node that does not answer) moves on too.
     async fn connect(&self) -> Result<Live, Failure> {
-        let (sink, mut stream) = self.client.get_async_pubsub().await?.split();
+        let count = self.clients.len().max(1);
+        let first = self.next.load(Ordering::Relaxed);
+        let mut failure = None;
+        let mut connected = None;
+        for attempt in 0..count {
+            let node = (first + attempt) % count;
+            let Some(client) = self.clients.get(node) else {
+                break;
+            };
+            self.next.store((node + 1) % count, Ordering::Relaxed);
+            match client.get_async_pubsub().await {
+                Ok(pubsub) => {
+                    self.next.store(node, Ordering::Relaxed);
+                    connected = Some((node, pubsub));
+                    break;
+                }
+                Err(error) => failure = Some(Failure::from(error)),
+            }
+        }
+        let Some((node, pubsub)) = connected else {
+            return Err(failure.unwrap_or_else(|| Failure::Redis {
+                kind: "no node to listen on".into(),
+            }));
+        };
+        let (sink, mut stream) = pubsub.split();
         let channels = Arc::clone(&self.channels);
+        let next = Arc::clone(&self.next);
         let reader = tokio::spawn(async move {
             while let Some(message) = stream.next().await {
                 if let Some(sender) = lock(&channels).get(message.get_channel_name()) {
@@ -127,6 +153,8 @@ impl Subscriptions {
                 }
             }
             tracing::debug!("shared token cache: the pub/sub connection ended");
+            // Listen on the next node the next time.
+            next.store((node + 1) % count, Ordering::Relaxed);
             // Dropping the senders wakes every waiter.
             lock(&channels).clear();
         });

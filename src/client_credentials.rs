@@ -1165,7 +1165,9 @@ impl TokenSourceBuilder {
 
 /// A custom source's shared-cache name must name something.
 #[cfg(feature = "redis")]
-fn check_cache_name(cache: &Option<(crate::RedisCache, String)>) -> Result<(), ConfigError> {
+fn check_cache_name(
+    cache: &Option<(crate::shared_cache::AnyCache, String)>,
+) -> Result<(), ConfigError> {
     match cache {
         Some((_, name)) if name.is_empty() => Err(ConfigError::InvalidParameter {
             name: "shared_cache.name".into(),

@@ -39,7 +39,7 @@ pub(crate) enum Sources {
         lazy: bool,
         /// The cache and the name the user gave the source.
         #[cfg(feature = "redis")]
-        shared_cache: Option<Box<(crate::RedisCache, String)>>,
+        shared_cache: Option<Box<(crate::shared_cache::AnyCache, String)>>,
     },
 }
 

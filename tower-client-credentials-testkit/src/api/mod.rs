@@ -372,7 +372,7 @@ impl MockApi {
         lock(&self.inner.state.config).delay = delay;
     }
 
-    /// The API as an in-memory [`Service`]: no socket, and it works on a paused clock.
+    /// The API as an in-memory [`Service`](tower_service::Service): no socket, and it works on a paused clock.
     pub fn service(&self) -> MockApiService {
         MockApiService {
             handler: ApiHandler(self.inner.state.clone()),

@@ -272,7 +272,7 @@ impl MockAuthServer {
         MockAuthServerBuilder::new().start().await
     }
 
-    /// The server as an in-memory [`Service`]: no socket, and it works on a paused clock.
+    /// The server as an in-memory [`Service`](tower_service::Service): no socket, and it works on a paused clock.
     pub fn service(&self) -> MockAuthService {
         MockAuthService {
             handler: AuthHandler(self.inner.state.clone()),

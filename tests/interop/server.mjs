@@ -29,6 +29,7 @@
 //   MTLS_SELF_SIGNED_CERT  path of mtls-self-signed-client's registered certificate (PEM, P-256)
 
 import * as crypto from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 

@@ -227,6 +227,8 @@ pub fn default_unauthorized(status: StatusCode, headers: &HeaderMap) -> bool {
 
 /// Whether the token may go with a request to `uri`: always without an allowlist, and always
 /// to a relative URI (it goes to the inner client's fixed origin, as a tonic channel's does).
+/// Inlined: without an allowlist (the default) it is one comparison on every request.
+#[inline]
 pub(crate) fn authorizes(origins: Option<&[Origin]>, uri: &Uri) -> bool {
     match origins {
         None => true,

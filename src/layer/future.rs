@@ -105,25 +105,52 @@ where
 {
     type Output = Result<Response<ResBody>, Error<S::Error>>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Called { future, retry } => {
-                    let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
-                    let Some(retry) = retry.take() else {
-                        return Poll::Ready(Ok(response));
-                    };
-                    if !retry.inspect(&response) || !retry.config.retry {
-                        return Poll::Ready(Ok(response));
-                    }
-                    match (*retry).into_retry(response) {
-                        Ok(future) => this.state.set(State::Boxed { future }),
-                        Err(response) => return Poll::Ready(Ok(response)),
-                    }
+        let mut state = self.project().state;
+        // Nothing to look at (retry off, no DPoP): the inner result as it comes, inlined into
+        // the caller so that the response is moved once.
+        if let StateProj::Called {
+            future,
+            retry: None,
+        } = state.as_mut().project()
+        {
+            return future.poll(cx).map_err(Error::Inner);
+        }
+        poll_state(state, cx)
+    }
+}
+
+/// The response future's other paths: the first response looked at for a retry, the boxed
+/// futures. Out of line, so that the common path above stays small enough to inline.
+#[inline(never)]
+fn poll_state<S, B, ResBody>(
+    mut state: Pin<&mut State<S, B>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResBody>, Error<S::Error>>>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    ResBody: Send + 'static,
+{
+    loop {
+        match state.as_mut().project() {
+            StateProj::Called { future, retry } => {
+                let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
+                let Some(retry) = retry.take() else {
+                    return Poll::Ready(Ok(response));
+                };
+                if !retry.inspect(&response) || !retry.config.retry {
+                    return Poll::Ready(Ok(response));
                 }
-                StateProj::Boxed { future } => return future.as_mut().poll(cx),
+                match (*retry).into_retry(response) {
+                    Ok(future) => state.set(State::Boxed { future }),
+                    Err(response) => return Poll::Ready(Ok(response)),
+                }
             }
+            StateProj::Boxed { future } => return future.as_mut().poll(cx),
         }
     }
 }

@@ -155,6 +155,26 @@ impl<S: fmt::Debug, P> fmt::Debug for BearerAuth<S, P> {
     }
 }
 
+/// Sends `$request` with `$token` through `$inner`, which `poll_ready` made ready; with
+/// retries on (or a DPoP proof, whose answer may bring a nonce), keeps what a retry needs.
+/// A macro, not a function: passed to a function, even one inlined, the request (256 bytes
+/// for a `Request<Full<Bytes>>`) was copied into its argument on every request.
+macro_rules! send {
+    ($auth:expr, $inner:expr, $request:ident, $token:expr) => {{
+        let (auth, token) = (&$auth, $token);
+        // With DPoP the response is looked at even without retries: it may bring a nonce.
+        if auth.config.retry || token.ath.is_some() {
+            auth.send_retryable($inner, $request, token)
+        } else {
+            let dpop_base = auth.dpop_origin.as_deref();
+            match authorize(auth.handle.shared(), &mut $request, token, dpop_base) {
+                Ok(()) => ResponseFuture::direct($inner.call($request)),
+                Err(error) => ResponseFuture::failed(error),
+            }
+        }
+    }};
+}
+
 /// What each bound is for:
 ///
 /// - `S: Clone`: a request that waits for a token is sent through the service `poll_ready`
@@ -182,7 +202,7 @@ where
         self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let Self { inner, cache, auth } = self;
         if !request_path::authorizes(auth.origins.as_deref(), request.uri()) {
             request_path::not_authorized(request.uri());
@@ -191,44 +211,16 @@ where
         match cache.load() {
             // The store holds a token until the refresher withdraws it; a starved refresher
             // must not let it out past its time: the timer marks it expired (no clock read).
-            Some(token) if !token.is_marked_expired() => auth.send(inner, request, token),
+            Some(token) if !token.is_marked_expired() => send!(auth, inner, request, token),
             _ => self.call_when_token(request),
         }
     }
 }
 
 impl<P> Authorizer<P> {
-    /// Sends `request` with `token` through `inner`, which `poll_ready` made ready; with
-    /// retries on (or a DPoP proof, whose answer may bring a nonce), keeps what a retry needs.
-    /// Inlined into `call`, so that the request is not moved through another frame.
-    #[inline(always)]
-    fn send<S, B, ResBody>(
-        &self,
-        inner: &mut S,
-        mut request: Request<B>,
-        token: &Token,
-    ) -> ResponseFuture<S, B>
-    where
-        S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-        P: ReplayPolicy<B>,
-        B: Send + 'static,
-        ResBody: Send + 'static,
-    {
-        // With DPoP the response is looked at even without retries: it may bring a nonce.
-        if self.config.retry || token.ath.is_some() {
-            return self.send_retryable(inner, request, token);
-        }
-        let dpop_base = self.dpop_origin.as_deref();
-        if let Err(error) = authorize(self.handle.shared(), &mut request, token, dpop_base) {
-            return ResponseFuture::failed(error);
-        }
-        ResponseFuture::direct(inner.call(request))
-    }
-
-    /// [`send`](Self::send) keeping the retry state: the head as the caller built it (the
+    /// `send!` keeping the retry state: the head as the caller built it (the
     /// retry puts its own token in), the body's replay, a clone of the service.
+    #[inline(always)]
     fn send_retryable<S, B, ResBody>(
         &self,
         inner: &mut S,
@@ -297,7 +289,8 @@ impl<S, P> BearerAuth<S, P> {
             let token = request_path::wait_for_token(auth.handle.shared(), auth.config.max_wait)
                 .await
                 .map_err(Error::TokenUnavailable)?;
-            auth.send(&mut inner, request, &token).await
+            let mut request = request;
+            send!(auth, &mut inner, request, &token).await
         }))
     }
 }

@@ -99,16 +99,19 @@ impl<S, B> Retry<S, B> {
         config: Config,
         dpop: DpopBase,
     ) -> Box<Self> {
-        // Allocated first and written in place: built on the stack and then boxed, the
-        // retry state (mostly its inline header list) was copied twice.
+        // The clones first, then the state written into its box in one go: with calls
+        // between its fields, the inline header list was built on the stack and copied in
+        // (a 576-byte `memset` and a 608-byte `memcpy` per request).
+        let (method, uri) = (request.method().clone(), request.uri().clone());
+        let extensions = request.extensions().clone();
         let mut retry = Box::write(
             Box::new_uninit(),
             Self {
-                method: request.method().clone(),
-                uri: request.uri().clone(),
+                method,
+                uri,
                 version: request.version(),
                 headers: HeaderList::new(),
-                extensions: request.extensions().clone(),
+                extensions,
                 replay: Replay::none(),
                 service,
                 handle,

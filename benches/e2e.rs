@@ -198,6 +198,20 @@ fn main() {
         for case in 0..CASES.len() {
             run(case, window / 2).await;
         }
+        // `E2E_ONLY=CASE:SECONDS`: that case alone, for a profiler, then exit.
+        if let Some((case, secs)) = std::env::var("E2E_ONLY").ok().and_then(|spec| {
+            let (case, secs) = spec.split_once(':')?;
+            Some((case.parse::<usize>().ok()?, secs.parse::<u64>().ok()?))
+        }) {
+            let rate = run(case.min(CASES.len() - 1), Duration::from_secs(secs)).await;
+            println!(
+                "{}: {:.0} req/s, {:.1} CPU µs/request",
+                CASES[case.min(CASES.len() - 1)],
+                rate.per_second,
+                rate.cpu_us
+            );
+            std::process::exit(0);
+        }
         let mut rates: Vec<Vec<Rate>> = vec![Vec::new(); CASES.len()];
         for round in 0..rounds {
             for i in 0..CASES.len() {

@@ -831,3 +831,83 @@ async fn composes_with_tower_timeout_and_retry() {
     assert_eq!(auth.token_requests(), 1);
     assert_eq!(api.accepted(), 1);
 }
+
+/// A retry goes through a clone of the inner service, taken once and shared by the service's
+/// clones, not cloned for every request; a change made through `get_mut` reaches the retries
+/// of the requests after it, not only their first attempts.
+#[tokio::test(start_paused = true)]
+async fn retries_go_through_the_inner_service_as_get_mut_left_it() {
+    /// Forwards to the API and says which version of itself did.
+    #[derive(Clone)]
+    struct Tagged<S> {
+        api: S,
+        tag: &'static str,
+    }
+    impl<S> tower::Service<Request<Full<Bytes>>> for Tagged<S>
+    where
+        S: tower::Service<Request<Full<Bytes>>, Response = Response<BoxBody>, Error = BoxError>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send,
+    {
+        type Response = Response<BoxBody>;
+        type Error = BoxError;
+        type Future = ResponseFuture;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            self.api.poll_ready(cx)
+        }
+
+        fn call(&mut self, request: Request<Full<Bytes>>) -> ResponseFuture {
+            let tag = self.tag;
+            let response = self.api.call(request);
+            Box::pin(async move {
+                let mut response = response.await?;
+                response
+                    .headers_mut()
+                    .insert("x-tag", HeaderValue::from_static(tag));
+                Ok(response)
+            })
+        }
+    }
+
+    let auth = auth_server(HOUR);
+    let api = auth.api();
+    let handle = builder(&auth).build().unwrap().start().await.unwrap();
+    let mut service = BearerAuthLayer::new(handle).layer(Tagged {
+        api: api.service(),
+        tag: "first",
+    });
+    let tag_of =
+        |response: &Response<BoxBody>| response.headers()["x-tag"].to_str().unwrap().to_owned();
+
+    auth.revoke_all();
+    let response = tower::Service::call(service.ready().await.unwrap(), request("a"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(tag_of(&response), "first");
+    assert_eq!(
+        api.rejected(RejectReason::Revoked),
+        1,
+        "the first attempt was refused"
+    );
+
+    service.get_mut().tag = "second";
+    auth.revoke_all();
+    let response = tower::Service::call(service.ready().await.unwrap(), request("b"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        api.rejected(RejectReason::Revoked),
+        2,
+        "refused again, and retried"
+    );
+    assert_eq!(
+        tag_of(&response),
+        "second",
+        "the retry went through the changed service"
+    );
+}

@@ -97,7 +97,7 @@ where
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
@@ -129,7 +129,7 @@ fn poll_state<S, B, ResBody>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<Response<ResBody>, Error<S::Error>>>
 where
-    S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,

@@ -79,6 +79,7 @@ impl<S, P: Clone> Layer<S> for BearerAuthLayer<P> {
             self.origins.clone(),
             self.dpop_origin.clone(),
             self.replay.clone(),
+            super::retry::RetryService::new(),
         )
     }
 }

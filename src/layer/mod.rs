@@ -103,6 +103,7 @@ mod layer;
 mod retry;
 mod service;
 
+pub(crate) use self::retry::RetryService;
 pub use self::{
     body::{NoReplay, RecordedBody, Replay, ReplayBodies, ReplayBody, ReplayPolicy},
     error::Error,

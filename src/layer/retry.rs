@@ -3,7 +3,11 @@
 //! with the reqwest middleware. The first response is released (body and connection) before
 //! any wait.
 
-use std::{future::Future, pin::Pin};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+};
 
 use http::{Extensions, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use tower::ServiceExt;
@@ -21,6 +25,54 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The boxed future of a rare path (waiting for a token, retrying): the response, or the error.
 pub(crate) type BoxResponseFuture<R, E> = BoxFuture<Result<R, Error<E>>>;
+
+/// The inner service a retry is sent through: one clone of it, made at the first request that
+/// could be retried and shared by the service's clones and all their requests, which a retry
+/// clones again and drives to readiness (as `tower::retry` does with its clone). Cloning the
+/// inner service for every request instead cost, for hyper-util's `Client`, four reference
+/// counts up and down per request, on cache lines that every task on every core shares.
+pub(crate) struct RetryService<S>(Arc<OnceLock<Mutex<S>>>);
+
+impl<S> RetryService<S> {
+    pub(crate) fn new() -> Self {
+        Self(Arc::new(OnceLock::new()))
+    }
+
+    /// The shared clone, made of `inner` if this is the first request.
+    pub(crate) fn of(&self, inner: &S) -> Self
+    where
+        S: Clone,
+    {
+        self.0.get_or_init(|| Mutex::new(inner.clone()));
+        Self(Arc::clone(&self.0))
+    }
+
+    /// A service for one retry: a clone of the shared one, not yet ready.
+    fn make(&self) -> Option<S>
+    where
+        S: Clone,
+    {
+        let shared = self.0.get()?;
+        Some(
+            shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+impl<S> Clone for RetryService<S> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<S> Default for RetryService<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// The headers of a request as a list, inline for the usual handful: copying a `HeaderMap`
 /// allocates its index table and its entries on every request, this copy allocates nothing up
@@ -69,8 +121,8 @@ impl HeaderList {
     }
 }
 
-/// What a retry needs: a copy of the request's head, the body replay, a clone of the inner
-/// service (driven to readiness only if the retry happens, as `tower::retry` does), and the
+/// What a retry needs: a copy of the request's head, the body replay, the inner service to
+/// clone (driven to readiness only if the retry happens, as `tower::retry` does), and the
 /// generation of the token the first attempt carried. For a request with a DPoP-bound token it
 /// is kept even without retries, to learn the server's nonce.
 pub(crate) struct Retry<S, B> {
@@ -80,7 +132,7 @@ pub(crate) struct Retry<S, B> {
     headers: HeaderList,
     extensions: Extensions,
     replay: Replay<B>,
-    service: S,
+    service: RetryService<S>,
     handle: TokenHandle,
     generation: u64,
     pub(crate) config: Config,
@@ -93,7 +145,7 @@ impl<S, B> Retry<S, B> {
     /// The body's replay is set by the caller once the body has been split.
     pub(crate) fn new(
         request: &Request<B>,
-        service: S,
+        service: RetryService<S>,
         handle: TokenHandle,
         generation: u64,
         config: Config,
@@ -152,14 +204,14 @@ impl<S, B> Retry<S, B> {
         first: Response<ResBody>,
     ) -> Result<BoxResponseFuture<Response<ResBody>, S::Error>, Response<ResBody>>
     where
-        S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
+        S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Send + 'static,
         B: Send + 'static,
         ResBody: Send + 'static,
     {
         let body = self.replay.take();
-        let (Some(with), Some(body)) = (
+        let (Some(with), Some(body), Some(service)) = (
             on_refusal(
                 self.handle.shared(),
                 self.generation,
@@ -169,6 +221,7 @@ impl<S, B> Retry<S, B> {
                 body.is_some(),
             ),
             body,
+            self.service.make(),
         ) else {
             return Err(first);
         };
@@ -181,7 +234,6 @@ impl<S, B> Retry<S, B> {
             version,
             headers,
             extensions,
-            service,
             handle,
             generation,
             config,

@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::{
     Config, Error, Origin, ReplayBodies, ReplayPolicy,
     future::ResponseFuture,
-    retry::{DpopBase, Retry, authorize},
+    retry::{DpopBase, Retry, RetryService, authorize},
 };
 use crate::{
     refresh::{Shared, TokenHandle},
@@ -47,6 +47,7 @@ pub struct BearerAuth<S, P = ReplayBodies> {
     inner: S,
     cache: TokenCache,
     auth: Authorizer<P>,
+    retry_service: RetryService<S>,
 }
 
 /// Everything but the inner service and the token cache: what a request needs to be sent.
@@ -63,7 +64,15 @@ impl<S> BearerAuth<S> {
     /// Wraps `inner`, authorizing its requests with `handle`'s token.
     pub fn new(inner: S, handle: TokenHandle) -> Self {
         let config = Config::new(&handle);
-        Self::from_parts(inner, handle, config, None, None, ReplayBodies)
+        Self::from_parts(
+            inner,
+            handle,
+            config,
+            None,
+            None,
+            ReplayBodies,
+            RetryService::new(),
+        )
     }
 
     /// A [`BearerAuthLayer`](super::BearerAuthLayer) for this middleware.
@@ -85,11 +94,13 @@ impl<S, P> BearerAuth<S, P> {
         origins: Option<Arc<[Origin]>>,
         dpop_origin: Option<Arc<Origin>>,
         replay: P,
+        retry_service: RetryService<S>,
     ) -> Self {
         let cache = Cache::new(Store(handle.shared_arc()));
         Self {
             inner,
             cache,
+            retry_service,
             auth: Authorizer {
                 handle,
                 config,
@@ -112,6 +123,7 @@ impl<S, P> BearerAuth<S, P> {
         BearerAuth {
             inner: self.inner,
             cache: self.cache,
+            retry_service: self.retry_service,
             auth: Authorizer {
                 handle,
                 config,
@@ -132,8 +144,10 @@ impl<S, P> BearerAuth<S, P> {
         &self.inner
     }
 
-    /// A mutable reference to the inner service.
+    /// A mutable reference to the inner service. Retries from then on are sent through clones
+    /// of it as it is at the next request (not of the inner service as it was).
     pub fn get_mut(&mut self) -> &mut S {
+        self.retry_service = RetryService::new();
         &mut self.inner
     }
 
@@ -160,11 +174,11 @@ impl<S: fmt::Debug, P> fmt::Debug for BearerAuth<S, P> {
 /// A macro, not a function: passed to a function, even one inlined, the request (256 bytes
 /// for a `Request<Full<Bytes>>`) was copied into its argument on every request.
 macro_rules! send {
-    ($auth:expr, $inner:expr, $request:ident, $token:expr) => {{
+    ($auth:expr, $inner:expr, $retry_service:expr, $request:ident, $token:expr) => {{
         let (auth, token) = (&$auth, $token);
         // With DPoP the response is looked at even without retries: it may bring a nonce.
         if auth.config.retry || token.ath.is_some() {
-            auth.send_retryable($inner, $request, token)
+            auth.send_retryable($inner, $retry_service, $request, token)
         } else {
             let dpop_base = auth.dpop_origin.as_deref();
             match authorize(auth.handle.shared(), &mut $request, token, dpop_base) {
@@ -203,7 +217,12 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let Self { inner, cache, auth } = self;
+        let Self {
+            inner,
+            cache,
+            auth,
+            retry_service,
+        } = self;
         if !request_path::authorizes(auth.origins.as_deref(), request.uri()) {
             request_path::not_authorized(request.uri());
             return ResponseFuture::direct(inner.call(request));
@@ -211,7 +230,9 @@ where
         match cache.load() {
             // The store holds a token until the refresher withdraws it; a starved refresher
             // must not let it out past its time: the timer marks it expired (no clock read).
-            Some(token) if !token.is_marked_expired() => send!(auth, inner, request, token),
+            Some(token) if !token.is_marked_expired() => {
+                send!(auth, inner, retry_service, request, token)
+            }
             _ => self.call_when_token(request),
         }
     }
@@ -224,6 +245,7 @@ impl<P> Authorizer<P> {
     fn send_retryable<S, B, ResBody>(
         &self,
         inner: &mut S,
+        retry_service: &RetryService<S>,
         mut request: Request<B>,
         token: &Token,
     ) -> ResponseFuture<S, B>
@@ -238,7 +260,7 @@ impl<P> Authorizer<P> {
         let dpop = token.ath.is_some();
         let mut retry = Retry::new(
             &request,
-            inner.clone(),
+            retry_service.of(inner),
             self.handle.clone(),
             token.generation,
             self.config.clone(),
@@ -285,12 +307,13 @@ impl<S, P> BearerAuth<S, P> {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
+        let retry_service = self.retry_service.clone();
         ResponseFuture::boxed(Box::pin(async move {
             let token = request_path::wait_for_token(auth.handle.shared(), auth.config.max_wait)
                 .await
                 .map_err(Error::TokenUnavailable)?;
             let mut request = request;
-            send!(auth, &mut inner, request, &token).await
+            send!(auth, &mut inner, &retry_service, request, &token).await
         }))
     }
 }

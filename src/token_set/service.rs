@@ -8,7 +8,9 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::TokenSet;
-use crate::layer::{BearerAuth, Config, Error, Origin, ReplayBodies, ReplayPolicy, ResponseFuture};
+use crate::layer::{
+    BearerAuth, Config, Error, Origin, ReplayBodies, ReplayPolicy, ResponseFuture, RetryService,
+};
 
 /// Middleware that authorizes each request with the token of the key its route picks.
 ///
@@ -25,6 +27,8 @@ pub struct TokenSetAuth<S, P = ReplayBodies> {
     origins: Option<Arc<[Origin]>>,
     dpop_origin: Option<Arc<Origin>>,
     replay: P,
+    /// Shared by every key's requests: the inner service is the same whatever the key.
+    retry_service: RetryService<S>,
 }
 
 impl<S> TokenSetAuth<S> {
@@ -61,6 +65,7 @@ impl<S, P> TokenSetAuth<S, P> {
             origins,
             dpop_origin,
             replay,
+            retry_service: RetryService::new(),
         }
     }
 
@@ -73,6 +78,7 @@ impl<S, P> TokenSetAuth<S, P> {
             origins: self.origins,
             dpop_origin: self.dpop_origin,
             replay: policy,
+            retry_service: self.retry_service,
         }
     }
 
@@ -86,8 +92,10 @@ impl<S, P> TokenSetAuth<S, P> {
         &self.inner
     }
 
-    /// A mutable reference to the inner service.
+    /// A mutable reference to the inner service. Retries from then on are sent through clones
+    /// of it as it is at the next request (not of the inner service as it was).
     pub fn get_mut(&mut self) -> &mut S {
+        self.retry_service = RetryService::new();
         &mut self.inner
     }
 
@@ -153,6 +161,7 @@ where
             self.origins.clone(),
             self.dpop_origin.clone(),
             self.replay.clone(),
+            self.retry_service.clone(),
         )
         .call(request)
     }

@@ -68,12 +68,6 @@ impl<S> Clone for RetryService<S> {
     }
 }
 
-impl<S> Default for RetryService<S> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// The headers of a request as a list, inline for the usual handful: copying a `HeaderMap`
 /// allocates its index table and its entries on every request, this copy allocates nothing up
 /// to [`INLINE_HEADERS`] headers (names and values are reference-counted). The map is rebuilt

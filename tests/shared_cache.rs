@@ -1242,6 +1242,11 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     let every = Duration::from_millis(env("FLEET_REQUEST_MS", 200));
     let lifetime = Duration::from_secs(5);
     let auth = common::auth_server(lifetime);
+    // `FLEET_TOKEN_MS`: how long each token request takes (default: answered at once).
+    let token_latency = Duration::from_millis(env("FLEET_TOKEN_MS", 0));
+    if !token_latency.is_zero() {
+        auth.set_fault_plan(move |_| Some(Fault::delay(token_latency)));
+    }
     let api = auth.api();
     let prefix = prefix("fleet-outage");
 
@@ -1321,15 +1326,14 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
             while watching.load(Ordering::Relaxed) {
                 let now = std::time::Instant::now();
                 for (i, handle) in handles.iter().enumerate() {
-                    let current = handle.current();
-                    let same = match (&current, &held[i]) {
-                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                        (None, None) => true,
-                        _ => false,
+                    // A new token, not its withdrawal at expiry (with a slow token endpoint
+                    // the store may be empty for a moment before the new one arrives).
+                    let Some(current) = handle.current() else {
+                        continue;
                     };
-                    if !same {
+                    if !held[i].as_ref().is_some_and(|held| Arc::ptr_eq(held, &current)) {
                         changes[i].push(now);
-                        held[i] = current;
+                        held[i] = Some(current);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(2));
@@ -1438,20 +1442,27 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     // request, so the time between two of a replica's token changes is its refresh interval.
     // The window count above also holds the refresh that was due when Redis stopped and the
     // window's edges; this is the rate a long outage settles at.
+    // The times between consecutive instants, and their mean.
+    let gaps = |times: Vec<&std::time::Instant>| -> Vec<Duration> {
+        times
+            .windows(2)
+            .map(|pair| pair[1].duration_since(*pair[0]))
+            .collect()
+    };
+    let mean =
+        |durations: &[Duration]| durations.iter().sum::<Duration>() / durations.len().max(1) as u32;
     let intervals: Vec<Duration> = changes
         .iter()
         .flat_map(|changed| {
-            let during: Vec<_> = changed
-                .iter()
-                .filter(|at| (stopped_at..ended_at).contains(*at))
-                .collect();
-            during
-                .windows(2)
-                .map(|pair| pair[1].duration_since(*pair[0]))
-                .collect::<Vec<_>>()
+            gaps(
+                changed
+                    .iter()
+                    .filter(|at| (stopped_at..ended_at).contains(*at))
+                    .collect(),
+            )
         })
         .collect();
-    let mean_interval = intervals.iter().sum::<Duration>() / intervals.len().max(1) as u32;
+    let mean_interval = mean(&intervals);
     let steady = lifetime.as_secs_f64() / mean_interval.as_secs_f64().max(f64::EPSILON);
     // The fleet's refresh period with Redis: the time between two publications of a new
     // token before the stop. A refresh comes at about 80 % of a 5-second token's lifetime
@@ -1459,12 +1470,8 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     // fleet makes 1.25 token requests per lifetime, one per period: the issue's "one token
     // request per lifetime". Without Redis, the same cadence is one request per replica per
     // period.
-    let before_stop: Vec<_> = publications.iter().filter(|at| **at < stopped_at).collect();
-    let periods: Vec<Duration> = before_stop
-        .windows(2)
-        .map(|pair| pair[1].duration_since(*pair[0]))
-        .collect();
-    let period = periods.iter().sum::<Duration>() / periods.len().max(1) as u32;
+    let periods = gaps(publications.iter().filter(|at| **at < stopped_at).collect());
+    let period = mean(&periods);
     let outage_periods = outage.as_secs_f64() / period.as_secs_f64().max(f64::EPSILON);
     let per_period = during_total as f64 / replicas as f64 / outage_periods;
     let steady_per_period = period.as_secs_f64() / mean_interval.as_secs_f64().max(f64::EPSILON);
@@ -1479,9 +1486,11 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     if std::env::var_os("FLEET_TRACE").is_some() {
         let deltas: Vec<u64> = samples.windows(2).map(|w| w[1] - w[0]).collect();
         announce(&format!("token requests per 100 ms: {deltas:?}"));
+        announce(&format!("Redis commands in the counted lifetime: {calls:?}"));
     }
     announce(&format!(
-        "fleet, {replicas} replicas, 5-second tokens, a request every {} ms each: {with_redis} \
+        "fleet, {replicas} replicas, 5-second tokens taking {} ms to get, a request every {} ms \
+         each: {with_redis} \
          token requests in 2 lifetimes with Redis (cold start included), {round} in the \
          counted one, {per_refresh:.2} Redis commands per replica per refresh, publication to \
          replicas holding the new token: p50 {} ms, max {} ms ({reached} replicas); Redis stopped at a \
@@ -1492,6 +1501,7 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
          the outage, {steady_per_period:.2} once under way; \
          peak {} per second, {} per 100 ms; {served} requests served, \
          {failed} failed, {} refused by the API and retried",
+        token_latency.as_millis(),
         every.as_millis(),
         delay_p50.as_millis(),
         delay_max.as_millis(),

@@ -1331,7 +1331,10 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
                     let Some(current) = handle.current() else {
                         continue;
                     };
-                    if !held[i].as_ref().is_some_and(|held| Arc::ptr_eq(held, &current)) {
+                    if !held[i]
+                        .as_ref()
+                        .is_some_and(|held| Arc::ptr_eq(held, &current))
+                    {
                         changes[i].push(now);
                         held[i] = Some(current);
                     }
@@ -1486,7 +1489,9 @@ async fn a_fleet_rides_out_redis_stopping_at_a_refresh_point() {
     if std::env::var_os("FLEET_TRACE").is_some() {
         let deltas: Vec<u64> = samples.windows(2).map(|w| w[1] - w[0]).collect();
         announce(&format!("token requests per 100 ms: {deltas:?}"));
-        announce(&format!("Redis commands in the counted lifetime: {calls:?}"));
+        announce(&format!(
+            "Redis commands in the counted lifetime: {calls:?}"
+        ));
     }
     announce(&format!(
         "fleet, {replicas} replicas, 5-second tokens taking {} ms to get, a request every {} ms \

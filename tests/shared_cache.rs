@@ -1205,8 +1205,8 @@ async fn waiting_costs_a_few_commands_per_replica_whatever_the_endpoint_latency(
             per_waiter(&cold),
             subscriptions(&cold),
         ));
-        // Read, lease, read.
-        assert!(per_waiter(&refresh) <= 5.0, "{refresh:?}");
+        // Read and lease; the publication carries the token, so no second read.
+        assert!(per_waiter(&refresh) <= 3.0, "{refresh:?}");
         // A replica subscribes at its first wait only: at the cold start, or at the next
         // refresh (the first lease holder, if it waits then).
         assert!(
@@ -2181,6 +2181,13 @@ async fn contract<S: TokenStore>(store: &S, prefix: &str) {
     store.store(&key, b"v2", minute, &channel).await.unwrap();
     assert_eq!(published(&mut listener).await, Some(true));
     assert_eq!(published(&mut second).await, Some(true));
+    // Both stores here carry the value and its time to live in the publication.
+    for listener in [&listener, &second] {
+        let entry = listener.value().expect("the value published");
+        assert_eq!(entry.value, b"v2");
+        let ttl = entry.time_to_live.expect("a time to live");
+        assert!(!ttl.is_zero() && ttl <= minute, "{ttl:?}");
+    }
     assert!(
         !store
             .release_lease(&lease, "a", Some(&channel))
@@ -2194,6 +2201,7 @@ async fn contract<S: TokenStore>(store: &S, prefix: &str) {
             .unwrap()
     );
     assert_eq!(published(&mut listener).await, Some(true));
+    assert_eq!(listener.value(), None, "a lease given up carries no value");
     // Nothing more was published.
     let quiet = tokio::time::timeout(Duration::from_millis(300), listener.published()).await;
     assert!(quiet.is_err(), "no publication");
@@ -2324,17 +2332,33 @@ async fn a_failing_store_means_each_replica_fetches_its_own() {
     }
 }
 
-/// A store whose publications never arrive: its listeners never wake. Waiters still adopt the
-/// lease holder's token, by the fallback poll, without a token request of their own.
+/// The in-memory store, observed: its reads are counted, and when `deaf` its publications
+/// never arrive (its listeners stay open and silent, woken by nothing).
 #[derive(Clone)]
-struct Deaf {
+struct Observed {
     inner: MemoryStore,
-    /// Kept, never sent on: the listeners stay open and silent.
-    silence: Arc<tokio::sync::watch::Sender<()>>,
+    reads: Arc<AtomicU64>,
+    /// Kept, never sent on: the listeners of a deaf store.
+    deaf: Option<Arc<tokio::sync::watch::Sender<()>>>,
 }
 
-impl TokenStore for Deaf {
+impl Observed {
+    fn new(deaf: bool) -> Self {
+        Self {
+            inner: MemoryStore::new(),
+            reads: Arc::default(),
+            deaf: deaf.then(|| Arc::new(tokio::sync::watch::channel(()).0)),
+        }
+    }
+
+    fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+impl TokenStore for Observed {
     fn read(&self, key: &str) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read(key)
     }
     fn take_lease(
@@ -2377,19 +2401,25 @@ impl TokenStore for Deaf {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         self.inner.compare_and_delete(key, value)
     }
-    async fn listen(&self, _: &str) -> Result<Listener, StoreError> {
-        Ok(Listener::new(self.silence.subscribe()))
+    fn listening(&self, channel: &str) -> Option<Listener> {
+        match &self.deaf {
+            Some(silence) => Some(Listener::new(silence.subscribe())),
+            None => self.inner.listening(channel),
+        }
+    }
+    async fn listen(&self, channel: &str) -> Result<Listener, StoreError> {
+        match &self.deaf {
+            Some(silence) => Ok(Listener::new(silence.subscribe())),
+            None => self.inner.listen(channel).await,
+        }
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn lost_publications_are_covered_by_the_fallback_poll() {
-    let cache = SharedCache::with_store(Deaf {
-        inner: MemoryStore::new(),
-        silence: Arc::new(tokio::sync::watch::channel(()).0),
-    })
-    .lease_timeout(Duration::from_secs(10))
-    .poll_interval(Duration::from_secs(1));
+    let cache = SharedCache::with_store(Observed::new(true))
+        .lease_timeout(Duration::from_secs(10))
+        .poll_interval(Duration::from_secs(1));
     let fetches = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut starting = JoinSet::new();
@@ -2409,6 +2439,41 @@ async fn lost_publications_are_covered_by_the_fallback_poll() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A waiting replica adopts the token the holder's publication carries, without reading the
+/// store again: at a refresh of twenty replicas, the holder reads twice (before and after
+/// taking the lease) and every other replica once. The fallback poll is out of reach (30 s).
+#[tokio::test(start_paused = true)]
+async fn waiters_adopt_the_published_token_without_reading_it() {
+    const REPLICAS: u64 = 20;
+    let store = Observed::new(false);
+    let cache = SharedCache::with_store(store.clone())
+        .lease_timeout(Duration::from_secs(30))
+        .poll_interval(Duration::from_secs(30));
+    let fetches = Arc::new(AtomicU64::new(0));
+    let lifetime = Duration::from_secs(60);
+    let mut starting = JoinSet::new();
+    for _ in 0..REPLICAS {
+        let replica = counted_replica(&cache, &fetches, Duration::from_secs(2), lifetime);
+        starting.spawn(replica.start());
+    }
+    let mut handles = Vec::new();
+    while let Some(started) = starting.join_next().await {
+        handles.push(started.unwrap().expect("every replica gets a token"));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    // At the cold start too: the holder's two reads, one for each waiter, and one more by the
+    // first waiter, which began to listen only after its first read (a publication before
+    // that would be missed; the others found the process already listening).
+    assert_eq!(store.reads(), 2 + (REPLICAS - 1) + 1);
+
+    // The refresh, at 78 to 80 % of the lifetime, within the holder's 2-s token request.
+    let before = store.reads();
+    tokio::time::sleep(lifetime.mul_f64(0.85)).await;
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(shared_token(&handles), "token-1");
+    assert_eq!(store.reads() - before, REPLICAS + 1);
 }
 
 /// Whether `listener` was woken within 5 s (`None`: not), and by a publication.

@@ -1,6 +1,7 @@
-//! The in-memory store: a map behind a mutex, with a watch channel per publication channel.
-//! For the handles of one process (several clients or token sets built alike share one
-//! token), and for tests: it follows tokio's clock, so a paused clock expires its values.
+//! The in-memory store: a map behind a mutex, with a watch channel per publication channel
+//! that carries the value published. For the handles of one process (several clients or token
+//! sets built alike share one token), and for tests: it follows tokio's clock, so a paused
+//! clock expires its values.
 
 use std::{
     collections::HashMap,
@@ -10,7 +11,7 @@ use std::{
 
 use tokio::{sync::watch, time::Instant};
 
-use super::{Entry, Listener, StoreError, TokenStore};
+use super::{Entry, Listener, Published, StoreError, TokenStore};
 
 /// A [`TokenStore`] in this process's memory: the handles of one process that share a clone
 /// of it share their tokens, as replicas do through Redis. Nothing leaves the process, and
@@ -31,8 +32,8 @@ pub struct MemoryStore {
 struct Inner {
     /// Each name's value and when it expires.
     values: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
-    /// Each channel someone listened to.
-    channels: Mutex<HashMap<String, watch::Sender<()>>>,
+    /// Each channel someone listened to, and the value its latest publication carried.
+    channels: Mutex<HashMap<String, watch::Sender<Option<Published>>>>,
 }
 
 impl MemoryStore {
@@ -58,9 +59,9 @@ impl MemoryStore {
         lock(&self.inner.values)
     }
 
-    fn publish(&self, channel: &str) {
+    fn publish(&self, channel: &str, entry: Option<Entry>) {
         if let Some(sender) = lock(&self.inner.channels).get(channel) {
-            sender.send_replace(());
+            sender.send_replace(entry.map(Published::new));
         }
     }
 }
@@ -152,7 +153,7 @@ impl TokenStore for MemoryStore {
         }
         drop(values);
         if let (true, Some(channel)) = (held, wake) {
-            self.publish(channel);
+            self.publish(channel, None);
         }
         Ok(held)
     }
@@ -167,7 +168,11 @@ impl TokenStore for MemoryStore {
         let now = Instant::now();
         self.values()
             .insert(key.to_owned(), (value.to_vec(), expiry(now, ttl)));
-        self.publish(channel);
+        let entry = Entry {
+            value: value.to_vec(),
+            time_to_live: Some(ttl),
+        };
+        self.publish(channel, Some(entry));
         Ok(())
     }
 
@@ -184,15 +189,15 @@ impl TokenStore for MemoryStore {
     fn listening(&self, channel: &str) -> Option<Listener> {
         lock(&self.inner.channels)
             .get(channel)
-            .map(|sender| Listener::new(sender.subscribe()))
+            .map(|sender| Listener::with_values(sender.subscribe()))
     }
 
     async fn listen(&self, channel: &str) -> Result<Listener, StoreError> {
         let mut channels = lock(&self.inner.channels);
         let sender = channels
             .entry(channel.to_owned())
-            .or_insert_with(|| watch::channel(()).0);
-        Ok(Listener::new(sender.subscribe()))
+            .or_insert_with(|| watch::channel(None).0);
+        Ok(Listener::with_values(sender.subscribe()))
     }
 }
 

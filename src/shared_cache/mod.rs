@@ -42,10 +42,12 @@
 //! 3. Replicas that did not get the lease **wait** for the publication instead of requesting a
 //!    token: the holder `PUBLISH`es on the key's channel (`<key>:published`) when it stores
 //!    the token, or when it releases the lease without one, and every waiter of the process
-//!    wakes on one shared pub/sub connection (made when the process first waits) and reads
-//!    the key once. A waiting replica thus sends five commands per refresh whatever the token
-//!    endpoint's latency (read, lease, read; a read is `PTTL` and `GET`). In case a
-//!    publication is lost, waiters also look every
+//!    wakes on one shared pub/sub connection (made when the process first waits). The
+//!    publication carries the value just stored and its time to live, so a waiter adopts it
+//!    without reading the key again (a publication without a value, a lease given up, makes
+//!    it read and try for the lease). A waiting replica thus sends three commands per refresh
+//!    whatever the token endpoint's latency (read, lease; a read is `PTTL` and `GET`). In
+//!    case a publication is lost, waiters also look every
 //!    [`poll_interval`](RedisCache::poll_interval) (1 s). If the lease holder crashes, its
 //!    lease is no longer renewed and expires after the lease timeout, and another replica
 //!    takes it. A replica that sees nothing published within twice the lease timeout plus
@@ -103,7 +105,8 @@
 //!
 //! **Whoever can read the Redis key can use the token** until it expires: it is a bearer
 //! token. Only the access token is stored, with its type, lifetime, expiry and scope; never a
-//! client secret or key. Restrict access to Redis (ACLs, a private network, TLS where it
+//! client secret or key. The same value goes out on the key's pub/sub channel when it is
+//! stored: whoever may `SUBSCRIBE` to it can read it there too. Restrict access to Redis (ACLs, a private network, TLS where it
 //! leaves the host) as you would the tokens themselves. For defence in depth, set an
 //! [`encryption_key`](RedisCache::encryption_key): values are then sealed with AES-256-GCM (a
 //! random nonce per value, the key name as associated data), and a reader of Redis without the
@@ -159,6 +162,6 @@ pub use self::{
     cache::SharedCache,
     memory::MemoryStore,
     redis::{RedisCache, RedisStore},
-    store::{Entry, Listener, StoreError, TokenStore},
+    store::{Entry, Listener, Published, StoreError, TokenStore},
 };
 pub(crate) use self::{key::KeyMaterial, source::SharedSource};

@@ -222,11 +222,20 @@ impl SharedSource {
             match &mut wakeup {
                 // Woken by the holder's publication, or by the fallback poll.
                 Some(listener) => {
-                    let woken = tokio::time::timeout(self.poll_interval, listener.published());
-                    if let Ok(false) = woken.await {
+                    match tokio::time::timeout(self.poll_interval, listener.published()).await {
+                        // The publication carried the token: no need to read it.
+                        Ok(true) => {
+                            if let Some(obtained) = listener
+                                .value()
+                                .and_then(|entry| self.adopt(&entry.value, entry.time_to_live))
+                            {
+                                return Ok(Acquired::Token(self.adopted(obtained, true, started)));
+                            }
+                        }
                         // The store stopped listening (a lost connection): read, and listen
                         // again at the next turn rather than wake at once on every turn.
-                        wakeup = None;
+                        Ok(false) => wakeup = None,
+                        Err(_poll) => {}
                     }
                 }
                 None => tokio::time::sleep(self.poll_interval).await,

@@ -7,7 +7,7 @@
 
 use std::{borrow::Cow, fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 
 /// Where the replicas keep their shared token: the few operations the
 /// [shared cache](super) needs, each async and each failing with a [`StoreError`] that makes
@@ -75,8 +75,10 @@ pub trait TokenStore: Send + Sync + 'static {
         wake: Option<&str>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Stores `value` under `key`, expiring after `ttl`, then publishes on `channel`: a
-    /// listener woken by the publication reads the new value.
+    /// Stores `value` under `key`, expiring after `ttl`, then publishes on `channel`. A store
+    /// whose publications can carry bytes sends `value` and `ttl` with it, so that a
+    /// listener woken by the publication has the new value without reading it (see
+    /// [`Listener::with_values`]); otherwise the listener reads it.
     fn store(
         &self,
         key: &str,
@@ -128,20 +130,88 @@ impl fmt::Debug for Entry {
 /// Wakes one waiting replica when a value is published on a channel, or when the store stops
 /// listening (the replica then reads, and listens again).
 #[derive(Debug)]
-pub struct Listener(watch::Receiver<()>);
+pub struct Listener(Receiver);
+
+#[derive(Debug)]
+enum Receiver {
+    Wakes(watch::Receiver<()>),
+    Values(watch::Receiver<Option<Published>>),
+}
 
 impl Listener {
     /// A listener woken by every `send` on the sender of `receiver` after this call; dropping
-    /// the sender ends it. Publications in between coalesce into one wake-up.
+    /// the sender ends it. Publications in between coalesce into one wake-up. The replica
+    /// reads the value after each.
     pub fn new(mut receiver: watch::Receiver<()>) -> Self {
         receiver.mark_unchanged();
-        Self(receiver)
+        Self(Receiver::Wakes(receiver))
+    }
+
+    /// A listener of publications that may carry the value just stored: each `send` on the
+    /// sender of `receiver` after this call wakes it, and a replica adopts the value sent
+    /// (`Some`) without reading it from the store; `None` wakes it without a value (a lease
+    /// given up), and it reads. Dropping the sender ends it.
+    pub fn with_values(mut receiver: watch::Receiver<Option<Published>>) -> Self {
+        receiver.mark_unchanged();
+        Self(Receiver::Values(receiver))
     }
 
     /// Waits for the next publication: `true`, or `false` when the store stopped listening
     /// (then it returns at once, every time).
     pub async fn published(&mut self) -> bool {
-        self.0.changed().await.is_ok()
+        match &mut self.0 {
+            Receiver::Wakes(receiver) => receiver.changed().await.is_ok(),
+            Receiver::Values(receiver) => receiver.changed().await.is_ok(),
+        }
+    }
+
+    /// The value the latest publication carried, with what is left of its time to live now;
+    /// `None` if it carried none. Meaningful after [`published`](Self::published) returned
+    /// `true`.
+    pub fn value(&self) -> Option<Entry> {
+        match &self.0 {
+            Receiver::Wakes(_) => None,
+            Receiver::Values(receiver) => receiver.borrow().as_ref().map(Published::entry),
+        }
+    }
+}
+
+/// A value as a publication carried it: what [`TokenStore::store`] stored, and its time to
+/// live when the publication was received, so that the time spent before a replica looks at
+/// it is taken off.
+#[derive(Clone)]
+pub struct Published {
+    entry: Entry,
+    received: Instant,
+}
+
+impl Published {
+    /// The value and time to live a publication carried, received now.
+    pub fn new(entry: Entry) -> Self {
+        Self {
+            entry,
+            received: Instant::now(),
+        }
+    }
+
+    /// The value, with the time since it was received taken off its time to live.
+    fn entry(&self) -> Entry {
+        let elapsed = self.received.elapsed();
+        Entry {
+            value: self.entry.value.clone(),
+            time_to_live: self
+                .entry
+                .time_to_live
+                .map(|ttl| ttl.saturating_sub(elapsed)),
+        }
+    }
+}
+
+impl fmt::Debug for Published {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Published")
+            .field("entry", &self.entry)
+            .finish_non_exhaustive()
     }
 }
 

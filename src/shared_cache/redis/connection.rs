@@ -3,7 +3,7 @@
 
 use std::{future::Future, time::Duration};
 
-use super::{failure::Failure, subscription::Subscriptions};
+use super::{failure::Failure, publication, subscription::Subscriptions};
 use redis::{
     Cmd, Pipeline, RedisFuture, Script, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
@@ -229,8 +229,8 @@ impl Connection {
         Ok(reply.is_some())
     }
 
-    /// `SET key value PX ttl`, then `PUBLISH channel ""` to wake the replicas waiting for
-    /// it, in one round trip.
+    /// `SET key value PX ttl`, then `PUBLISH` of the value and its TTL on `channel` to wake
+    /// the replicas waiting for it, in one round trip.
     pub(crate) async fn store(
         &self,
         key: &str,
@@ -238,6 +238,8 @@ impl Connection {
         ttl: Duration,
         channel: &str,
     ) -> Result<(), Failure> {
+        let message = publication::encode(value, ttl);
+        let message = message.as_slice();
         self.run(|mut connection| async move {
             redis::pipe()
                 .cmd("SET")
@@ -248,7 +250,7 @@ impl Connection {
                 .ignore()
                 .cmd("PUBLISH")
                 .arg(channel)
-                .arg("")
+                .arg(message)
                 .ignore()
                 .query_async::<()>(&mut connection)
                 .await

@@ -2,11 +2,12 @@
 //!
 //! A read is `PTTL` then `GET` in one round trip; the lease is `SET NX PX`, renewed and
 //! released by Lua scripts that compare the holder first; a store is `SET PX` then `PUBLISH`
-//! in one round trip; compare-and-delete is a Lua script that compares the SHA-1 of the stored
+//! of the value and its TTL in one round trip; compare-and-delete is a Lua script that compares the SHA-1 of the stored
 //! value. The waiters of a process share one pub/sub connection.
 
 mod connection;
 mod failure;
+mod publication;
 mod subscription;
 
 use std::{sync::Arc, time::Duration};

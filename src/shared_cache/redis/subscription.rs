@@ -1,7 +1,8 @@
 //! Waiting without polling: the replicas of one process that wait for a lease holder's token
 //! share one Redis pub/sub connection, made when the first of them waits. The lease holder
 //! `PUBLISH`es on the token key's channel when it stores the token (or gives up its lease);
-//! the message wakes every waiter of that key, which then reads the key once.
+//! the message wakes every waiter of that key with the value it carries (see
+//! [`publication`](super::publication)), or, without one, to read the key.
 //!
 //! In a Redis Cluster a `PUBLISH` reaches the subscribers of every node, so the connection
 //! goes to any node that answers: the first given, and when its connection ends (the node went
@@ -23,11 +24,12 @@ use futures_util::StreamExt as _;
 use redis::aio::PubSubSink;
 use tokio::{sync::watch, task::AbortHandle};
 
-use super::failure::Failure;
-use crate::shared_cache::Listener;
+use super::{failure::Failure, publication};
+use crate::shared_cache::{Entry, Listener, Published};
 
-/// The channels this process is subscribed to, each with the senders that wake its waiters.
-type Channels = Arc<Mutex<HashMap<String, watch::Sender<()>>>>;
+/// The channels this process is subscribed to, each with the sender that wakes its waiters
+/// with the value published.
+type Channels = Arc<Mutex<HashMap<String, watch::Sender<Option<Published>>>>>;
 
 /// The pub/sub connection of one cache, shared by every waiter of the process.
 pub(crate) struct Subscriptions {
@@ -68,7 +70,7 @@ impl Subscriptions {
         }
     }
 
-    fn channels(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<()>>> {
+    fn channels(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<Option<Published>>>> {
         lock(&self.channels)
     }
 
@@ -77,7 +79,7 @@ impl Subscriptions {
     pub(crate) fn listening(&self, channel: &str) -> Option<Listener> {
         self.channels()
             .get(channel)
-            .map(|sender| Listener::new(sender.subscribe()))
+            .map(|sender| Listener::with_values(sender.subscribe()))
     }
 
     /// Subscribes to `channel` (connecting first if needed) and a wake-up for it. A
@@ -108,10 +110,10 @@ impl Subscriptions {
         };
         connection.sink.subscribe(channel).await?;
         *live = Some(connection);
-        let (sender, receiver) = watch::channel(());
+        let (sender, receiver) = watch::channel(None);
         self.channels().insert(channel.to_owned(), sender);
         tracing::debug!("shared token cache: listening for publications");
-        Ok(Listener::new(receiver))
+        Ok(Listener::with_values(receiver))
     }
 
     /// A new pub/sub connection to the first node that answers, from the one after the last
@@ -149,7 +151,15 @@ impl Subscriptions {
         let reader = tokio::spawn(async move {
             while let Some(message) = stream.next().await {
                 if let Some(sender) = lock(&channels).get(message.get_channel_name()) {
-                    sender.send_replace(());
+                    let published = publication::decode(message.get_payload_bytes()).map(
+                        |(time_to_live, value)| {
+                            Published::new(Entry {
+                                value: value.to_vec(),
+                                time_to_live: Some(time_to_live),
+                            })
+                        },
+                    );
+                    sender.send_replace(published);
                 }
             }
             tracing::debug!("shared token cache: the pub/sub connection ended");

@@ -138,3 +138,19 @@ pub fn shared_cache_decode(
         })
         .map_err(|error| error.to_string())
 }
+
+/// The longest value a shared-cache publication carries.
+#[cfg(feature = "redis")]
+pub const MAX_PUBLISHED_VALUE: usize = crate::shared_cache::publication::MAX_VALUE;
+
+/// The message a lease holder publishes with `value`, stored with `ttl`.
+#[cfg(feature = "redis")]
+pub fn shared_cache_publish(value: &[u8], ttl: Duration) -> Vec<u8> {
+    crate::shared_cache::publication::encode(value, ttl).to_vec()
+}
+
+/// The time to live and value a shared-cache publication carries, if any.
+#[cfg(feature = "redis")]
+pub fn shared_cache_published(message: &[u8]) -> Option<(Duration, Vec<u8>)> {
+    crate::shared_cache::publication::decode(message).map(|(ttl, value)| (ttl, value.to_vec()))
+}

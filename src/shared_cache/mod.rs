@@ -156,8 +156,6 @@ mod store;
 mod value;
 
 pub(crate) use self::cache::AnyCache;
-#[cfg(fuzzing)]
-pub(crate) use self::value::{Codec, Sealing, StoredToken};
 pub use self::{
     cache::SharedCache,
     memory::MemoryStore,
@@ -165,3 +163,8 @@ pub use self::{
     store::{Entry, Listener, Published, StoreError, TokenStore},
 };
 pub(crate) use self::{key::KeyMaterial, source::SharedSource};
+#[cfg(fuzzing)]
+pub(crate) use self::{
+    redis::publication,
+    value::{Codec, Sealing, StoredToken},
+};

@@ -7,7 +7,7 @@
 
 mod connection;
 mod failure;
-mod publication;
+pub(crate) mod publication;
 mod subscription;
 
 use std::{sync::Arc, time::Duration};

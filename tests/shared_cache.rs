@@ -2290,11 +2290,15 @@ async fn replicas_share_through_the_memory_store() {
 
 /// A store that fails every operation: each replica falls back to a token request of its own,
 /// and no refresh fails.
-#[derive(Clone)]
-struct FailingStore;
+#[derive(Clone, Default)]
+struct FailingStore {
+    /// When each read was tried: when each refresh began.
+    reads: Arc<std::sync::Mutex<Vec<Instant>>>,
+}
 
 impl TokenStore for FailingStore {
     async fn read(&self, _: &str) -> Result<Option<Entry>, StoreError> {
+        self.reads.lock().unwrap().push(Instant::now());
         Err(StoreError::new("down"))
     }
     async fn take_lease(&self, _: &str, _: &str, _: Duration) -> Result<bool, StoreError> {
@@ -2319,7 +2323,7 @@ impl TokenStore for FailingStore {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_store_means_each_replica_fetches_its_own() {
-    let cache = SharedCache::with_store(FailingStore);
+    let cache = SharedCache::with_store(FailingStore::default());
     let fetches = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
     for _ in 0..5 {
@@ -2330,6 +2334,62 @@ async fn a_failing_store_means_each_replica_fetches_its_own() {
     for handle in &handles {
         assert!(access_token(handle).is_some());
     }
+}
+
+/// Without the store, a replica that still holds a usable token waits a random part of what
+/// is left of it before its own token request; the new token's lifetime, and so the next
+/// refresh point, counts from that request, not from when the refresh began. Otherwise every
+/// refresh would come early by the previous delay, and a fleet without its store would
+/// refresh more often than with it.
+#[tokio::test(start_paused = true)]
+async fn without_the_store_the_next_refresh_counts_from_the_delayed_request() {
+    let store = FailingStore::default();
+    // The store is tried at every refresh (no backoff), so each read marks a refresh's start.
+    let cache = SharedCache::with_store(store.clone()).outage_backoff(Duration::ZERO);
+    let lifetime = Duration::from_secs(100);
+    let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&requests);
+    let replica = ClientCredentials::from_source(tower_client_credentials::source_fn(move || {
+        recorded.lock().unwrap().push(Instant::now());
+        async move {
+            Ok(tower_client_credentials::IssuedToken::bearer(
+                "alone", lifetime,
+            ))
+        }
+    }))
+    .shared_cache(cache, "orders-api")
+    .build()
+    .unwrap();
+    let handle = replica.start().await.unwrap();
+    tokio::time::sleep(lifetime * 20).await;
+    drop(handle);
+
+    let requests = requests.lock().unwrap().clone();
+    let refreshes = store.reads.lock().unwrap().clone();
+    assert!(requests.len() >= 20, "{} token requests", requests.len());
+    let mut delayed = 0;
+    for (request, (refresh, next)) in requests.iter().zip(refreshes.iter().zip(&refreshes[1..])) {
+        // Each request comes within the margin after its refresh began: at most three
+        // quarters of what the previous token had left, at most 22 s (its refresh margin,
+        // jitter included) less its 1-s expiry margin...
+        let delay = *request - *refresh;
+        assert!(delay <= Duration::from_millis(15_750), "{delay:?}");
+        if !delay.is_zero() {
+            delayed += 1;
+        }
+        // ... and the next refresh begins 78 to 80 % of a lifetime after the request.
+        let after = *next - *request;
+        assert!(
+            after >= lifetime.mul_f64(0.78) && after <= lifetime.mul_f64(0.80),
+            "the next refresh {after:?} after the token request"
+        );
+    }
+    // The first request has nothing to wait for; the others wait.
+    assert!(
+        delayed >= requests.len() - 2,
+        "{delayed} of {}",
+        requests.len()
+    );
 }
 
 /// The in-memory store, observed: its reads are counted, and when `deaf` its publications

@@ -390,9 +390,10 @@ impl SharedSource {
         if self.connection.available() {
             self.release(&lease, !published).await;
         }
+        // Its lifetime started with the request, as the value stored says.
         result.map(|fetched| Obtained {
             fetched,
-            issued_at: None,
+            issued_at: Some(started),
             requested: true,
         })
     }
@@ -454,11 +455,14 @@ impl SharedSource {
             );
             tokio::time::sleep(spread).await;
         }
+        // The token's lifetime starts with its request, after the delay: the next refresh
+        // point and the next spread count from here.
+        let requested_at = Instant::now();
         let fetched = endpoint.fetch().await?;
         *self.held() = None;
         Ok(Obtained {
             fetched,
-            issued_at: None,
+            issued_at: Some(requested_at),
             requested: true,
         })
     }

@@ -54,9 +54,15 @@ mod tests {
         assert_eq!(decode(&message), Some((ttl, &b"sealed value"[..])));
         // Milliseconds: what `SET PX` keeps too.
         let message = encode(b"v", Duration::from_micros(1_999));
-        assert_eq!(decode(&message), Some((Duration::from_millis(1), &b"v"[..])));
+        assert_eq!(
+            decode(&message),
+            Some((Duration::from_millis(1), &b"v"[..]))
+        );
         let message = encode(b"v", Duration::MAX);
-        assert_eq!(decode(&message).map(|(ttl, _)| ttl.as_millis()), Some(u64::MAX.into()));
+        assert_eq!(
+            decode(&message).map(|(ttl, _)| ttl.as_millis()),
+            Some(u64::MAX.into())
+        );
     }
 
     #[test]
@@ -75,6 +81,9 @@ mod tests {
         message.extend_from_slice(&long);
         assert_eq!(decode(&message), None);
         let at_limit = encode(&long[1..], Duration::from_secs(1));
-        assert_eq!(decode(&at_limit).map(|(_, value)| value.len()), Some(MAX_VALUE));
+        assert_eq!(
+            decode(&at_limit).map(|(_, value)| value.len()),
+            Some(MAX_VALUE)
+        );
     }
 }

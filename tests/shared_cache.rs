@@ -2254,6 +2254,23 @@ fn counted_replica<S: TokenStore + Clone>(
     .unwrap()
 }
 
+/// Starts `count` replicas made by `replica` at once, and their handles once every one has
+/// its first token.
+async fn start_together(
+    count: usize,
+    mut replica: impl FnMut() -> ClientCredentials,
+) -> Vec<TokenHandle> {
+    let mut starting = JoinSet::new();
+    for _ in 0..count {
+        starting.spawn(replica().start());
+    }
+    let mut handles = Vec::new();
+    while let Some(started) = starting.join_next().await {
+        handles.push(started.unwrap().expect("every replica gets a token"));
+    }
+    handles
+}
+
 /// The in-memory store is a store like Redis: twenty replicas of a slow token endpoint
 /// starting at once make one token request, then about one per lifetime, all on the paused
 /// clock.
@@ -2265,15 +2282,10 @@ async fn replicas_share_through_the_memory_store() {
         .poll_interval(Duration::from_secs(1));
     let fetches = Arc::new(AtomicU64::new(0));
     let lifetime = Duration::from_secs(60);
-    let mut starting = JoinSet::new();
-    for _ in 0..20 {
-        let replica = counted_replica(&cache, &fetches, Duration::from_secs(2), lifetime);
-        starting.spawn(replica.start());
-    }
-    let mut handles = Vec::new();
-    while let Some(started) = starting.join_next().await {
-        handles.push(started.unwrap().expect("every replica gets a token"));
-    }
+    let handles = start_together(20, || {
+        counted_replica(&cache, &fetches, Duration::from_secs(2), lifetime)
+    })
+    .await;
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
     assert_eq!(shared_token(&handles), "token-0");
     // One key, and no lease left behind.
@@ -2482,15 +2494,10 @@ async fn lost_publications_are_covered_by_the_fallback_poll() {
         .poll_interval(Duration::from_secs(1));
     let fetches = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let mut starting = JoinSet::new();
-    for _ in 0..5 {
-        let replica = counted_replica(&cache, &fetches, Duration::from_secs(3), LIFETIME * 30);
-        starting.spawn(replica.start());
-    }
-    let mut handles = Vec::new();
-    while let Some(started) = starting.join_next().await {
-        handles.push(started.unwrap().expect("every replica gets a token"));
-    }
+    let handles = start_together(5, || {
+        counted_replica(&cache, &fetches, Duration::from_secs(3), LIFETIME * 30)
+    })
+    .await;
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
     shared_token(&handles);
     // The waiters found the token by polling, within one poll of its publication.
@@ -2513,15 +2520,10 @@ async fn waiters_adopt_the_published_token_without_reading_it() {
         .poll_interval(Duration::from_secs(30));
     let fetches = Arc::new(AtomicU64::new(0));
     let lifetime = Duration::from_secs(60);
-    let mut starting = JoinSet::new();
-    for _ in 0..REPLICAS {
-        let replica = counted_replica(&cache, &fetches, Duration::from_secs(2), lifetime);
-        starting.spawn(replica.start());
-    }
-    let mut handles = Vec::new();
-    while let Some(started) = starting.join_next().await {
-        handles.push(started.unwrap().expect("every replica gets a token"));
-    }
+    let handles = start_together(REPLICAS as usize, || {
+        counted_replica(&cache, &fetches, Duration::from_secs(2), lifetime)
+    })
+    .await;
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
     // At the cold start too: the holder's two reads, one for each waiter, and one more by the
     // first waiter, which began to listen only after its first read (a publication before

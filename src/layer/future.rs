@@ -39,13 +39,33 @@ pin_project! {
             future: S::Future,
             // Boxed: the retry state is large, and inline it would make every response
             // future that big, retry or not.
-            retry: Option<Box<Retry<S, B>>>,
+            retry: OutOfLine<Box<Retry<S, B>>>,
         },
         // Waiting for a token, or retrying: the rare paths, boxed.
         Boxed {
-            future: BoxFuture<Result<S::Response, Error<S::Error>>>,
+            future: OutOfLine<BoxFuture<Result<S::Response, Error<S::Error>>>>,
         },
     }
+}
+
+/// A value whose drop is out of line: its own drop glue, inlined, only checks for `None`. With
+/// the retry state's drop (and the boxed future's) inlined into the response future's drop
+/// glue, that glue was too large to inline into the caller, which called it on every request,
+/// retry or not.
+struct OutOfLine<T>(Option<T>);
+
+impl<T> Drop for OutOfLine<T> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            drop_out_of_line(value);
+        }
+    }
+}
+
+#[inline(never)]
+fn drop_out_of_line<T>(value: T) {
+    drop(value);
 }
 
 impl<S, B> ResponseFuture<S, B>
@@ -56,7 +76,7 @@ where
         Self {
             state: State::Called {
                 future,
-                retry: None,
+                retry: OutOfLine(None),
             },
         }
     }
@@ -65,7 +85,7 @@ where
         Self {
             state: State::Called {
                 future,
-                retry: Some(retry),
+                retry: OutOfLine(Some(retry)),
             },
         }
     }
@@ -81,7 +101,9 @@ where
 
     pub(crate) fn boxed(future: BoxFuture<Result<S::Response, Error<S::Error>>>) -> Self {
         Self {
-            state: State::Boxed { future },
+            state: State::Boxed {
+                future: OutOfLine(Some(future)),
+            },
         }
     }
 }
@@ -112,7 +134,7 @@ where
         // the caller so that the response is moved once.
         if let StateProj::Called {
             future,
-            retry: None,
+            retry: OutOfLine(None),
         } = state.as_mut().project()
         {
             return future.poll(cx).map_err(Error::Inner);
@@ -139,18 +161,25 @@ where
         match state.as_mut().project() {
             StateProj::Called { future, retry } => {
                 let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
-                let Some(retry) = retry.take() else {
+                let Some(retry) = retry.0.take() else {
                     return Poll::Ready(Ok(response));
                 };
                 if !retry.inspect(&response) || !retry.config.retry {
                     return Poll::Ready(Ok(response));
                 }
                 match (*retry).into_retry(response) {
-                    Ok(future) => state.set(State::Boxed { future }),
+                    Ok(future) => state.set(State::Boxed {
+                        future: OutOfLine(Some(future)),
+                    }),
                     Err(response) => return Poll::Ready(Ok(response)),
                 }
             }
-            StateProj::Boxed { future } => return future.as_mut().poll(cx),
+            StateProj::Boxed { future } => {
+                return match &mut future.0 {
+                    Some(future) => future.as_mut().poll(cx),
+                    None => unreachable!("a boxed state holds its future"),
+                };
+            }
         }
     }
 }

@@ -176,11 +176,28 @@ impl<S: fmt::Debug, P> fmt::Debug for BearerAuth<S, P> {
 macro_rules! send {
     ($auth:expr, $inner:expr, $retry_service:expr, $request:ident, $token:expr) => {{
         let (auth, token) = (&$auth, $token);
+        let dpop_base = auth.dpop_origin.as_deref();
         // With DPoP the response is looked at even without retries: it may bring a nonce.
         if auth.config.retry || token.ath.is_some() {
-            auth.send_retryable($inner, $retry_service, $request, token)
+            // Inline here, not in a function taking the request: its argument was one more
+            // copy of the request.
+            let mut retry = auth.retry_state(&*$inner, $retry_service, &$request, token);
+            match authorize(auth.handle.shared(), &mut $request, token, dpop_base) {
+                Err(error) => ResponseFuture::failed(error),
+                // Without retries (a DPoP request's answer is still looked at), no body to
+                // keep.
+                Ok(()) if !auth.config.retry => {
+                    ResponseFuture::retryable($inner.call($request), retry)
+                }
+                Ok(()) => {
+                    // Not `Request::map`, which is not inlined: the head would move once more.
+                    let (head, body) = $request.into_parts();
+                    let (body, replay) = auth.replay.replay(body, auth.config.replay_limit);
+                    retry.set_replay(replay);
+                    ResponseFuture::retryable($inner.call(Request::from_parts(head, body)), retry)
+                }
+            }
         } else {
-            let dpop_base = auth.dpop_origin.as_deref();
             match authorize(auth.handle.shared(), &mut $request, token, dpop_base) {
                 Ok(()) => ResponseFuture::direct($inner.call($request)),
                 Err(error) => ResponseFuture::failed(error),
@@ -239,52 +256,31 @@ where
 }
 
 impl<P> Authorizer<P> {
-    /// `send!` keeping the retry state: the head as the caller built it (the
-    /// retry puts its own token in), the body's replay, a clone of the service.
+    /// What a retry needs of `request`, taken before the token goes in: the head as the
+    /// caller built it (the retry puts its own token in), the service to clone.
     #[inline(always)]
-    fn send_retryable<S, B, ResBody>(
+    fn retry_state<S, B>(
         &self,
-        inner: &mut S,
+        inner: &S,
         retry_service: &RetryService<S>,
-        mut request: Request<B>,
+        request: &Request<B>,
         token: &Token,
-    ) -> ResponseFuture<S, B>
+    ) -> Box<Retry<S, B>>
     where
-        S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-        P: ReplayPolicy<B>,
-        B: Send + 'static,
-        ResBody: Send + 'static,
+        S: Clone,
     {
-        let dpop = token.ath.is_some();
-        let mut retry = Retry::new(
-            &request,
+        Retry::new(
+            request,
             retry_service.of(inner),
             self.handle.clone(),
             token.generation,
             self.config.clone(),
-            if dpop {
+            if token.ath.is_some() {
                 DpopBase::Proof(self.dpop_origin.clone())
             } else {
                 DpopBase::None
             },
-        );
-        let shared = self.handle.shared();
-        if let Err(error) = authorize(shared, &mut request, token, self.dpop_origin.as_deref()) {
-            return ResponseFuture::failed(error);
-        }
-        // Without retries (a DPoP request's answer is still looked at), no body to keep.
-        let request = if self.config.retry {
-            // Not `Request::map`, which is not inlined: the head would move once more.
-            let (head, body) = request.into_parts();
-            let (body, replay) = self.replay.replay(body, self.config.replay_limit);
-            retry.set_replay(replay);
-            Request::from_parts(head, body)
-        } else {
-            request
-        };
-        ResponseFuture::retryable(inner.call(request), retry)
+        )
     }
 }
 

@@ -45,6 +45,8 @@ pin_project! {
         Boxed {
             future: OutOfLine<BoxFuture<Result<S::Response, Error<S::Error>>>>,
         },
+        // The output was returned.
+        Done,
     }
 }
 
@@ -137,14 +139,25 @@ where
             retry: OutOfLine(None),
         } = state.as_mut().project()
         {
-            return future.poll(cx).map_err(Error::Inner);
+            let output = ready!(future.poll(cx));
+            state.set(State::Done);
+            return Poll::Ready(output.map_err(Error::Inner));
         }
-        poll_state(state, cx)
+        let output = ready!(poll_state(state.as_mut(), cx));
+        // Done on every path that returns the output, and seen to be here: the caller, which
+        // drops this future once it has the response, then has nothing left to drop, and does
+        // not move the response around a drop that might touch it.
+        match state.project() {
+            StateProj::Done => Poll::Ready(output),
+            _ => unreachable!("poll_state leaves the future done"),
+        }
     }
 }
 
 /// The response future's other paths: the first response looked at for a retry, the boxed
-/// futures. Out of line, so that the common path above stays small enough to inline.
+/// futures. Out of line, so that the common path above stays small enough to inline. Leaves
+/// the future done when it returns the output, as soon as the output is there (later, the
+/// drop of the state in between made the response move twice more).
 #[inline(never)]
 fn poll_state<S, B, ResBody>(
     mut state: Pin<&mut State<S, B>>,
@@ -160,8 +173,11 @@ where
     loop {
         match state.as_mut().project() {
             StateProj::Called { future, retry } => {
-                let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
-                let Some(retry) = retry.0.take() else {
+                let output = ready!(future.poll(cx));
+                let retry = retry.0.take();
+                state.set(State::Done);
+                let response = output.map_err(Error::Inner)?;
+                let Some(retry) = retry else {
                     return Poll::Ready(Ok(response));
                 };
                 if !retry.inspect(&response) || !retry.config.retry {
@@ -175,11 +191,14 @@ where
                 }
             }
             StateProj::Boxed { future } => {
-                return match &mut future.0 {
-                    Some(future) => future.as_mut().poll(cx),
+                let output = match &mut future.0 {
+                    Some(future) => ready!(future.as_mut().poll(cx)),
                     None => unreachable!("a boxed state holds its future"),
                 };
+                state.set(State::Done);
+                return Poll::Ready(output);
             }
+            StateProj::Done => panic!("ResponseFuture polled after completion"),
         }
     }
 }

@@ -87,6 +87,7 @@ struct HeaderList {
 }
 
 impl HeaderList {
+    #[inline]
     fn new() -> Self {
         Self {
             inline: [const { None }; INLINE_HEADERS],
@@ -95,6 +96,9 @@ impl HeaderList {
         }
     }
 
+    // Inline: not generic, it was a call into this crate's code from the caller's for each
+    // header.
+    #[inline]
     fn push(&mut self, header: Header) {
         match self.inline.get_mut(self.len) {
             Some(slot) => {

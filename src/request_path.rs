@@ -339,6 +339,9 @@ impl DpopBase {
 /// Learns a DPoP nonce from a response to a request to `uri` that carried a proof, and reports
 /// the token of `generation` accepted when the response is neither a refusal nor a server
 /// error. Returns whether it is a refusal. `uri` is read only for a request with a proof.
+/// Inline: called for every response with retries on, from the caller's instantiation of the
+/// response future.
+#[inline]
 pub(crate) fn inspect(
     shared: &Shared,
     uri: &Uri,

@@ -252,9 +252,16 @@ impl Shared {
     /// refusal. Costs one atomic load once the generation is known to be accepted.
     #[inline]
     pub(crate) fn accepted(&self, generation: u64) {
-        if self.accepted.load(Ordering::Relaxed) >= generation {
-            return;
+        if self.accepted.load(Ordering::Relaxed) < generation {
+            self.newly_accepted(generation);
         }
+    }
+
+    /// [`accepted`](Self::accepted) the first time for `generation`: out of line, so that the
+    /// check above inlines into every response's inspection.
+    #[cold]
+    #[inline(never)]
+    fn newly_accepted(&self, generation: u64) {
         self.accepted.fetch_max(generation, Ordering::Relaxed);
         let mut state = self.state();
         if state.refusals > 1 {

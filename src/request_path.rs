@@ -181,7 +181,9 @@ impl Config {
         }
     }
 
-    /// Whether a response with this status and these headers refuses the token.
+    /// Whether a response with this status and these headers refuses the token. Inline, as
+    /// [`inspect`].
+    #[inline]
     pub(crate) fn is_unauthorized(&self, status: StatusCode, headers: &HeaderMap) -> bool {
         match &self.unauthorized_if {
             None => default_unauthorized(status, headers),
@@ -218,6 +220,7 @@ const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// });
 /// # }
 /// ```
+#[inline]
 pub fn default_unauthorized(status: StatusCode, headers: &HeaderMap) -> bool {
     status == StatusCode::UNAUTHORIZED
         || headers

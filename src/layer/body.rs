@@ -149,6 +149,51 @@ fn as_known<B: 'static, K: ReplayBody + 'static>(
     Some((first, replay))
 }
 
+/// The replay of `body` left in its request, when the policy is the default and the body one
+/// of the in-memory types (`Full<Bytes>`, `Empty<Bytes>`, `String`): the same replay as
+/// [`ReplayBodies`] makes of them (a copy, a reference count for `Full<Bytes>`), without
+/// taking the body out of the request and putting it back, which moved the request's head
+/// twice. `None` for any other policy or body type, which go through
+/// [`ReplayPolicy::replay`]. Resolved when the caller is compiled.
+#[inline(always)]
+pub(crate) fn replay_in_place<P: 'static, B: 'static>(
+    _policy: &P,
+    body: &B,
+    limit: usize,
+) -> Option<Replay<B>> {
+    use std::any::TypeId;
+
+    if TypeId::of::<P>() != TypeId::of::<ReplayBodies>() {
+        return None;
+    }
+    in_place::<B, Full<Bytes>>(body, |body| Replay::ready(body.clone()))
+        .or_else(|| in_place::<B, Empty<Bytes>>(body, |_| Replay::ready(Empty::new())))
+        .or_else(|| {
+            in_place::<B, String>(body, |body| {
+                if body.len() > limit {
+                    Replay::none()
+                } else {
+                    Replay::ready(body.clone())
+                }
+            })
+        })
+}
+
+/// `replay(body)` if `B` is `K`.
+#[inline(always)]
+fn in_place<B: 'static, K: 'static>(
+    body: &B,
+    replay: impl FnOnce(&K) -> Replay<K>,
+) -> Option<Replay<B>> {
+    use std::any::Any;
+
+    let known = (body as &dyn Any).downcast_ref::<K>()?;
+    // `K` is `B`: this cast cannot fail.
+    (&mut Some(replay(known)) as &mut dyn Any)
+        .downcast_mut::<Option<Replay<B>>>()?
+        .take()
+}
+
 /// Warns, once per body type (nearly: a few slots, lossy beyond them), that the default policy
 /// cannot replay `B`.
 #[cold]
@@ -642,6 +687,43 @@ mod tests {
         assert!(!first_report(1));
         assert!(first_report(2));
         assert!(!first_report(1) && !first_report(2));
+    }
+
+    /// The replay left in the request is the default policy's, for the in-memory types it
+    /// covers (the same bytes, the same answer over the limit); any other policy or body type
+    /// goes through the policy.
+    #[test]
+    fn the_replay_in_place_is_the_default_policys() {
+        let full = Full::new(Bytes::from_static(b"abc"));
+        let replay = replay_in_place(&ReplayBodies, &full, 8).expect("in place");
+        assert_eq!(bytes_of(replay.take().expect("ready")), b"abc");
+        let (_, policy) = ReplayBodies.replay(full, 8);
+        assert_eq!(bytes_of(policy.take().expect("ready")), b"abc");
+
+        let empty = Empty::<Bytes>::new();
+        let replay = replay_in_place(&ReplayBodies, &empty, 8).expect("in place");
+        assert!(matches!(replay.kind, Kind::Ready(_)));
+
+        for (text, limit) in [("abc", 8), ("abcdefghij", 8), ("abcdefgh", 8)] {
+            let body = text.to_owned();
+            let in_place = replay_in_place(&ReplayBodies, &body, limit).expect("in place");
+            let (_, policy) = ReplayBodies.replay(body, limit);
+            assert_eq!(in_place.take(), policy.take(), "{text} with limit {limit}");
+        }
+
+        assert!(replay_in_place(&NoReplay, &Full::new(Bytes::new()), 8).is_none());
+        let closure = |body: Full<Bytes>, _: usize| (body, Replay::<Full<Bytes>>::none());
+        assert!(replay_in_place(&closure, &Full::new(Bytes::new()), 8).is_none());
+        let boxed: TestBody = Full::new(Bytes::from_static(b"abc")).boxed_unsync();
+        assert!(replay_in_place(&ReplayBodies, &boxed, 8).is_none());
+    }
+
+    fn bytes_of(body: Full<Bytes>) -> Vec<u8> {
+        futures_util::FutureExt::now_or_never(body.collect())
+            .expect("in memory")
+            .expect("infallible")
+            .to_bytes()
+            .to_vec()
     }
 
     /// The default policy replays the types it knows through their own replay, and sends

@@ -12,6 +12,7 @@ use tower_service::Service;
 
 use super::{
     Config, Error, Origin, ReplayBodies, ReplayPolicy,
+    body::replay_in_place,
     future::ResponseFuture,
     retry::{DpopBase, Retry, RetryService, authorize},
 };
@@ -190,11 +191,22 @@ macro_rules! send {
                     ResponseFuture::retryable($inner.call($request), retry)
                 }
                 Ok(()) => {
-                    // Not `Request::map`, which is not inlined: the head would move once more.
-                    let (head, body) = $request.into_parts();
-                    let (body, replay) = auth.replay.replay(body, auth.config.replay_limit);
-                    retry.set_replay(replay);
-                    ResponseFuture::retryable($inner.call(Request::from_parts(head, body)), retry)
+                    if let Some(replay) =
+                        replay_in_place(&auth.replay, $request.body(), auth.config.replay_limit)
+                    {
+                        retry.set_replay(replay);
+                        ResponseFuture::retryable($inner.call($request), retry)
+                    } else {
+                        // Not `Request::map`, which is not inlined: the head would move once
+                        // more.
+                        let (head, body) = $request.into_parts();
+                        let (body, replay) = auth.replay.replay(body, auth.config.replay_limit);
+                        retry.set_replay(replay);
+                        ResponseFuture::retryable(
+                            $inner.call(Request::from_parts(head, body)),
+                            retry,
+                        )
+                    }
                 }
             }
         } else {

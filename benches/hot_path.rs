@@ -423,6 +423,10 @@ fn paired_ratios(fixture: &Fixture, rounds: usize, batch: usize) {
                     Summary::of(row(9)).median - Summary::of(row(11)).median
                 ),
             ),
+            12 => (
+                format!("{} x row 2; {} x row 4", ratio(12, 2), ratio(12, 4)),
+                "report: a replayable request the ecosystem's way".to_owned(),
+            ),
             _ => (
                 format!("{} x row 1", ratio(n, 1)),
                 "floor of a DPoP row".to_owned(),

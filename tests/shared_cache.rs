@@ -2473,9 +2473,11 @@ impl TokenStore for Observed {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         self.inner.compare_and_delete(key, value)
     }
+    /// A deaf store is never found already listening (as the store it replaced was not): a
+    /// waiter listens after its first read, and reads once more.
     fn listening(&self, channel: &str) -> Option<Listener> {
         match &self.deaf {
-            Some(silence) => Some(Listener::new(silence.subscribe())),
+            Some(_) => None,
             None => self.inner.listening(channel),
         }
     }
